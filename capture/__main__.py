@@ -1,0 +1,5 @@
+"""Entry point for `python -m capture`."""
+
+from capture.cli import main
+
+main()

@@ -1,0 +1,267 @@
+"""The `capture` command line: consent, record, sessions, export, dataset checks, demo."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capture import __version__
+from capture.errors import CaptureError
+
+SCOPE_KINDS = ("video", "keyboard", "mouse", "gamepad", "audio")
+
+
+class _Group(click.Group):
+    """Prints CaptureError as one plain line on stderr and exits with its code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaptureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="capture")
+def cli() -> None:
+    """Record gameplay of opted-in players and export frame-aligned video + action datasets.
+
+    \b
+    Players:          capture consent grant ..., then capture record --game G
+    Dataset builders: capture export SESSION... --out DATASET, then capture dataset verify DATASET
+    Try it:           capture demo
+
+    All state lives in $CAPTURE_HOME (default: your user data directory).
+    """
+
+
+def _add_consent() -> None:
+    from capture.consent.commands import consent
+
+    cli.add_command(consent)
+
+
+_add_consent()
+
+
+def _parse_scope(value: str) -> frozenset[str]:
+    kinds = [k.strip().lower() for k in value.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in SCOPE_KINDS]
+    if bad or not kinds:
+        raise click.BadParameter(f"unknown kind(s) {bad or value!r}; choose from "
+                                 + ", ".join(SCOPE_KINDS))
+    return frozenset(kinds)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, so recordings finalise cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        click.echo(f"\n{signal.Signals(signum).name}: stopping and finalising ...", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@cli.command()
+@click.option("--game", required=True, help="Executable name or X11 window class of the game.")
+@click.option("--backend", type=click.Choice(["builtin", "obs"]), default="builtin",
+              show_default=True, help="Video backend.")
+@click.option("--fps", type=click.IntRange(1, 240), default=30, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds (default: until Ctrl-C or the game exits).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Parent directory for the session (default: $CAPTURE_HOME/sessions).")
+@click.option("--scope", default="video,keyboard,mouse", show_default=True,
+              help="Kinds of data to record; your consent must cover all of them.")
+@click.option("--player", default=None, help="Whose consent to use, if several players have one.")
+@click.option("--display", default=None, help="X display (default: $DISPLAY).")
+@click.option("--wait", "wait_s", type=float, default=None,
+              help="Give up if the game has no window after this many seconds.")
+def record(game: str, backend: str, fps: int, duration: float | None, out: Path | None,
+           scope: str, player: str | None, display: str | None, wait_s: float | None) -> None:
+    """Record the focused window of GAME with your input, under your consent.
+
+    Waits for the game's window, records video and input only while it has focus, and stops
+    after --duration, on Ctrl-C / SIGTERM, or when the game exits. The last line printed is the
+    session directory.
+    """
+    from capture.session.recorder import RecordOptions
+    from capture.session.recorder import record as run_record
+
+    opts = RecordOptions(game=game, backend=backend, fps=fps, duration_s=duration, out=out,
+                         scope=_parse_scope(scope), player=player, display=display,
+                         wait_timeout_s=wait_s)
+    session_dir = run_record(opts, stop=stop_on_signals(),
+                             say=lambda msg: click.echo(msg, err=True))
+    _print_session_summary(session_dir)
+    click.echo(str(session_dir))
+
+
+def _print_session_summary(session_dir: Path) -> None:
+    from capture.session import bundle
+
+    m = bundle.read_manifest(session_dir)
+    qa = m["qa"]
+    click.echo(
+        f"{m['status']}: {qa.get('frames', 0)} frames in {qa.get('duration_s', 0):.1f} s "
+        f"({qa.get('fps_achieved', 0):.1f} fps achieved, {qa.get('dropped_frames', 0)} dropped, "
+        f"{qa.get('repeated_frames', 0)} repeated), focused {qa.get('focused_s', 0):.1f} s, "
+        f"inputs {sum(qa.get('input_counts', {}).values())}", err=True)
+
+
+# --- sessions -----------------------------------------------------------------------------------
+@cli.group()
+def sessions() -> None:
+    """See, check, delete and recover your recorded sessions."""
+
+
+@sessions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def sessions_list(as_json: bool) -> None:
+    """List every session with its game, start, duration and status."""
+    from capture.session import store
+
+    rows = [s.to_dict() for s in store.list_sessions()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no sessions")
+        return
+    for r in rows:
+        dur = f"{r['duration_s']:.1f} s" if r["duration_s"] is not None else "-"
+        extra = f"  ({r['problem']})" if r["problem"] else ""
+        click.echo(f"{r['id']}  {r['game'] or '?':<20} {r['start'] or '?':<28} {dur:>9}  "
+                   f"{r['status']}{extra}")
+
+
+@sessions.command("show")
+@click.argument("session")
+def sessions_show(session: str) -> None:
+    """Show a session's manifest (by id or path)."""
+    from capture.session import bundle, store
+
+    click.echo(json.dumps(bundle.read_manifest(store.resolve(session)), indent=2))
+
+
+@sessions.command("delete")
+@click.argument("session", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask.")
+def sessions_delete(session: tuple[str, ...], yes: bool) -> None:
+    """Delete sessions (by id or path) and everything in them."""
+    from capture.session import store
+
+    dirs = [store.resolve(s) for s in session]
+    if not yes:
+        click.confirm(f"Delete {len(dirs)} session(s) for good?", abort=True)
+    for d in dirs:
+        store.delete_session(d)
+        click.echo(f"deleted {d}")
+
+
+@sessions.command("recover")
+@click.argument("session", nargs=-1)
+def sessions_recover(session: tuple[str, ...]) -> None:
+    """Finalise sessions whose recorder crashed (all such sessions if none is named)."""
+    from capture.session import bundle, store
+
+    dirs = ([store.resolve(s) for s in session] if session
+            else [d for d in store.session_dirs() if bundle.needs_recovery(d)])
+    if not dirs:
+        click.echo("no session needs recovery")
+        return
+    for d in dirs:
+        m = bundle.recover(d)
+        rec = m.get("recovery") or {}
+        click.echo(f"recovered {d}: {m['qa']['frames']} frames "
+                   f"({rec.get('frames_logged')} logged, {rec.get('frames_decodable')} decodable), "
+                   f"{sum(m['qa']['input_counts'].values())} input events")
+
+
+# --- export and datasets ------------------------------------------------------------------------
+def _parse_size(value: str) -> tuple[int, int] | None:
+    if value == "native":
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WxH (e.g. 640x360) or 'native'") from None
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise click.BadParameter(f"{value!r}: width and height must be positive and even")
+    return (w, h)
+
+
+@cli.command("export")
+@click.argument("session_dirs", nargs=-1, required=True,
+                type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Dataset directory to create (must not exist or be empty).")
+@click.option("--fps", type=click.IntRange(1, 240), default=None,
+              help="Dataset frame rate (default: the sessions' recording rate).")
+@click.option("--size", default="native", show_default=True, help="WxH or native.")
+@click.option("--max-episode-s", type=float, default=600.0, show_default=True,
+              help="Split sessions into episodes of at most this length.")
+def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size: str,
+               max_episode_s: float) -> None:
+    """Export sessions as a LeRobot v3.0 dataset with per-frame actions."""
+    from capture.export import export_dataset, format_report
+
+    size_wh = _parse_size(size)
+    with click.progressbar(length=0, label="exporting frames", file=sys.stderr) as bar:
+        def progress(n: int) -> None:
+            bar.update(n)
+
+        report = export_dataset(list(session_dirs), out, fps=fps, size=size_wh,
+                                max_episode_s=max_episode_s, progress=progress)
+    click.echo(format_report(report))
+
+
+@cli.group()
+def dataset() -> None:
+    """Check datasets."""
+
+
+@dataset.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def dataset_verify(path: Path) -> None:
+    """Check a dataset against LeRobot's loading rules; exit 1 if anything is wrong."""
+    from capture.export.verify import verify_dataset
+
+    report = verify_dataset(path)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+# --- demo ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("capture-demo"), show_default=True,
+              help="Where the demo puts its data dir, session and dataset.")
+@click.option("--duration", type=float, default=20.0, show_default=True)
+@click.option("--display", default=None,
+              help="Use this X display instead of starting a private Xvfb.")
+def demo(out: Path, duration: float, display: str | None) -> None:
+    """Record a bundled game driven by a scripted player, export and verify a dataset.
+
+    Runs on a private Xvfb (so it never moves your own mouse) under a demo consent that is
+    marked synthetic, in its own data dir under --out.
+    """
+    from capture.demo.run import run_demo
+
+    run_demo(out, duration_s=duration, display=display, say=lambda m: click.echo(m, err=True))
+
+
+def main() -> None:
+    cli()

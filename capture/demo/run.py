@@ -1,0 +1,188 @@
+"""Runs the demo: Xvfb, the bundled game, a synthetic consent, record, export, verify, summary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from capture.demo.game import WINDOW_CLASS
+from capture.errors import CaptureError
+
+DEMO_PLAYER = "demo-player"
+DEMO_SCOPE = ["video", "keyboard", "mouse"]
+
+
+@contextmanager
+def _display(display: str | None) -> Iterator[str]:
+    if display:
+        yield display
+        return
+    from capture.xserver import Xvfb
+
+    with Xvfb(1280, 720) as server:
+        yield server.display
+
+
+@contextmanager
+def _other_window(display: str) -> Iterator[int]:
+    """A plain window of another program, to show that input there is never recorded."""
+    from Xlib import X
+    from Xlib import display as xdisplay
+
+    d = xdisplay.Display(display)
+    screen = d.screen()
+    window = screen.root.create_window(700, 100, 300, 200, 0, screen.root_depth,
+                                       background_pixel=screen.white_pixel,
+                                       event_mask=X.KeyPressMask | X.ButtonPressMask)
+    window.set_wm_class("capture-demo-other", "CaptureDemoOther")
+    window.set_wm_name("another program")
+    window.map()
+    d.sync()
+    try:
+        yield window.id
+    finally:
+        window.destroy()
+        d.close()
+
+
+def _find_window(display: str, wm_class: str, timeout_s: float = 20.0) -> int:
+    from Xlib import display as xdisplay
+
+    d = xdisplay.Display(display)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for child in d.screen().root.query_tree().children:
+                cls = child.get_wm_class()
+                if cls and wm_class in cls:
+                    return int(child.id)
+            time.sleep(0.1)
+    finally:
+        d.close()
+    raise CaptureError(f"the demo game's window did not appear within {timeout_s:g} s")
+
+
+def _prepare_out(out: Path) -> Path:
+    out = out.resolve()
+    dataset = out / "dataset"
+    if dataset.exists():
+        if not (dataset / "meta" / "info.json").exists():
+            raise CaptureError("exists and is not a dataset the demo made; choose another --out",
+                               dataset)
+        shutil.rmtree(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_demo(out: Path, *, duration_s: float = 20.0, display: str | None = None,
+             say: Callable[[str], None] = print) -> dict:
+    """Run the whole demo and return its summary (also printed through `say`)."""
+    out = _prepare_out(out)
+    os.environ["CAPTURE_HOME"] = str(out / "home")  # the demo's consent never mixes with yours
+    from capture import consent
+    from capture.demo.player import ScriptedPlayer
+    from capture.export import export_dataset, format_report
+    from capture.export.verify import verify_dataset
+    from capture.session.recorder import RecordOptions, record
+
+    receipt = consent.grant(DEMO_PLAYER, [WINDOW_CLASS], DEMO_SCOPE, method="demo-synthetic",
+                            synthetic=True,
+                            purposes=["demonstration of capture (synthetic player)"])
+    say(f"demo consent {receipt.receipt_id} (synthetic) for {WINDOW_CLASS}")
+    with _display(display) as disp:
+        env = {**os.environ, "DISPLAY": disp}
+        game = subprocess.Popen([sys.executable, "-m", "capture.demo.game"], env=env)
+        try:
+            game_window = _find_window(disp, WINDOW_CLASS)
+            with _other_window(disp) as other_window:
+                started = threading.Event()
+                stop = threading.Event()
+                result: dict = {}
+
+                def run_recorder() -> None:
+                    try:
+                        result["session"] = record(
+                            RecordOptions(game=WINDOW_CLASS, fps=30, duration_s=duration_s,
+                                          out=out / "sessions", display=disp,
+                                          wait_timeout_s=20, player=DEMO_PLAYER,
+                                          stop_when_game_exits=True),
+                            stop=stop, say=say, on_started=lambda _p: started.set())
+                    except BaseException as exc:
+                        result["error"] = exc
+                        started.set()
+
+                recorder = threading.Thread(target=run_recorder, name="demo-recorder")
+                recorder.start()
+                started.wait(30)
+                if "error" in result:
+                    raise result["error"]
+                player = ScriptedPlayer(disp, game_window, other_window)
+                tally = player.play(duration_s, stop)
+                recorder.join()
+                if "error" in result:
+                    raise result["error"]
+        finally:
+            game.terminate()
+            try:
+                game.wait(5)
+            except subprocess.TimeoutExpired:
+                game.kill()
+                game.wait()
+
+    session_dir: Path = result["session"]
+    dataset = out / "dataset"
+    say(f"exporting {session_dir.name} -> {dataset}")
+    report = export_dataset([session_dir], dataset)
+    verification = verify_dataset(dataset)
+    summary = _summarise(session_dir, dataset, report, verification, tally)
+    say(format_report(report))
+    say(verification.summary())
+    for line in summary["lines"]:
+        say(line)
+    if not verification.ok:
+        raise CaptureError("the exported dataset failed verification (see above)", dataset)
+    return summary
+
+
+def _summarise(session_dir: Path, dataset: Path, report: object, verification: object,
+               tally: object) -> dict:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from capture.session import bundle
+
+    manifest = bundle.read_manifest(session_dir)
+    qa = manifest["qa"]
+    data = pq.read_table(sorted((dataset / "data").glob("*/*.parquet")))
+    deltas = data.column("action.mouse_delta").combine_chunks().flatten().to_numpy()
+    recorded_dx, recorded_dy = float(deltas[0::2].sum()), float(deltas[1::2].sum())
+    events = bundle.open_session(session_dir).events()
+    presses = pc.sum(pc.equal(events.column("kind"), "key_press")).as_py() or 0
+    sent_presses = sum(tally.key_presses.values())  # type: ignore[attr-defined]
+    lines = [
+        "",
+        "== capture demo ==",
+        f"session   {session_dir}",
+        f"dataset   {dataset}",
+        f"recorded  {qa['frames']} frames in {qa['duration_s']:.1f} s, "
+        f"{qa['fps_achieved']:.1f} fps achieved, {qa['dropped_frames']} dropped, "
+        f"focused {qa['focused_s']:.1f} s",
+        f"inputs    {sum(qa['input_counts'].values())} events: "
+        + ", ".join(f"{k} {v}" for k, v in qa["input_counts"].items()),
+        f"mouse     sent ({tally.mouse_dx:+.0f}, {tally.mouse_dy:+.0f}) while focused; "  # type: ignore[attr-defined]
+        f"per-frame actions sum to ({recorded_dx:+.0f}, {recorded_dy:+.0f})",
+        f"keys      {sent_presses} presses sent while focused, {presses} recorded; "
+        f"{tally.sent_while_unfocused} inputs sent to another window, none kept",  # type: ignore[attr-defined]
+        f"verify    {'OK' if verification.ok else 'FAILED'}",  # type: ignore[attr-defined]
+    ]
+    return {"session": str(session_dir), "dataset": str(dataset), "lines": lines,
+            "mouse_sent": (tally.mouse_dx, tally.mouse_dy),  # type: ignore[attr-defined]
+            "mouse_recorded": (recorded_dx, recorded_dy),
+            "presses_sent": sent_presses, "presses_recorded": presses}

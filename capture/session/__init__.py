@@ -1,0 +1,1 @@
+"""Session bundles: one directory per recording, its manifest, its journals and tables."""

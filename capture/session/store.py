@@ -1,0 +1,120 @@
+"""The player's local sessions: where they are, listing, deleting, and deleting on revocation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capture import formats, paths
+from capture.errors import BadInputError, CaptureError
+from capture.session import bundle
+
+
+def register(session_dir: Path) -> None:
+    """Remember a session recorded outside the data dir, so list/delete/revoke can find it."""
+    session_dir = session_dir.resolve()
+    if session_dir.parent == paths.sessions_dir().resolve():
+        return
+    index = paths.session_index_path()
+    index.parent.mkdir(parents=True, exist_ok=True)
+    with open(index, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"path": str(session_dir)}) + "\n")
+
+
+def session_dirs() -> list[Path]:
+    """Every known session directory that still exists, oldest first."""
+    found: dict[Path, None] = {}
+    root = paths.sessions_dir()
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if (d / formats.MANIFEST).exists():
+                found[d.resolve()] = None
+    index = paths.session_index_path()
+    if index.exists():
+        for line in index.read_text(encoding="utf-8").splitlines():
+            try:
+                d = Path(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged index line only hides a session, never breaks listing
+            if (d / formats.MANIFEST).exists():
+                found[d.resolve()] = None
+    return sorted(found, key=lambda p: p.name)
+
+
+@dataclass
+class SessionSummary:
+    path: Path
+    manifest: dict[str, Any] | None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest or {}
+        qa = m.get("qa", {})
+        return {
+            "id": m.get("session_id", self.path.name),
+            "path": str(self.path),
+            "game": m.get("game", {}).get("name"),
+            "player": m.get("player"),
+            "start": (m.get("clock", {}).get("start") or {}).get("utc"),
+            "duration_s": qa.get("duration_s"),
+            "frames": qa.get("frames"),
+            "status": m.get("status", "unreadable"),
+            "receipt_id": m.get("consent", {}).get("receipt_id"),
+            "problem": self.problem,
+        }
+
+
+def list_sessions() -> list[SessionSummary]:
+    out = []
+    for d in session_dirs():
+        try:
+            manifest = bundle.read_manifest(d)
+            problem = "needs recovery" if bundle.needs_recovery(d) else None
+            out.append(SessionSummary(d, manifest, problem))
+        except BadInputError as exc:
+            out.append(SessionSummary(d, None, str(exc)))
+    return out
+
+
+def resolve(ref: str) -> Path:
+    """A session directory from a path or a session id (or a unique prefix of one)."""
+    p = Path(ref)
+    if (p / formats.MANIFEST).exists():
+        return p
+    matches = [d for d in session_dirs() if d.name == ref or d.name.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CaptureError(f"no session called {ref!r} (see `capture sessions list`)")
+    raise CaptureError(f"{ref!r} matches {len(matches)} sessions; give more of the id")
+
+
+def delete_session(session_dir: Path) -> None:
+    if not (session_dir / formats.MANIFEST).exists():
+        raise CaptureError("refusing to delete: not a session directory", session_dir)
+    shutil.rmtree(session_dir)
+
+
+def delete_sessions_of(player: str, games: list[str] | None) -> list[Path]:
+    """Delete the local sessions of `player` (for `games` only, if given); return their paths."""
+    wanted = {g.lower() for g in games} if games else None
+    deleted = []
+    for d in session_dirs():
+        try:
+            manifest = json.loads((d / formats.MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if manifest.get("player") != player:
+            continue
+        game = manifest.get("game", {})
+        names = {str(game.get("name", "")).lower()}
+        names |= {c.lower() for c in game.get("window_class", [])}
+        if game.get("executable"):
+            names.add(str(game["executable"]).lower())
+        if wanted is None or names & wanted:
+            shutil.rmtree(d)
+            deleted.append(d)
+    return deleted
