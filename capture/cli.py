@@ -215,12 +215,14 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size: str,
                max_episode_s: float) -> None:
     """Export sessions as a LeRobot v3.0 dataset with per-frame actions."""
+    from tqdm import tqdm
+
     from capture.export import export_dataset, format_report
 
     size_wh = _parse_size(size)
-    with click.progressbar(length=0, label="exporting frames", file=sys.stderr) as bar:
-        def progress(n: int) -> None:
-            bar.update(n)
+    with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
+        def progress(frames_done: int) -> None:
+            bar.update(frames_done - bar.n)
 
         report = export_dataset(list(session_dirs), out, fps=fps, size=size_wh,
                                 max_episode_s=max_episode_s, progress=progress)

@@ -1,13 +1,16 @@
-"""Ground-truth clock window: draws the host clock as Gray-coded blocks; `decode_clock` reads it back."""
+"""Ground-truth clock: a window drawing the host clock as Gray-coded blocks, and its decoder."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -132,8 +135,13 @@ class ClockWindow:
 
 
 def run(display_name: str | None, size: tuple[int, int], max_hz: float,
-        stats_path: Path | None = None, position: tuple[int, int] = (0, 0)) -> dict[str, Any]:
-    """Redraw the clock until SIGTERM/SIGINT; print the window id first; return redraw stats."""
+        stats_path: Path | None = None, position: tuple[int, int] = (0, 0),
+        redraw_log: Path | None = None) -> dict[str, Any]:
+    """Redraw the clock until SIGTERM/SIGINT; print the window id first; return redraw stats.
+
+    `redraw_log` receives (drawn time, time the server had finished drawing it) of every redraw
+    as an int64 N x 2 .npy: with it a stalled clock can be told from a late grab.
+    """
     running = True
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -145,21 +153,26 @@ def run(display_name: str | None, size: tuple[int, int], max_hz: float,
     clock_window = ClockWindow(display_name, size, position)
     print(clock_window.id, flush=True)
     period_ns = int(1e9 / max_hz)
-    intervals: list[int] = []
+    drawn_times: list[int] = []
+    done_times: list[int] = []
     started = previous = now_ns()
     next_draw = started
     while running:
         drawn_at = now_ns()
         clock_window.draw(drawn_at)
-        intervals.append(drawn_at - previous)
+        drawn_times.append(drawn_at)
+        done_times.append(now_ns())
         previous = drawn_at
         next_draw = max(next_draw + period_ns, now_ns())
         time.sleep(max(0, next_draw - now_ns()) / 1e9)
     clock_window.close()
-    gaps = np.array(intervals[1:] or [0], dtype=np.int64) / 1e6
+    times = np.array(drawn_times, dtype=np.int64)
+    if redraw_log is not None:
+        np.save(redraw_log, np.stack([times, np.array(done_times, dtype=np.int64)], axis=1))
+    gaps = np.diff(times) / 1e6 if len(times) > 1 else np.zeros(1)
     stats = {
-        "redraws": len(intervals), "seconds": round((previous - started) / 1e9, 3),
-        "rate_hz": round(len(intervals) / max((previous - started) / 1e9, 1e-9), 1),
+        "redraws": len(times), "seconds": round((previous - started) / 1e9, 3),
+        "rate_hz": round(len(times) / max((previous - started) / 1e9, 1e-9), 1),
         "interval_ms_p50": round(float(np.percentile(gaps, 50)), 3),
         "interval_ms_p99": round(float(np.percentile(gaps, 99)), 3),
         "interval_ms_max": round(float(gaps.max()), 3),
@@ -167,6 +180,37 @@ def run(display_name: str | None, size: tuple[int, int], max_hz: float,
     if stats_path is not None:
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+@contextmanager
+def running_clockface(display_name: str, size: tuple[int, int] = (640, 360),
+                      position: tuple[int, int] = (0, 0), max_hz: float = 1000.0,
+                      stats_path: Path | None = None,
+                      redraw_log: Path | None = None) -> Iterator[int]:
+    """Run the clock window in a child process for the block; yields its X window id."""
+    command = [sys.executable, "-m", "capture.clockface", "--display", display_name,
+               "--size", f"{size[0]}x{size[1]}", "--position", f"{position[0]},{position[1]}",
+               "--max-hz", str(max_hz)]
+    if stats_path is not None:
+        command += ["--stats", str(stats_path)]
+    if redraw_log is not None:
+        command += ["--redraw-log", str(redraw_log)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.strip():
+            raise RuntimeError(f"the clock window did not start (exit code {process.wait(5)})")
+        yield int(line)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -182,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="window position X,Y")
     parser.add_argument("--max-hz", type=float, default=1000.0, help="redraw rate cap")
     parser.add_argument("--stats", type=Path, default=None, help="write redraw stats JSON here")
+    parser.add_argument("--redraw-log", type=Path, default=None,
+                        help="write (drawn, done) ns of every redraw here (.npy)")
     args = parser.parse_args(argv)
-    run(args.display, args.size, args.max_hz, args.stats, args.position)
+    run(args.display, args.size, args.max_hz, args.stats, args.position, args.redraw_log)
     return 0
 
 

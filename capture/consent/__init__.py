@@ -31,6 +31,7 @@ from .records import (
     Controller,
     Revocation,
     game_key,
+    human_time,
 )
 from .terms import TERMS_VERSION, terms_sha256
 
@@ -194,7 +195,7 @@ def withdraw(player: str, games: list[str] | None = None, receipt_id: str | None
     wanted = _clean_games(games) if games else None
     wanted_keys = {game_key(g) for g in wanted} if wanted else None
 
-    def build(entries: list[Any]) -> dict[str, Any] | None:
+    def build(entries: list[ConsentReceipt | Revocation]) -> dict[str, Any] | None:
         states = grant_states(entries)
         if receipt_id is not None:
             state = states.get(receipt_id)
@@ -207,7 +208,8 @@ def withdraw(player: str, games: list[str] | None = None, receipt_id: str | None
             targets = [s for s in states.values() if s.receipt.player == player]
         withdrawn = []
         for state in targets:
-            gone = [g for g in state.active_games if wanted_keys is None or game_key(g) in wanted_keys]
+            gone = [g for g in state.active_games
+                    if wanted_keys is None or game_key(g) in wanted_keys]
             if gone:
                 withdrawn.append({"receipt_id": state.receipt.receipt_id, "games": gone})
         if not withdrawn:
@@ -244,6 +246,7 @@ def require_consent(game: str, scope: set[str], player: str | None = None, *,
     if unknown:
         raise ConsentError(f"unknown scope kind {unknown[0]!r} "
                            f"(choose from {', '.join(SCOPE_KINDS)})")
+    player = player.strip() if player is not None else None
     states = list(grant_states(read_entries(_ledger(ledger_path))).values())
     for_game = [s for s in states if s.receipt.covers_game(game)]
     mine = [s for s in for_game if player is None or s.receipt.player == player]
@@ -254,7 +257,8 @@ def require_consent(game: str, scope: set[str], player: str | None = None, *,
             newest = max(mine, key=lambda s: s.withdrawn_by[game_key(game)].seq)
             revocation = newest.withdrawn_by[game_key(game)]
             raise ConsentError(
-                f"consent{who} for game {game!r} was revoked on {_when(revocation.timestamp)} "
+                f"consent{who} for game {game!r} was revoked on "
+                f"{human_time(revocation.timestamp)} "
                 f"(receipt {newest.receipt.receipt_id}); it must be granted again to record")
         others = sorted({s.receipt.player for s in for_game if s.is_active_for(game)})
         hint = f" (players with consent for it: {', '.join(others)})" if others else ""
@@ -307,10 +311,6 @@ def _current(state: GrantState) -> ConsentReceipt:
     if not state.withdrawn_by:
         return state.receipt
     return state.receipt.model_copy(update={"games": state.active_games})
-
-
-def _when(timestamp: str) -> str:
-    return f"{timestamp[:10]} {timestamp[11:19]} UTC"
 
 
 def _ledger(ledger_path: Path | str | None) -> Path:

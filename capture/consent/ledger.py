@@ -1,4 +1,4 @@
-"""The append-only, hash-chained consent ledger file: verified reads, locked appends, grant states."""
+"""The append-only, hash-chained consent ledger: verified reads, locked appends, grant states."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Consent ledger entries (Kantara Consent Receipt v1.1 / ISO/IEC TS 27560 fields) as pydantic models."""
+"""Consent ledger entries as pydantic models (Kantara Consent Receipt v1.1 / ISO/IEC TS 27560)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ Uuid4 = Annotated[str, StringConstraints(
 UtcTimestamp = Annotated[str, StringConstraints(
     pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Name = Annotated[str, StringConstraints(
+    min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _Frozen(BaseModel):
@@ -131,6 +132,11 @@ def parse_entry(obj: dict[str, Any]) -> ConsentReceipt | Revocation:
 def game_key(game: str) -> str:
     """How game names compare: case-insensitively, ignoring surrounding spaces."""
     return game.strip().casefold()
+
+
+def human_time(timestamp: str) -> str:
+    """'2025-01-02 03:04:05 UTC' from an entry's ISO timestamp."""
+    return f"{timestamp[:10]} {timestamp[11:19]} UTC"
 
 
 def canonical_json(obj: dict[str, Any]) -> bytes:

@@ -19,6 +19,7 @@ def backend() -> type[InputBackend]:
         try:
             from capture.inputs._xorg import XorgInputBackend
         except ImportError as exc:  # pragma: no cover - depends on the machine
-            raise ImportError(f"X11 input needs python-xlib ({exc}); pip install python-xlib") from exc
+            raise ImportError(
+                f"X11 input needs python-xlib ({exc}); pip install python-xlib") from exc
         return XorgInputBackend
     raise ImportError(f"no input backend {name!r} on {sys.platform} (known: xorg)")

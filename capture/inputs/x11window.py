@@ -22,6 +22,13 @@ def window(display: Display, window_id: int) -> Window:
     return display.create_resource_object("window", window_id)
 
 
+def resource_id(value: Window | int | None) -> int:
+    """A window's id; python-xlib gives plain ints for None, PointerRoot and the like."""
+    if value is None:
+        return X.NONE
+    return value if isinstance(value, int) else value.id
+
+
 def top_level_windows(display: Display, *, viewable_only: bool = True) -> list[int]:
     """Ids of the root window's children (window-manager frames or bare clients), bottom first."""
     root = display.screen().root
@@ -42,13 +49,14 @@ def top_level_of(display: Display, window_id: int) -> int | None:
     root_id = display.screen().root.id
     current = window_id
     try:
-        while True:
-            parent = window(display, current).query_tree().parent
-            if parent is None or parent.id in (0, root_id):
-                return None if current == root_id else current
-            current = parent.id
+        while current != root_id:
+            parent = resource_id(window(display, current).query_tree().parent)
+            if parent in (X.NONE, root_id):
+                return current if parent == root_id else None
+            current = parent
     except _WINDOW_GONE:
         return None
+    return None
 
 
 def client_window(display: Display, top_level_id: int) -> tuple[int, tuple[str, ...]] | None:
@@ -141,8 +149,12 @@ def active_window(display: Display) -> int | None:
 
 def focused_top_level(display: Display) -> int | None:
     """The top-level window holding X input focus; None for no focus, PointerRoot or the root."""
-    focus = display.get_input_focus().focus
-    # focus is X.NONE or X.PointerRoot as a plain int, a Window object otherwise.
-    if isinstance(focus, int):
+    return top_level_of_focus(display, display.get_input_focus().focus)
+
+
+def top_level_of_focus(display: Display, focus: Window | int) -> int | None:
+    """The top-level window containing a GetInputFocus answer (None, PointerRoot: None)."""
+    focus_id = resource_id(focus)
+    if focus_id in (X.NONE, X.PointerRoot):
         return None
-    return top_level_of(display, focus.id)
+    return top_level_of(display, focus_id)

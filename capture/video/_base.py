@@ -1,4 +1,4 @@
-"""The video backend interface: start, pause/resume, stop, and a frame timeline on the host clock."""
+"""The video backend interface: start, pause, stop, and a frame timeline on the host clock."""
 
 from __future__ import annotations
 

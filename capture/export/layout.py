@@ -1,0 +1,148 @@
+"""The exported dataset's format in one place: paths, size limits, features, schemas, info.json."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from capture import formats
+from capture.align import ACTION_NAMES, action_dtype
+
+CODEBASE_VERSION = "v3.0"
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+CARD_PATH = "README.md"
+CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
+VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
+EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
+EVENTS_PATH = "meta/events/" + CHUNK_FILE + ".parquet"
+
+VIDEO_KEY = "observation.image"
+VIDEO_CODEC = "libx264"   # encoder; the stream's codec name is VIDEO_CODEC_NAME
+VIDEO_CODEC_NAME = "h264"
+VIDEO_PIX_FMT = "yuv420p"
+VIDEO_PRESET = "veryfast"
+VIDEO_CRF = 23
+GOP_SECONDS = 2
+
+FRAMES_SCHEMA = "dataset-frames.v1.arrow.json"
+EPISODES_SCHEMA = "dataset-episodes.v1.arrow.json"
+EVENTS_SCHEMA = "dataset-events.v1.arrow.json"
+INFO_SCHEMA = "dataset-info.v3.schema.json"
+
+TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobot's loader rejects video frames further off than this
+# What capture.consent.pseudonym.keyed_pseudonym produces: 'p_' + 32 hex digits of an HMAC.
+PSEUDONYM_PATTERN = re.compile(r"^p_[0-9a-f]{32}$")
+
+INDEX_FEATURES: dict[str, dict[str, Any]] = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    "capture_time_ns": {"dtype": "int64", "shape": [1], "names": None},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """When to start a new data or video file, and how many files a chunk holds.
+
+    Checked at episode ends (an episode never spans two files), so a file can exceed its limit
+    by one episode. Data size is the in-memory Arrow size of the rows, as LeRobot counts
+    uncompressed Parquet bytes; video size is the encoded bytes.
+    """
+
+    data_mb: float = 100
+    video_mb: float = 500
+    chunks_size: int = 1000
+
+
+DEFAULT_LIMITS = FileLimits()
+
+
+def next_file(chunk_index: int, file_index: int, chunks_size: int) -> tuple[int, int]:
+    """The (chunk, file) after this one: a chunk holds at most chunks_size files."""
+    if file_index + 1 >= chunks_size:
+        return chunk_index + 1, 0
+    return chunk_index, file_index + 1
+
+
+def action_features() -> dict[str, dict[str, Any]]:
+    return {name: {"dtype": action_dtype(name).name, "shape": [len(names)], "names": list(names)}
+            for name, names in ACTION_NAMES.items()}
+
+
+def video_feature(width: int, height: int, fps: int) -> dict[str, Any]:
+    return {
+        "dtype": "video",
+        "shape": [height, width, 3],
+        "names": ["height", "width", "channels"],
+        "info": {
+            "video.height": height, "video.width": width, "video.codec": VIDEO_CODEC_NAME,
+            "video.pix_fmt": VIDEO_PIX_FMT, "video.is_depth_map": False, "video.fps": fps,
+            "video.channels": 3, "has_audio": False,
+        },
+    }
+
+
+def features(width: int, height: int, fps: int) -> dict[str, dict[str, Any]]:
+    """Every feature of the dataset, as info.json lists them."""
+    return {VIDEO_KEY: video_feature(width, height, fps), **INDEX_FEATURES, **action_features()}
+
+
+def build_info(*, fps: int, width: int, height: int, total_episodes: int, total_frames: int,
+               total_tasks: int, limits: FileLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    return {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": None,
+        "total_episodes": total_episodes,
+        "total_frames": total_frames,
+        "total_tasks": total_tasks,
+        "chunks_size": limits.chunks_size,
+        "data_files_size_in_mb": limits.data_mb,
+        "video_files_size_in_mb": limits.video_mb,
+        "fps": fps,
+        "splits": {"train": f"0:{total_episodes}"},
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH,
+        "features": features(width, height, fps),
+    }
+
+
+def _list_lengths(feature_map: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {name: len(ft["names"]) for name, ft in feature_map.items()
+            if ft.get("names") and ft["dtype"] != "video"}
+
+
+def frames_schema(feature_map: dict[str, dict[str, Any]] | None = None) -> pa.Schema:
+    """Arrow schema of the data files, sized by the feature names (ours unless given)."""
+    return formats.arrow_schema(FRAMES_SCHEMA, _list_lengths(feature_map or action_features()))
+
+
+def episodes_schema() -> pa.Schema:
+    return formats.arrow_schema(EPISODES_SCHEMA)
+
+
+def events_schema() -> pa.Schema:
+    return formats.arrow_schema(EVENTS_SCHEMA)
+
+
+def arrow_type_matches(feature: dict[str, Any], data_type: pa.DataType) -> bool:
+    """True if a parquet column of `data_type` holds this info.json feature."""
+    shape = list(feature["shape"])
+    dtype = feature["dtype"]
+    if shape == [1]:
+        return str(data_type) == _arrow_name(dtype)
+    if len(shape) != 1 or not pa.types.is_fixed_size_list(data_type):
+        return False
+    return data_type.list_size == shape[0] and str(data_type.value_type) == _arrow_name(dtype)
+
+
+def _arrow_name(dtype: str) -> str:
+    return {"float32": "float", "float64": "double"}.get(dtype, dtype)

@@ -1,0 +1,155 @@
+"""verify_dataset on tampered copies of an exported dataset: each problem is found and named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from capture.export.lerobot import ExportReport
+from capture.export.verify import verify_dataset
+
+DATA = "data/chunk-000/file-000.parquet"
+EPISODES = "meta/episodes/chunk-000/file-000.parquet"
+EVENTS = "meta/events/chunk-000/file-000.parquet"
+VIDEO = "videos/observation.image/chunk-000/file-000.mp4"
+
+
+def rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
+    pq.write_table(change(pq.read_table(path)), path)
+
+
+def replace_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def shift_timestamp(root: Path) -> None:
+    def change(t: pa.Table) -> pa.Table:
+        ts = t.column("timestamp").to_numpy().copy()
+        ts[5] += 0.01
+        return replace_column(t, "timestamp", pa.array(ts, pa.float32()))
+    rewrite(root / DATA, change)
+
+
+def drop_row(root: Path) -> None:
+    rewrite(root / DATA, lambda t: pa.concat_tables([t.slice(0, 10), t.slice(11)]))
+
+
+def drop_column(root: Path) -> None:
+    rewrite(root / DATA, lambda t: t.drop_columns(["action.mouse_wheel"]))
+
+
+def widen_column(root: Path) -> None:
+    rewrite(root / DATA, lambda t: replace_column(
+        t, "action.mouse_delta", pc.cast(t.column("action.mouse_delta"),
+                                         pa.list_(pa.float64(), 2))))
+
+
+def raw_player_name(root: Path) -> None:
+    rewrite(root / EPISODES, lambda t: replace_column(
+        t, "player", pa.array(["Alice Example"] * t.num_rows)))
+
+
+def event_out_of_range(root: Path) -> None:
+    def change(t: pa.Table) -> pa.Table:
+        frames = t.column("frame_index").to_pylist()
+        first = next(i for i, f in enumerate(frames) if f is not None)
+        frames[first] = 100_000
+        return replace_column(t, "frame_index", pa.array(frames, pa.int64()))
+    rewrite(root / EVENTS, change)
+
+
+def bad_info_version(root: Path) -> None:
+    info = json.loads((root / "meta/info.json").read_text())
+    info["codebase_version"] = "v2.1"
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+
+def video_off_grid(root: Path) -> None:
+    """Re-encode the video with frames 37 ms apart: off the 1/30 s grid."""
+    path = root / VIDEO
+    with av.open(str(path)) as source:
+        pictures = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = i * 37, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def video_missing_frames(root: Path) -> None:
+    path = root / VIDEO
+    with av.open(str(path)) as source:
+        pictures = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)][:-5]
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("tamper, file, words", [
+    (shift_timestamp, DATA, "timestamps are not frame_index / fps"),
+    (drop_row, DATA, "index is not contiguous"),
+    (drop_row, "meta/info.json", "total_frames"),
+    (drop_row, EPISODES, "do not cover"),
+    (drop_column, DATA, "'action.mouse_wheel' of info.json features is missing"),
+    (widen_column, DATA, "info.json says float32 [2]"),
+    (raw_player_name, EPISODES, "not keyed pseudonyms"),
+    (event_out_of_range, EVENTS, "frame outside their episode"),
+    (bad_info_version, "meta/info.json", "codebase_version"),
+    (video_off_grid, VIDEO, "off the 1/30 s grid"),
+    (video_missing_frames, VIDEO, "rows have no video frame"),
+    (video_missing_frames, VIDEO, "its episodes have"),
+])
+def test_verify_names_the_file_and_problem(exported: tuple[Path, ExportReport], tmp_path: Path,
+                                           tamper: Callable[[Path], None], file: str,
+                                           words: str) -> None:
+    root = Path(shutil.copytree(exported[0], tmp_path / "copy"))
+    assert verify_dataset(root).ok
+    tamper(root)
+    report = verify_dataset(root)
+    assert not report.ok
+    assert any(p.file == file and words in p.message for p in report.problems), report.summary()
+
+
+def test_verify_reports_instead_of_raising_on_garbage(tmp_path: Path) -> None:
+    assert verify_dataset(tmp_path / "missing").problems[0].message == "is not a directory"
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta/info.json").write_text("{not json")
+    report = verify_dataset(tmp_path)
+    assert [str(p) for p in report.problems] == ["meta/info.json: is not valid JSON "
+                                                 "(Expecting property name enclosed in "
+                                                 "double quotes)"]
+
+
+def test_verify_survives_unreadable_parquet(exported: tuple[Path, ExportReport],
+                                            tmp_path: Path) -> None:
+    root = Path(shutil.copytree(exported[0], tmp_path / "copy"))
+    (root / DATA).write_bytes(b"garbage")
+    (root / EPISODES).write_bytes(b"garbage")
+    report = verify_dataset(root)
+    files = {p.file for p in report.problems}
+    assert {DATA, EPISODES} <= files, report.summary()
+    assert "problem" in report.summary()
+    assert np.all([p.message for p in report.problems])
