@@ -17,7 +17,8 @@ from capture.video._base import CaptureTarget, VideoBackend, VideoResult, VideoS
 from capture.video._encode import EncodePlan, run_encoder
 from capture.video._grab import GrabPlan, RingSpec, Signals, run_grabber
 
-RING_SLOTS = 4          # pictures in flight between grabber and encoder before the grabber drops
+RING_SLOTS = 8          # pictures in flight between grabber and encoder before the grabber drops
+RING_BYTES_LIMIT = 128 << 20  # fewer slots for big pictures (4K: 4 slots), never fewer than 3
 START_TIMEOUT_S = 30.0  # two spawned interpreters importing numpy, av, cv2 on a busy machine
 STOP_TIMEOUT_S = 10.0
 
@@ -92,7 +93,9 @@ class BuiltinVideoBackend(VideoBackend):
         display, screen_size, (x, y, width, height) = resolve_target(target)
         session_dir.mkdir(parents=True, exist_ok=True)
         context = multiprocessing.get_context("spawn")
-        spec = RingSpec(slots=RING_SLOTS, width=width, height=height)
+        slot_bytes = width * height * 4
+        slots = max(3, min(RING_SLOTS, RING_BYTES_LIMIT // slot_bytes))
+        spec = RingSpec(slots=slots, width=width, height=height)
         ring = context.RawArray(ctypes.c_uint8, spec.slots * spec.slot_bytes)
         signals = Signals(go=context.Event(), capturing=context.Event(), stop=context.Event(),
                           consumed=context.RawValue(ctypes.c_int64, 0))

@@ -1,0 +1,185 @@
+"""Session bundles: schema conformance, bad input, crash salvage, listing, deletion, revocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from capture import consent, formats
+from capture.cli import cli
+from capture.errors import BadInputError
+from capture.journal import JournalWriter, read_journal
+from capture.session import bundle, store
+from tests.factories import SessionScript, build_session, gameplay_script, write_video
+
+
+def _schema(name: str) -> dict:
+    return json.loads((formats.schemas_dir() / name).read_text())
+
+
+def test_what_we_write_validates_against_schemas(tmp_path: Path) -> None:
+    session_dir = build_session(tmp_path, gameplay_script(seconds=2))
+    manifest = json.loads((session_dir / formats.MANIFEST).read_text())
+    jsonschema.validate(manifest, _schema(formats.MANIFEST_SCHEMA))
+    events = pq.read_table(session_dir / formats.EVENTS_TABLE)
+    frames = pq.read_table(session_dir / formats.FRAMES_TABLE)
+    assert events.schema.remove_metadata().equals(
+        formats.arrow_schema(formats.EVENTS_SCHEMA).remove_metadata(), check_metadata=False)
+    assert frames.schema.remove_metadata().equals(
+        formats.arrow_schema(formats.FRAMES_SCHEMA).remove_metadata(), check_metadata=False)
+    assert set(manifest["files"]) == {formats.VIDEO, formats.EVENTS_TABLE, formats.FRAMES_TABLE}
+    assert not (session_dir / formats.EVENTS_JOURNAL).exists()
+
+
+def test_write_manifest_rejects_invalid_manifest(tmp_path: Path) -> None:
+    session_dir = build_session(tmp_path, gameplay_script(seconds=1))
+    manifest = bundle.read_manifest(session_dir)
+    manifest["status"] = "finished-ish"
+    with pytest.raises(BadInputError, match="status"):
+        bundle.write_manifest(session_dir, manifest)
+    assert bundle.read_manifest(session_dir)["status"] == "complete"  # nothing was damaged
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "not valid JSON"),
+    ("[]", "not a JSON object"),
+    ('{"schema_version": 99}', "schema_version is 99"),
+])
+def test_malformed_manifest_is_named_with_its_problem(tmp_path, capture_home, content,
+                                                      problem) -> None:
+    session_dir = build_session(tmp_path, gameplay_script(seconds=1))
+    (session_dir / formats.MANIFEST).write_text(content)
+    result = CliRunner().invoke(cli, ["sessions", "show", str(session_dir)])
+    assert result.exit_code == BadInputError.exit_code
+    assert str(session_dir / formats.MANIFEST) in result.output
+    assert problem in result.output
+
+
+def test_journal_with_damage_in_the_middle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"t_ns": 1, "kind": "motion"}\n{"t_ns": 2, "ki\n{"t_ns": 3, "kind": "x"}\n')
+    with pytest.raises(BadInputError, match="line 2") as err:
+        list(read_journal(path, salvage=True))
+    assert str(path) in str(err.value)
+
+
+def test_journal_cut_off_at_the_end_is_salvaged(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    writer = JournalWriter(path)
+    for i in range(5):
+        writer.append({"t_ns": i, "kind": "motion"})
+    writer.close()
+    with open(path, "a") as f:
+        f.write('{"t_ns": 5, "kin')
+    with pytest.raises(BadInputError, match="line 6"):
+        list(read_journal(path))
+    assert [r["t_ns"] for r in read_journal(path, salvage=True)] == [0, 1, 2, 3, 4]
+
+
+def _crashed_session(root: Path, script: SessionScript, extra_logged_frames: int) -> Path:
+    """A bundle as a killed recorder leaves it: manifest 'recording', journals, a dead pid."""
+    session_dir = root / script.session_id
+    session_dir.mkdir(parents=True)
+    receipt = type("R", (), {"receipt_id": script.receipt_id, "license": "CC-BY-4.0",
+                             "scope": {"video", "keyboard", "mouse"}, "synthetic": True})
+    from capture.clock import ClockPair
+
+    bundle.write_manifest(session_dir, bundle.initial_manifest(
+        session_id=script.session_id, player=script.player, receipt=receipt, game=script.game,
+        window=None, video_backend="builtin", input_info={}, fps=script.fps,
+        start=ClockPair(script.start_ns, "2025-03-01T12:00:00.000000Z")))
+    pts = write_video(session_dir / formats.VIDEO, script)
+    frames = JournalWriter(session_dir / formats.FRAMES_JOURNAL)
+    times = script.capture_times_ns
+    for i in range(len(times) + extra_logged_frames):
+        t = times[min(i, len(times) - 1)] + max(0, i - len(times) + 1) * 33_000_000
+        frames.append({"frame_index": i, "capture_time_ns": t, "grab_duration_ns": 1,
+                       "dropped_before": 0, "repeated": False, "pts": pts[min(i, len(pts) - 1)]})
+    frames.close()
+    events = JournalWriter(session_dir / formats.EVENTS_JOURNAL)
+    for record in script.events:
+        events.append(record)
+    events.close()
+    with open(session_dir / formats.EVENTS_JOURNAL, "a") as f:
+        f.write('{"t_ns": 99, "kind": "mot')  # the write the crash cut off
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (session_dir / formats.LOCK).write_text(str(dead.pid))
+    return session_dir
+
+
+def test_recover_salvages_journals_and_keeps_only_decodable_frames(tmp_path, capture_home) -> None:
+    script = gameplay_script(seconds=2)
+    session_dir = _crashed_session(tmp_path, script, extra_logged_frames=3)
+    assert bundle.needs_recovery(session_dir)
+    result = CliRunner().invoke(cli, ["sessions", "recover", str(session_dir)])
+    assert result.exit_code == 0, result.output
+    manifest = bundle.read_manifest(session_dir)
+    assert manifest["status"] == "recovered"
+    rec = manifest["recovery"]
+    assert rec["frames_logged"] == len(script.capture_times_ns) + 3
+    assert rec["frames_decodable"] == len(script.capture_times_ns)
+    assert rec["events_journal_truncated_tail"] is True
+    session = bundle.open_session(session_dir)
+    assert session.frames().num_rows == len(script.capture_times_ns)
+    assert session.events().num_rows == len(script.events)
+
+
+def test_recover_refuses_a_finished_session(tmp_path, capture_home) -> None:
+    session_dir = build_session(tmp_path, gameplay_script(seconds=1))
+    result = CliRunner().invoke(cli, ["sessions", "recover", str(session_dir)])
+    assert result.exit_code != 0
+    assert "nothing to recover" in result.output
+
+
+def test_open_session_detects_a_changed_file(tmp_path: Path) -> None:
+    session_dir = build_session(tmp_path, gameplay_script(seconds=1))
+    video = session_dir / formats.VIDEO
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    video.write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="SHA-256") as err:
+        bundle.open_session(session_dir)
+    assert str(video) in str(err.value)
+
+
+def test_list_delete_and_revoke(tmp_path, capture_home) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    kept = build_session(capture_home / "sessions", gameplay_script(
+        seconds=1, player="bob", session_id="20250301T120000Z-factorygame-bbbbbb"))
+    mine = build_session(elsewhere, gameplay_script(
+        seconds=1, player="alice", session_id="20250301T120000Z-factorygame-aaaaaa"))
+    store.register(mine)
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["sessions", "list", "--json"]).output)
+    assert {r["id"] for r in listed} == {kept.name, mine.name}
+    row = next(r for r in listed if r["id"] == mine.name)
+    assert row["game"] == "factorygame" and row["status"] == "complete"
+    assert row["duration_s"] > 0.5
+
+    consent.grant("alice", ["factorygame"], ["video", "keyboard", "mouse"])
+    result = runner.invoke(cli, ["consent", "revoke", "--player", "alice", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert not mine.exists() and kept.exists()
+    assert "deleted 1" in result.output.lower() or str(mine) in result.output
+
+    result = runner.invoke(cli, ["sessions", "delete", "--yes", kept.name])
+    assert result.exit_code == 0, result.output
+    assert not kept.exists()
+    assert json.loads(runner.invoke(cli, ["sessions", "list", "--json"]).output) == []
+
+
+def test_cli_help_reads_well() -> None:
+    env = {**os.environ}
+    out = subprocess.run([sys.executable, "-m", "capture", "--help"], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    for command in ("consent", "record", "sessions", "export", "dataset", "demo"):
+        assert command in out
