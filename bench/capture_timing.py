@@ -1,11 +1,4 @@
-"""How close the built-in recorder's capture times are to the host clock drawn in each frame.
-
-Runs the clockface window and the built-in recorder on a private Xvfb at 30 and 60 fps, idle and
-with two busy-loop processes loading the machine; decodes every frame, reads the drawn clock and
-compares it with the frame's capture_time_ns. Writes bench/results/capture_timing.json.
-
-    python bench/capture_timing.py [--seconds 10] [--size 1280x720]
-"""
+"""Benchmark: the built-in recorder's capture times against the host clock drawn in each frame."""
 
 from __future__ import annotations
 
@@ -33,9 +26,13 @@ from capture.video import CaptureTarget, VideoSettings
 from capture.video.builtin import BuiltinVideoBackend
 from capture.xserver import Xvfb
 
+# Runs the clockface window and the recorder on a private Xvfb at 30 and 60 fps, idle and with two
+# busy loops, decodes every frame, reads the drawn clock and compares it with capture_time_ns.
+# Usage: python bench/capture_timing.py [--seconds 10] [--size 1280x720]
 RESULTS = Path(__file__).resolve().parent / "results" / "capture_timing.json"
 TARGETS_MS = {"p50": 3.0, "p95": 8.0}  # and max <= one frame interval
 BUSY_LOOP = "while True: pass"
+CLOCK_NICE = -10
 
 
 @contextmanager
@@ -99,13 +96,13 @@ def attribute_errors(capture_ns: np.ndarray, drawn_ns: np.ndarray,
 
 
 def run_case(display: str, fps: int, busy: int, seconds: float, size: tuple[int, int],
-             workdir: Path) -> dict[str, Any]:
-    session_dir = workdir / f"{fps}fps-{'loaded' if busy else 'idle'}"
+             workdir: Path, clock_nice: int = 0) -> dict[str, Any]:
+    session_dir = workdir / f"{fps}fps-{'loaded' if busy else 'idle'}-nice{clock_nice}"
     stats_path = session_dir.with_suffix(".clockface.json")
     redraw_log = session_dir.with_suffix(".redraws.npy")
     recorder = BuiltinVideoBackend()
-    with running_clockface(display, size=size, stats_path=stats_path,
-                           redraw_log=redraw_log) as window_id, busy_processes(busy):
+    with running_clockface(display, size=size, stats_path=stats_path, redraw_log=redraw_log,
+                           nice=clock_nice) as window_id, busy_processes(busy):
         recorder.start(CaptureTarget(display=display, window_id=window_id), session_dir,
                        VideoSettings(fps=fps))
         pids = [pid for pid in recorder.pids.values() if pid is not None]
@@ -128,7 +125,7 @@ def run_case(display: str, fps: int, busy: int, seconds: float, size: tuple[int,
     absolute = _percentiles(np.abs(errors_ms))
     clockface = json.loads(stats_path.read_text())
     return {
-        "fps": fps, "load": f"{busy} busy loops" if busy else "idle",
+        "fps": fps, "load": f"{busy} busy loops" if busy else "idle", "clock_nice": clock_nice,
         "frames": len(frames), "unreadable_frames": len(frames) - len(errors_ms),
         "dropped_slots": result.dropped_slots, "repeated_frames": result.repeated_frames,
         "fps_achieved": round((len(frames) - 1) * 1e9 / float(np.ptp(capture_times)), 2),
@@ -152,27 +149,43 @@ def run_case(display: str, fps: int, busy: int, seconds: float, size: tuple[int,
     }
 
 
-def print_table(cases: list[dict[str, Any]]) -> None:
-    header = (f"{'fps':>3} {'load':<13} {'frames':>6} {'drop':>4} {'fps got':>7} "
-              f"{'err p50':>7} {'|err| p50':>9} {'p95':>6} {'max':>6} {'grab p95':>8} "
-              f"{'cpu %':>5} {'clock Hz':>8} {'>1 iv':>5} {'stall':>5} {'incons':>6}  targets")
-    print(header)
-    print("-" * len(header))
+def _may_raise_priority() -> bool:
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - 1)
+    except PermissionError:
+        return False
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 1)
+    return True
+
+
+def print_table(cases: list[dict[str, Any]], header: bool = True, legend: bool = False) -> None:
+    columns = ("fps", "load", "clk nice", "frames", "drop", "fps got", "err p50", "|err| p50",
+               "p95", "max", "grab p95", "cpu %", "clock Hz", ">1 iv", "stall", "incons")
+    widths = (3, 13, 8, 6, 4, 7, 7, 9, 6, 6, 8, 5, 8, 5, 5, 6)
+    if header:
+        line = " ".join(f"{c:<{w}}" if c == "load" else f"{c:>{w}}"
+                        for c, w in zip(columns, widths, strict=True)) + "  targets"
+        print(line)
+        print("-" * len(line))
     for case in cases:
         met = case["targets_met"]
-        verdict = "ok" if all(met.values()) else "MISSED " + ",".join(k for k, v in met.items()
-                                                                       if not v)
-        print(f"{case['fps']:>3} {case['load']:<13} {case['frames']:>6} "
-              f"{case['dropped_slots']:>4} {case['fps_achieved']:>7.2f} "
-              f"{case['error_ms']['p50']:>7.2f} {case['abs_error_ms']['p50']:>9.2f} "
-              f"{case['abs_error_ms']['p95']:>6.2f} {case['abs_error_ms']['max']:>6.2f} "
-              f"{case['grab_ms']['p95']:>8.2f} {case['recorder_cpu_percent']:>5.1f} "
-              f"{case['clockface']['rate_hz']:>8.0f} {case['frames_over_one_interval']:>5} "
-              f"{case['of_which_clock_not_redrawn']:>5} "
-              f"{case['recorder_inconsistency_ms']['max']:>6.2f}  {verdict}")
-    print("err: capture_time - drawn clock (ms); |err|: absolute; >1 iv: frames whose |err| exceeds"
-          " one frame interval; stall: of those, how many the clock window had simply not redrawn"
-          " yet; incons: max distance of a capture time from when its picture was on screen")
+        missed = [name for name, ok in met.items() if not ok]
+        values = (case["fps"], case["load"], case["clock_nice"], case["frames"],
+                  case["dropped_slots"], f"{case['fps_achieved']:.2f}",
+                  f"{case['error_ms']['p50']:.2f}", f"{case['abs_error_ms']['p50']:.2f}",
+                  f"{case['abs_error_ms']['p95']:.2f}", f"{case['abs_error_ms']['max']:.2f}",
+                  f"{case['grab_ms']['p95']:.2f}", f"{case['recorder_cpu_percent']:.1f}",
+                  f"{case['clockface']['rate_hz']:.0f}", case["frames_over_one_interval"],
+                  case["of_which_clock_not_redrawn"],
+                  f"{case['recorder_inconsistency_ms']['max']:.2f}")
+        print(" ".join(f"{v:<{w}}" if c == "load" else f"{v!s:>{w}}"
+                       for c, v, w in zip(columns, values, widths, strict=True))
+              + "  " + ("ok" if not missed else "MISSED " + ",".join(missed)), flush=True)
+    if legend:
+        print("err: capture_time - drawn clock (ms); |err|: absolute; >1 iv: frames whose |err| is"
+              " over one frame interval; stall: of those, how many the clock window had simply"
+              " not redrawn yet; incons: max distance (ms) of a capture time from the span its"
+              " picture was on screen (a lower bound of the recorder's own error)")
 
 
 def machine() -> dict[str, Any]:
@@ -187,7 +200,7 @@ def machine() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each recording")
     parser.add_argument("--size", default="1280x720", help="clock window size WxH")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -195,18 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.split("x"))
     cases = []
     started = time.monotonic()
+    # The clock window at normal priority, and raised so its own stalls do not count against the
+    # recorder (only possible with privileges).
+    clock_nices = [0, CLOCK_NICE] if _may_raise_priority() else [0]
     with Xvfb(width, height) as server, tempfile.TemporaryDirectory() as tmp:
         for fps in (30, 60):
             for busy in (0, 2):
-                cases.append(run_case(server.display, fps, busy, args.seconds, (width, height),
-                                      Path(tmp)))
+                for clock_nice in clock_nices:
+                    cases.append(run_case(server.display, fps, busy, args.seconds,
+                                          (width, height), Path(tmp), clock_nice))
+                    print_table(cases[-1:], header=len(cases) == 1)
     report = {"benchmark": "capture_timing", "machine": machine(),
               "seconds_per_case": args.seconds, "window": args.size,
               "targets_ms": {**TARGETS_MS, "max": "one frame interval"},
+              "clock_nices": clock_nices,
               "elapsed_s": round(time.monotonic() - started, 1), "cases": cases}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print_table(cases)
+    print()
+    print_table(cases, legend=True)
     print(f"wrote {args.out} in {report['elapsed_s']} s")
     return 0
 

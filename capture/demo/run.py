@@ -38,7 +38,10 @@ def _other_window(display: str) -> Iterator[int]:
 
     d = xdisplay.Display(display)
     screen = d.screen()
-    window = screen.root.create_window(700, 100, 300, 200, 0, screen.root_depth,
+    # Bottom-right corner, clear of the centred game: a screen grab would show an overlapping
+    # window (X11 without a compositor cannot see beneath it).
+    x, y = screen.width_in_pixels - 310, screen.height_in_pixels - 210
+    window = screen.root.create_window(x, y, 300, 200, 0, screen.root_depth,
                                        background_pixel=screen.white_pixel,
                                        event_mask=X.KeyPressMask | X.ButtonPressMask)
     window.set_wm_class("capture-demo-other", "CaptureDemoOther")

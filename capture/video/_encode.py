@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from capture import formats
 from capture.clock import now_ns
@@ -22,6 +23,9 @@ TIME_BASE = Fraction(1, 1000)    # Matroska stores milliseconds whatever we ask 
 CLUSTER_TIME_LIMIT_MS = 250      # a crash loses at most the open cluster
 TERM_GRACE_NS = 2_000_000_000    # after SIGTERM, wait this long for the grabber's end of stream
 POLL_S = 0.1
+
+if TYPE_CHECKING:
+    from av.video.stream import VideoStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,8 @@ class _Encoder:
             container_options={"cluster_time_limit": str(CLUSTER_TIME_LIMIT_MS),
                                "flush_packets": "1"},
         )
-        self.stream = self.container.add_stream(settings.codec, rate=settings.fps)
+        self.stream = cast("VideoStream",
+                           self.container.add_stream(settings.codec, rate=settings.fps))
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
         self.stream.time_base = TIME_BASE
@@ -62,21 +67,24 @@ class _Encoder:
         # BT.601 limited range is what cv2's I420 conversion produces; say so in the file.
         codec_context.color_range = 1  # AVCOL_RANGE_MPEG
         codec_context.colorspace = 6   # AVCOL_SPC_SMPTE170M
-        options = {"preset": settings.preset, "crf": str(settings.crf), "threads": "1"}
+        options: dict[str, object] = {"preset": settings.preset, "crf": str(settings.crf),
+                                      "threads": "1"}
         if settings.codec == "libx264":
             options["tune"] = "zerolatency"  # no lookahead, no B-frames: a packet per frame at once
         self.stream.options = options
+        self.container.start_encoding()  # the header is on disk before the first frame
         self.codec = av.codec.Codec(settings.codec, "w").canonical_name
         self.journal = JournalWriter(plan.session_dir / formats.FRAMES_JOURNAL)
         self.first_capture_ns: int | None = None
         self.last_pts = -1
-        self.previous_picture: np.ndarray | None = None
+        self.previous_picture: npt.NDArray[np.uint8] | None = None
         self.frames = self.dropped_slots = self.repeated_frames = 0
 
     def add(self, message: FrameMessage, signals: Signals) -> None:
         slot, capture_time, grab_duration, dropped_before = message
         bgra = self.slots[slot, :self.height, :self.width]
-        picture = self._cv2.cvtColor(bgra, self._cv2.COLOR_BGRA2YUV_I420)
+        picture = cast("npt.NDArray[np.uint8]",
+                       self._cv2.cvtColor(bgra, self._cv2.COLOR_BGRA2YUV_I420))
         signals.consumed.value += 1  # the slot is free again
         repeated = self.previous_picture is not None and np.array_equal(
             picture, self.previous_picture)
@@ -116,22 +124,23 @@ def run_encoder(plan: EncodePlan, spec: RingSpec, ring: Any, signals: Signals,
         return
     status_out.send(("ready", {}))
     error: str | None = None
+    stream_cut = False  # the grabber vanished without ending the stream
     terminated_at: int | None = None
     try:
         while True:
+            if terminated[0]:
+                terminated_at = terminated_at or now_ns()
+                if now_ns() - terminated_at > TERM_GRACE_NS:
+                    encoder.notes.append("terminated before the grabber ended the stream")
+                    break
             if not frames_in.poll(POLL_S):
-                if terminated[0]:
-                    terminated_at = terminated_at or now_ns()
-                    if now_ns() - terminated_at > TERM_GRACE_NS:
-                        encoder.notes.append("terminated before the grabber ended the stream")
-                        break
                 continue
             message = frames_in.recv()
             if message is None:
                 break
             encoder.add(message, signals)
     except EOFError:
-        error = "the grabber process went away"
+        stream_cut = True
     except Exception as exc:
         error = f"the video encoder failed: {exc!r}"
     try:
@@ -143,5 +152,5 @@ def run_encoder(plan: EncodePlan, spec: RingSpec, ring: Any, signals: Signals,
             "frames": encoder.frames, "dropped_slots": encoder.dropped_slots,
             "repeated_frames": encoder.repeated_frames, "width": encoder.width,
             "height": encoder.height, "codec": encoder.codec, "cpu_seconds": time.process_time(),
-            "notes": encoder.notes, "error": error,
+            "notes": encoder.notes, "error": error, "stream_cut": stream_cut,
         }))

@@ -9,7 +9,6 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event
 from types import FrameType
 from typing import Any
 
@@ -18,8 +17,8 @@ import numpy as np
 from capture.clock import now_ns
 
 NS_PER_S = 1_000_000_000
-FOLLOW_INTERVAL_NS = 500_000_000  # how often the window's position and the owner are checked
-IDLE_POLL_S = 0.05
+FOLLOW_INTERVAL_NS = 500_000_000  # fallback re-check of the window's position (events come first)
+IDLE_POLL_S = 0.01                # while paused, waiting to start or the window is hidden
 
 # grabber -> encoder, one per frame: (slot, capture_time_ns, grab_duration_ns, dropped_before)
 FrameMessage = tuple[int, int, int, int]
@@ -57,12 +56,16 @@ class GrabPlan:
 
 @dataclass(slots=True)
 class Signals:
-    """Cross-process flags shared by the owner, the grabber and the encoder."""
+    """Flags and a counter in shared memory, shared by the owner, the grabber and the encoder.
 
-    go: Event                  # set by the owner once the encoder is ready
-    capturing: Event           # cleared while paused
-    stop: Event
-    consumed: Any              # shared ctypes int64: frames the encoder took out of the ring
+    Plain shared values rather than multiprocessing Events: Event.set() waits for the processes
+    sleeping in wait() to wake, so a child killed while waiting would hang the owner forever.
+    """
+
+    go: Any          # ctypes bool: set by the owner once both children are ready
+    capturing: Any   # ctypes bool: cleared while paused
+    stop: Any        # ctypes bool
+    consumed: Any    # ctypes int64: frames the encoder took out of the ring
 
 
 def ignore_interrupts() -> list[bool]:
@@ -88,13 +91,31 @@ def _tighten_timer_slack() -> None:
 class _WindowFollower:
     """Tracks where the target window is on the root and whether it can be seen."""
 
-    def __init__(self, display_name: str, window_id: int) -> None:
-        from Xlib import display
+    def __init__(self, display_name: str, window_id: int, size: tuple[int, int]) -> None:
+        from Xlib import X, display
 
         self._display = display.Display(display_name)
         self._root = self._display.screen().root
         self._window = self._display.create_resource_object("window", window_id)
+        # Moves, unmaps and destruction arrive as events (event masks are per client, so this
+        # does not disturb the game); the periodic check stays as a fallback.
+        self._window.change_attributes(event_mask=X.StructureNotifyMask)
+        self._display.sync()
         self.gone = False
+        self._size = size
+        self.resized_to: tuple[int, int] | None = None  # first size seen other than `size`
+
+    def changed(self) -> bool:
+        """True if the window was moved, resized, unmapped or destroyed since the last call."""
+        from Xlib import X
+
+        events: int = self._display.pending_events()  # reads the socket, no round trip
+        for _ in range(events):
+            event = self._display.next_event()
+            if event.type == X.ConfigureNotify and self.resized_to is None \
+                    and (event.width, event.height) != self._size:
+                self.resized_to = (int(event.width), int(event.height))
+        return events > 0
 
     def position(self) -> tuple[int, int] | None:
         """The window's top-left on the root, or None if it is unmapped or destroyed."""
@@ -127,7 +148,7 @@ class _Grabber:
         self.frames_out, self.terminated = frames_out, terminated
         self.slots = spec.views(ring)
         self.screenshooter = mss.MSS(display=plan.display)
-        self.follower = (_WindowFollower(plan.display, plan.window_id)
+        self.follower = (_WindowFollower(plan.display, plan.window_id, (spec.width, spec.height))
                          if plan.window_id is not None else None)
         self.origin: tuple[int, int] | None = plan.origin
         self.notes: list[str] = []
@@ -135,13 +156,14 @@ class _Grabber:
         self.pending_drops = 0  # slots missed since the last frame sent
         self.drops_by_reason = {"woke late": 0, "encoder behind": 0, "window off screen": 0}
         self.owner_lost = False
+        self.resize_noted = False
 
     def performance_notes(self) -> list[str]:
         impl = getattr(self.screenshooter, "_impl", None)
         return [f"mss: {s}" for s in getattr(impl, "performance_status", [])]
 
     def should_stop(self) -> bool:
-        if self.signals.stop.is_set() or self.terminated[0]:
+        if self.signals.stop.value or self.terminated[0]:
             return True
         if os.getppid() != self.plan.owner_pid:
             self.owner_lost = True
@@ -154,6 +176,11 @@ class _Grabber:
             self.origin = self.follower.position()
             if self.follower.gone and not was_gone:
                 self.notes.append(f"target window went away at {now_ns()} ns; grabbing stopped")
+            if self.follower.resized_to and not self.resize_noted:
+                self.resize_noted = True
+                width, height = self.follower.resized_to
+                self.notes.append(f"target window resized to {width}x{height} at {now_ns()} ns; "
+                                  f"kept recording {self.spec.width}x{self.spec.height}")
 
     def _wait_until_grabbable(self) -> bool:
         """Idle while paused or while the window is hidden; False if asked to stop meanwhile."""
@@ -165,9 +192,9 @@ class _Grabber:
             if now >= next_follow:
                 self._follow()
                 next_follow = now + FOLLOW_INTERVAL_NS // 2
-            if self.signals.capturing.is_set() and self.origin is not None:
+            if self.signals.capturing.value and self.origin is not None:
                 return True
-            self.signals.capturing.wait(IDLE_POLL_S)
+            time.sleep(IDLE_POLL_S)
 
     def run(self) -> None:
         fps = self.plan.fps
@@ -183,7 +210,9 @@ class _Grabber:
                 time.sleep(delay / NS_PER_S)
             if self.should_stop():
                 return
-            if not self.signals.capturing.is_set() or self.origin is None:
+            if self.follower is not None and self.follower.changed():
+                self._follow()
+            if not self.signals.capturing.value or self.origin is None:
                 if not self._wait_until_grabbable():
                     return
                 start, slot_index = now_ns(), 0  # a new schedule: paused time is not a drop
@@ -256,9 +285,9 @@ def run_grabber(plan: GrabPlan, spec: RingSpec, ring: Any, signals: Signals,
     status_out.send(("ready", {}))
     error: str | None = None
     try:
-        while not signals.go.wait(IDLE_POLL_S) and not grabber.should_stop():
-            pass
-        if signals.go.is_set():
+        while not signals.go.value and not grabber.should_stop():
+            time.sleep(IDLE_POLL_S)
+        if signals.go.value:
             grabber.run()
     except BrokenPipeError:
         error = "the encoder process went away"

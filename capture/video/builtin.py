@@ -97,9 +97,10 @@ class BuiltinVideoBackend(VideoBackend):
         slots = max(3, min(RING_SLOTS, RING_BYTES_LIMIT // slot_bytes))
         spec = RingSpec(slots=slots, width=width, height=height)
         ring = context.RawArray(ctypes.c_uint8, spec.slots * spec.slot_bytes)
-        signals = Signals(go=context.Event(), capturing=context.Event(), stop=context.Event(),
+        signals = Signals(go=context.RawValue(ctypes.c_bool, False),
+                          capturing=context.RawValue(ctypes.c_bool, True),
+                          stop=context.RawValue(ctypes.c_bool, False),
                           consumed=context.RawValue(ctypes.c_int64, 0))
-        signals.capturing.set()
         frames_in, frames_out = context.Pipe(duplex=False)
         grab_status_in, grab_status_out = context.Pipe(duplex=False)
         encode_status_in, encode_status_out = context.Pipe(duplex=False)
@@ -124,16 +125,14 @@ class BuiltinVideoBackend(VideoBackend):
             kind, detail = self._receive(status, START_TIMEOUT_S, process)
             if kind != "ready":
                 self._abort()
+                grab_status_in.close()
+                encode_status_in.close()
                 raise CaptureError(str(detail))
-        signals.go.set()
+        signals.go.value = True
 
     def set_capturing(self, on: bool) -> None:
-        if self._signals is None:
-            return
-        if on:
-            self._signals.capturing.set()
-        else:
-            self._signals.capturing.clear()
+        if self._signals is not None:
+            self._signals.capturing.value = on
 
     def alive(self) -> bool:
         return (self._result is None and self._grabber is not None and self._encoder is not None
@@ -145,10 +144,12 @@ class BuiltinVideoBackend(VideoBackend):
         if self._grabber is None or self._encoder is None or self._signals is None:
             raise CaptureError("the recorder was never started")
         assert self._grab_status is not None and self._encode_status is not None
-        self._signals.stop.set()
+        self._signals.stop.value = True
         grab_end = self._receive(self._grab_status, STOP_TIMEOUT_S, self._grabber)
         encode_end = self._receive(self._encode_status, STOP_TIMEOUT_S, self._encoder)
         self._abort()  # both should have exited already; this only reaps them
+        self._grab_status.close()
+        self._encode_status.close()
         self._result = self._merge(grab_end, encode_end)
         return self._result
 
@@ -168,7 +169,7 @@ class BuiltinVideoBackend(VideoBackend):
 
     def _abort(self) -> None:
         assert self._signals is not None
-        self._signals.stop.set()
+        self._signals.stop.value = True
         for process in (self._grabber, self._encoder):
             if process is None:
                 continue
@@ -195,11 +196,13 @@ class BuiltinVideoBackend(VideoBackend):
             result.frames, result.repeated_frames = summary["frames"], summary["repeated_frames"]
             result.dropped_slots += summary["dropped_slots"]
             result.width, result.height = summary["width"], summary["height"]
-            result.codec, result.cpu_seconds = summary["codec"], result.cpu_seconds + summary[
-                "cpu_seconds"]
+            result.codec = summary["codec"]
+            result.cpu_seconds += summary["cpu_seconds"]
             result.notes += summary["notes"]
-            if summary["error"] and not (errors and "grabber" in summary["error"]):
+            if summary["error"]:
                 errors.append(summary["error"])
+            if summary["stream_cut"] and grab_end[0] == "end":
+                errors.append("the frame stream from the grabber was cut off")
         else:
             errors.append(str(encode_end[1]))
             self._count_journal(result)

@@ -40,6 +40,10 @@ class ColourWindow:
         self.window.configure(x=x, y=y)
         self.display.sync()
 
+    def resize(self, width: int, height: int) -> None:
+        self.window.configure(width=width, height=height)
+        self.display.sync()
+
     def close(self) -> None:
         self.window.destroy()
         self.display.close()
@@ -53,7 +57,8 @@ def quadrant_colours(rgb: np.ndarray) -> list[tuple[int, int, int]]:
         cx = (index % 2) * width // 2 + width // 4
         cy = (index // 2) * height // 2 + height // 4
         patch = rgb[cy - 4:cy + 5, cx - 4:cx + 5].reshape(-1, 3).mean(axis=0)
-        colours.append(tuple(round(float(v)) for v in patch))
+        red, green, blue = (round(float(v)) for v in patch)
+        colours.append((red, green, blue))
     return colours
 
 
@@ -69,7 +74,8 @@ def decode_video(path: Path) -> list[tuple[int, np.ndarray]]:
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            frames.append((int(frame.pts), frame.to_ndarray(format="rgb24")))
+            assert frame.pts is not None
+            frames.append((frame.pts, frame.to_ndarray(format="rgb24")))
     return frames
 
 
@@ -79,7 +85,8 @@ def decoded_pts(path: Path) -> list[int]:
     with av.open(str(path)) as container:
         try:
             for frame in container.decode(video=0):
-                pts.append(int(frame.pts))
+                assert frame.pts is not None
+                pts.append(frame.pts)
         except av.error.InvalidDataError:
             pass
     return pts
