@@ -11,9 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from capture.demo.game import WINDOW_CLASS
 from capture.errors import CaptureError
+
+if TYPE_CHECKING:
+    from capture.demo.player import Tally
+    from capture.export import ExportReport, VerifyReport
 
 DEMO_PLAYER = "demo-player"
 DEMO_SCOPE = ["video", "keyboard", "mouse"]
@@ -85,7 +90,7 @@ def _prepare_out(out: Path) -> Path:
 
 
 def run_demo(out: Path, *, duration_s: float = 20.0, display: str | None = None,
-             say: Callable[[str], None] = print) -> dict:
+             say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole demo and return its summary (also printed through `say`)."""
     out = _prepare_out(out)
     os.environ["CAPTURE_HOME"] = str(out / "home")  # the demo's consent never mixes with yours
@@ -107,7 +112,7 @@ def run_demo(out: Path, *, duration_s: float = 20.0, display: str | None = None,
             with _other_window(disp) as other_window:
                 started = threading.Event()
                 stop = threading.Event()
-                result: dict = {}
+                result: dict[str, Any] = {}
 
                 def run_recorder() -> None:
                     try:
@@ -154,8 +159,8 @@ def run_demo(out: Path, *, duration_s: float = 20.0, display: str | None = None,
     return summary
 
 
-def _summarise(session_dir: Path, dataset: Path, report: object, verification: object,
-               tally: object) -> dict:
+def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
+               verification: VerifyReport, tally: Tally) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -168,7 +173,7 @@ def _summarise(session_dir: Path, dataset: Path, report: object, verification: o
     recorded_dx, recorded_dy = float(deltas[0::2].sum()), float(deltas[1::2].sum())
     events = bundle.open_session(session_dir).events()
     presses = pc.sum(pc.equal(events.column("kind"), "key_press")).as_py() or 0
-    sent_presses = sum(tally.key_presses.values())  # type: ignore[attr-defined]
+    sent_presses = sum(tally.key_presses.values())
     lines = [
         "",
         "== capture demo ==",
@@ -179,13 +184,19 @@ def _summarise(session_dir: Path, dataset: Path, report: object, verification: o
         f"focused {qa['focused_s']:.1f} s",
         f"inputs    {sum(qa['input_counts'].values())} events: "
         + ", ".join(f"{k} {v}" for k, v in qa["input_counts"].items()),
-        f"mouse     sent ({tally.mouse_dx:+.0f}, {tally.mouse_dy:+.0f}) while focused; "  # type: ignore[attr-defined]
+        f"mouse     sent ({tally.mouse_dx:+.0f}, {tally.mouse_dy:+.0f}) while focused; "
         f"per-frame actions sum to ({recorded_dx:+.0f}, {recorded_dy:+.0f})",
         f"keys      {sent_presses} presses sent while focused, {presses} recorded; "
-        f"{tally.sent_while_unfocused} inputs sent to another window, none kept",  # type: ignore[attr-defined]
-        f"verify    {'OK' if verification.ok else 'FAILED'}",  # type: ignore[attr-defined]
+        f"{tally.sent_while_unfocused} inputs sent to another window, none kept",
+        f"dataset   {report.episodes} episodes, {report.frames} frames at {report.fps} fps, "
+        f"{report.events} events ({report.events_outside_episodes} outside episodes)",
+        "alignment |capture time - grid time| worst episode p50/p95/max: "
+        f"{max(e.offset_ms_p50 for e in report.episode_reports):.2f} / "
+        f"{max(e.offset_ms_p95 for e in report.episode_reports):.2f} / "
+        f"{max(e.offset_ms_max for e in report.episode_reports):.2f} ms",
+        f"verify    {'OK' if verification.ok else 'FAILED'}",
     ]
     return {"session": str(session_dir), "dataset": str(dataset), "lines": lines,
-            "mouse_sent": (tally.mouse_dx, tally.mouse_dy),  # type: ignore[attr-defined]
+            "mouse_sent": (tally.mouse_dx, tally.mouse_dy),
             "mouse_recorded": (recorded_dx, recorded_dy),
             "presses_sent": sent_presses, "presses_recorded": presses}

@@ -14,7 +14,7 @@ from Xlib import X, Xatom
 from Xlib.display import Display
 
 from capture.clock import now_ns
-from capture.inputs import InputEvent, WindowInfo, _xorg
+from capture.inputs import InputEvent, WindowInfo, _xi2
 from capture.inputs._xorg import ServerClock, XorgInputBackend, keysym_name, parse_raw_event
 from capture.inputs.xtest import XTestInjector
 from capture.xserver import Xvfb
@@ -388,7 +388,7 @@ def test_server_clock_agrees_with_host_clock_on_xvfb(xvfb: Xvfb) -> None:
 def test_server_clock_estimates_an_offset_when_the_clocks_differ(
         xvfb: Xvfb, monkeypatch: pytest.MonkeyPatch) -> None:
     host_ahead_ns = 3_600 * 10**9
-    monkeypatch.setattr(_xorg, "now_ns", lambda: time.monotonic_ns() + host_ahead_ns)
+    monkeypatch.setattr(_xi2, "now_ns", lambda: time.monotonic_ns() + host_ahead_ns)
     display = Display(xvfb.display)
     notes: list[str] = []
     try:

@@ -122,7 +122,7 @@ def test_sigkill_then_recover_loses_at_most_250ms(xvfb, demo_game, capture_home,
         sent.append(now_ns())
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)
     kill_time = now_ns()
     inject.close()
     time.sleep(0.5)  # let orphaned children notice and exit
