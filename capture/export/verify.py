@@ -83,7 +83,13 @@ class _Checker:
         self.episode_paths: list[str] = []         # per episode row: its episodes file
 
     def problem(self, path: Path | str, message: str) -> None:
-        name = str(Path(path).relative_to(self.root)) if Path(path).is_absolute() else str(path)
+        target = Path(path)
+        if target.resolve() == self.root:
+            name = str(self.root)
+        elif target.is_absolute():
+            name = str(target.relative_to(self.root))
+        else:
+            name = str(path)
         self.report.problems.append(Problem(name, message))
 
     @contextmanager
