@@ -1,0 +1,88 @@
+"""capture's one TOML config file: where it is, and typed reads that name the file and key on error."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from capture.errors import CaptureError
+
+# The file holds one table per part of capture, e.g.
+#
+#   [obs]
+#   host = "127.0.0.1"
+#   port = 4455
+#   password = "..."
+#
+# Add a table here by reading it with `config_table("name")` and its typed getters.
+
+
+def config_path() -> Path:
+    """`$CAPTURE_CONFIG` if set, else `<user config dir>/capture/config.toml`."""
+    override = os.environ.get("CAPTURE_CONFIG")
+    return Path(override) if override else Path(
+        platformdirs.user_config_dir("capture")) / "config.toml"
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The whole file as a dict ({} if it does not exist)."""
+    path = path or config_path()
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise CaptureError(f"not valid TOML: {exc}", path) from None
+    except OSError as exc:
+        raise CaptureError(f"cannot read the config file: {exc.strerror}", path) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigTable:
+    """One `[name]` table of the config file, with getters that validate types."""
+
+    path: Path
+    name: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def _problem(self, key: str, wants: str) -> CaptureError:
+        return CaptureError(f"`{self.name}.{key}` must be {wants}, not {self.values[key]!r}",
+                            self.path)
+
+    def string(self, key: str) -> str | None:
+        if key not in self.values:
+            return None
+        value = self.values[key]
+        if not isinstance(value, str):
+            raise self._problem(key, "a string")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int | None:
+        if key not in self.values:
+            return None
+        value = self.values[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._problem(key, f"an integer {low}-{high}")
+        return value
+
+    def reject_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.values) - known)
+        if unknown:
+            raise CaptureError(f"unknown key `{self.name}.{unknown[0]}` (known: "
+                               + ", ".join(sorted(known)) + ")", self.path)
+
+
+def config_table(name: str, path: Path | None = None) -> ConfigTable:
+    """The `[name]` table (empty if the file or the table is missing)."""
+    path = path or config_path()
+    values = load_config(path).get(name, {})
+    if not isinstance(values, dict):
+        raise CaptureError(f"`{name}` must be a table ([{name}])", path)
+    return ConfigTable(path=path, name=name, values=values)
