@@ -51,6 +51,15 @@ def _add_consent() -> None:
 _add_consent()
 
 
+def _add_obs() -> None:
+    from capture.video.obs.commands import obs
+
+    cli.add_command(obs)
+
+
+_add_obs()
+
+
 def _parse_scope(value: str) -> frozenset[str]:
     kinds = [k.strip().lower() for k in value.split(",") if k.strip()]
     bad = [k for k in kinds if k not in SCOPE_KINDS]
@@ -118,6 +127,9 @@ def _print_session_summary(session_dir: Path) -> None:
         f"({qa.get('fps_achieved', 0):.1f} fps achieved, {qa.get('dropped_frames', 0)} dropped, "
         f"{qa.get('repeated_frames', 0)} repeated), focused {qa.get('focused_s', 0):.1f} s, "
         f"inputs {sum(qa.get('input_counts', {}).values())}", err=True)
+    if not qa.get("frames"):
+        click.echo("warning: the game never had focus, so nothing was captured; this session "
+                   "cannot be exported (delete it with `capture sessions delete`)", err=True)
 
 
 # --- sessions -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""capture's one TOML config file: where it is, and typed reads that name the file and key on error."""
+"""capture's one TOML config file: where it is, and typed reads that name file and key on error."""
 
 from __future__ import annotations
 

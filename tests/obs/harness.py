@@ -29,6 +29,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from capture.errors import CaptureError
 from capture.video.obs.client import ObsClient, ObsError
 from capture.video.obs.config import (
@@ -162,3 +164,13 @@ class ObsInstance:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@pytest.fixture
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No OBS_WEBSOCKET_* variables and a config file path of our own (returned, not created)."""
+    for variable in ("OBS_WEBSOCKET_HOST", "OBS_WEBSOCKET_PORT", "OBS_WEBSOCKET_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+    path = tmp_path / "capture-config.toml"
+    monkeypatch.setenv("CAPTURE_CONFIG", str(path))
+    return path

@@ -213,15 +213,17 @@ def _global_settings(request: SetupRequest) -> dict[tuple[str, str], tuple[str, 
         # FirstRun=true means "the first run is done": no auto-configuration wizard, which
         # would otherwise rewrite the video settings of the profile it opens (ours).
         ("General", "FirstRun"): ("true", True),
-        ("Basic", "Profile"): (PROFILE, False),
-        ("Basic", "ProfileDir"): (PROFILE, False),
-        ("Basic", "SceneCollection"): (COLLECTION, False),
-        ("Basic", "SceneCollectionFile"): (COLLECTION, False),
     }
     if request.obs_version is not None:
         major, minor, patch = request.obs_version
         # LastVersion stops the "what's new" dialog; OBS packs it as major<<24 | minor<<16 | patch.
         wanted["General", "LastVersion"] = (str(major << 24 | minor << 16 | patch), True)
+    wanted |= {
+        ("Basic", "Profile"): (PROFILE, False),
+        ("Basic", "ProfileDir"): (PROFILE, False),
+        ("Basic", "SceneCollection"): (COLLECTION, False),
+        ("Basic", "SceneCollectionFile"): (COLLECTION, False),
+    }
     if request.obs_version is None or request.obs_version[:2] < PLUGIN_JSON_SINCE:
         wanted.update({
             ("OBSWebSocket", "FirstLoad"): ("false", False),
@@ -290,7 +292,7 @@ def _plan_websocket_json(plan: SetupPlan, request: SetupRequest) -> None:
 
 
 # --- scene collections --------------------------------------------------------------------------
-def _load_json(path: Path) -> dict[str, Any] | None:
+def load_json(path: Path) -> dict[str, Any] | None:
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
@@ -313,7 +315,7 @@ def _desired_collection(config_dir: Path, global_ini: IniFile, request: SetupReq
         return (_collection(DISPLAY_SCENE, [source], [], size),
                 DISPLAY_SCENE, f"display {request.capture_display} (screen 0)")
     player_path = player_collection_path(config_dir, global_ini)
-    player = _load_json(player_path) if player_path else None
+    player = load_json(player_path) if player_path else None
     if player is not None and player_path is not None and player_path.stem == COLLECTION:
         scene = str(player.get("current_program_scene") or player.get("current_scene") or "")
         summary = f"scene '{scene}' (kept from capture's collection)"
@@ -410,7 +412,7 @@ def _identity(source: dict[str, Any]) -> list[Any]:
 
 
 def _plan_collection(plan: SetupPlan, path: Path, desired: dict[str, Any]) -> None:
-    existing = _load_json(path) if path.exists() else None
+    existing = load_json(path) if path.exists() else None
     if existing is not None and _captured(existing) == _captured(desired):
         return
     old = "(missing)" if not path.exists() else ("(unreadable)" if existing is None

@@ -1,4 +1,4 @@
-"""Where OBS's websocket is and its password: command line > environment > config file > defaults."""
+"""Where OBS's websocket is and its password: command line > environment > config > defaults."""
 
 from __future__ import annotations
 
