@@ -97,8 +97,16 @@ def stop_on_signals() -> threading.Event:
 @click.option("--display", default=None, help="X display (default: $DISPLAY).")
 @click.option("--wait", "wait_s", type=float, default=None,
               help="Give up if the game has no window after this many seconds.")
+@click.option("--obs-host", default=None,
+              help="OBS websocket host (else $OBS_WEBSOCKET_HOST, config file, 127.0.0.1).")
+@click.option("--obs-port", type=click.IntRange(1, 65535), default=None,
+              help="OBS websocket port (else $OBS_WEBSOCKET_PORT, config file, 4455).")
+@click.option("--obs-password", default=None,
+              help="OBS websocket password (else $OBS_WEBSOCKET_PASSWORD or the config file). "
+                   "Never logged or stored.")
 def record(game: str, backend: str, fps: int, duration: float | None, out: Path | None,
-           scope: str, player: str | None, display: str | None, wait_s: float | None) -> None:
+           scope: str, player: str | None, display: str | None, wait_s: float | None,
+           obs_host: str | None, obs_port: int | None, obs_password: str | None) -> None:
     """Record the focused window of GAME with your input, under your consent.
 
     Waits for the game's window, records video and input only while it has focus, and stops
@@ -108,9 +116,14 @@ def record(game: str, backend: str, fps: int, duration: float | None, out: Path 
     from capture.session.recorder import RecordOptions
     from capture.session.recorder import record as run_record
 
+    obs_settings = None
+    if backend == "obs":
+        from capture.video.obs.settings import resolve
+
+        obs_settings = resolve(obs_host, obs_port, obs_password)
     opts = RecordOptions(game=game, backend=backend, fps=fps, duration_s=duration, out=out,
                          scope=_parse_scope(scope), player=player, display=display,
-                         wait_timeout_s=wait_s)
+                         wait_timeout_s=wait_s, obs=obs_settings)
     session_dir = run_record(opts, stop=stop_on_signals(),
                              say=lambda msg: click.echo(msg, err=True))
     _print_session_summary(session_dir)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from capture import formats, inputs, paths, video
 from capture.clock import ClockPair, now_ns
 from capture.consent import require_consent
 from capture.errors import CaptureError
 from capture.inputs import InputEvent, WindowInfo
+
+if TYPE_CHECKING:
+    from capture.video.obs.settings import ObsSettings
 from capture.journal import JournalWriter
 from capture.session import bundle, store
 
@@ -34,7 +40,18 @@ class RecordOptions:
     display: str | None = None
     wait_timeout_s: float | None = None
     stop_when_game_exits: bool = True
+    obs: ObsSettings | None = None
     extra_notes: list[str] = field(default_factory=list)
+
+
+def make_video_backend(opts: RecordOptions) -> video.VideoBackend:
+    """The chosen video backend; OBS gets its connection settings (never stored anywhere)."""
+    cls = video.backend(opts.backend)
+    if opts.backend == "obs":
+        from capture.video.obs.settings import resolve
+
+        return cls(settings=opts.obs or resolve())  # type: ignore[call-arg]
+    return cls()
 
 
 class _EventWriter:
@@ -86,8 +103,6 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
     """
     stop = stop or threading.Event()
     receipt = require_consent(opts.game, set(opts.scope), opts.player)
-    if opts.backend != "builtin":
-        raise CaptureError(f"video backend {opts.backend!r} is not available yet (use builtin)")
     display = opts.display or os.environ.get("DISPLAY")
     if not display:
         raise CaptureError("no X display: set DISPLAY or pass --display")
@@ -111,8 +126,17 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
     bundle.write_manifest(session_dir, manifest)
     store.register(session_dir)
 
+    recorder = make_video_backend(opts)
+    try:
+        recorder.start(video.CaptureTarget(display=display, window_id=window.window_id),
+                       session_dir, video.VideoSettings(fps=opts.fps))
+    except BaseException:
+        # Nothing was recorded yet (input starts after video): leave no empty session behind.
+        with contextlib.suppress(Exception):
+            recorder.stop()
+        shutil.rmtree(session_dir, ignore_errors=True)
+        raise
     events = _EventWriter(JournalWriter(session_dir / formats.EVENTS_JOURNAL))
-    recorder = video.backend(opts.backend)()
     focused = threading.Event()
 
     def on_focus(is_focused: bool, _window: WindowInfo | None) -> None:
@@ -125,8 +149,6 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
     error: str | None = None
     video_result = None
     try:
-        recorder.start(video.CaptureTarget(display=display, window_id=window.window_id),
-                       session_dir, video.VideoSettings(fps=opts.fps))
         recorder.set_capturing(False)
         input_backend.start(events.sink, on_focus)
         if focused.wait(0.5):

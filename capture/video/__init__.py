@@ -8,9 +8,13 @@ __all__ = ["CaptureTarget", "VideoBackend", "VideoResult", "VideoSettings", "bac
 
 
 def backend(name: str) -> type[VideoBackend]:
-    """The video backend class called `name` (builtin; obs arrives with its own module)."""
+    """The video backend class called `name`: builtin, or obs (records through OBS Studio)."""
     if name == "builtin":
         from capture.video.builtin import BuiltinVideoBackend
 
         return BuiltinVideoBackend
-    raise ValueError(f"unknown video backend {name!r} (known: builtin)")
+    if name == "obs":
+        from capture.video.obs.backend import ObsVideoBackend
+
+        return ObsVideoBackend
+    raise ValueError(f"unknown video backend {name!r} (known: builtin, obs)")

@@ -44,6 +44,7 @@ from capture.video.obs.config import (
 from capture.xserver import Xvfb
 
 START_TIMEOUT_S = 40.0
+QT_VARIABLES_FROM_CV2 = ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR", "QT_PLUGIN_PATH")
 
 
 def obs_available() -> bool:
@@ -98,7 +99,9 @@ class ObsInstance:
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_config()
         self._xvfb = Xvfb(1024, 768).start()
-        env = {**os.environ, "DISPLAY": self._xvfb.display, "HOME": str(self.home),
+        # importing cv2 points Qt at its own plugins in os.environ; OBS then fails to start
+        inherited = {k: v for k, v in os.environ.items() if k not in QT_VARIABLES_FROM_CV2}
+        env = {**inherited, "DISPLAY": self._xvfb.display, "HOME": str(self.home),
                "XDG_CONFIG_HOME": str(self.home / ".config"), "LIBGL_ALWAYS_SOFTWARE": "1",
                "QT_QPA_PLATFORM": "xcb"}
         command = ["obs", "--multi", "--minimize-to-tray", "--disable-missing-files-check",

@@ -58,9 +58,10 @@ class _V5Socket(obsws):
     # -- handshake ---------------------------------------------------------------------------
     def open(self, deadline: float) -> None:
         where = f"{self.host}:{self.port}"
+        url_host = f"[{self.host}]" if ":" in self.host else self.host
         self.ws = websocket.WebSocket()
         try:
-            self.ws.connect(f"ws://{where}", timeout=_remaining(deadline))
+            self.ws.connect(f"ws://{url_host}:{self.port}", timeout=_remaining(deadline))
         except ConnectionRefusedError:
             raise ObsError(f"OBS is not running or its websocket server is off at {where} — "
                            "start OBS or run `capture obs setup`") from None

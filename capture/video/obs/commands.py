@@ -184,9 +184,9 @@ def diagnose(settings: ObsSettings, config_dir: Path) -> list[Check]:
     try:
         client = ObsClient(settings.host, settings.port, settings.password).connect()
     except ObsError as exc:
-        checks.append(Check(False, f"OBS did not accept the connection: {exc}",
-                            f"give OBS's websocket password with {PASSWORD_VARIABLE} or "
-                            "[obs] password, or run `capture obs setup` to set one"))
+        problem, _, hint = str(exc).partition(" — ")
+        checks.append(Check(False, f"OBS did not accept the connection: {problem}",
+                            hint or "run `capture obs setup`, then restart OBS"))
         return [*checks, *_skipped("needs the websocket")]
     with client:
         checks.append(Check(True, "OBS accepted the password"))
@@ -280,7 +280,7 @@ def _source_check(client: ObsClient) -> Check:
     if not shown:
         return Check(False, f"scene '{scene}' shows no source",
                      "run `capture obs setup` (or add the game's window to the scene)")
-    shot = client.call("GetSourceScreenshot", sourceName=scene, imageFormat="png",
+    shot = client.call("GetSourceScreenshot", sourceName=scene, imageFormat="ppm",
                        imageWidth=160)
     if _is_black(shot.get("imageData", "")):
         return Check(False, f"scene '{scene}' ({', '.join(map(str, shown))}) is all black",
@@ -289,9 +289,9 @@ def _source_check(client: ObsClient) -> Check:
 
 
 def _is_black(data_url: str) -> bool:
-    import cv2
-    import numpy as np
-
-    encoded = data_url.partition(",")[2] or data_url
-    image = cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8), cv2.IMREAD_COLOR)
-    return image is None or int(image.max()) <= 16
+    """True if a base64 binary PPM (P6, as OBS's screenshot sends it) has no bright pixel."""
+    image = base64.b64decode(data_url.partition(",")[2] or data_url)
+    fields = image.split(maxsplit=4)       # b"P6", width, height, maxval, pixels
+    if len(fields) < 5 or fields[0] != b"P6":
+        return True
+    return max(fields[4], default=0) <= 16

@@ -288,7 +288,8 @@ def script_description() -> str:
 
 def script_load(_settings: Any) -> None:
     _recorder.read_video_info()
-    _recorder.hello = {"script_version": SCRIPT_VERSION, "obs_version": obs.obs_get_version_string(),
+    _recorder.hello = {"script_version": SCRIPT_VERSION,
+                       "obs_version": obs.obs_get_version_string(),
                        "clock": "CLOCK_MONOTONIC", **_clock_check()}
     _EVENTS.update({obs.OBS_FRONTEND_EVENT_RECORDING_STARTED: "start",
                     obs.OBS_FRONTEND_EVENT_RECORDING_PAUSED: "pause",
