@@ -1,1 +1,0 @@
-"""OBS Studio backend: its websocket client, settings, config files and commands."""
