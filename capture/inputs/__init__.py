@@ -22,4 +22,12 @@ def backend() -> type[InputBackend]:
             raise ImportError(
                 f"X11 input needs python-xlib ({exc}); pip install python-xlib") from exc
         return XorgInputBackend
-    raise ImportError(f"no input backend {name!r} on {sys.platform} (known: xorg)")
+    if name == "win32":
+        try:
+            from capture.inputs._win32 import Win32InputBackend
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise ImportError(
+                f"Windows input needs ctypes with the Win32 DLLs ({exc}); use CPython for Windows"
+            ) from exc
+        return Win32InputBackend
+    raise ImportError(f"no input backend {name!r} on {sys.platform} (known: xorg, win32)")

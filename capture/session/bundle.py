@@ -192,7 +192,8 @@ def quality_summary(events: pa.Table, frames: pa.Table, fps_target: float,
 # --- finalise / recover -------------------------------------------------------------------------
 def finalise(session_dir: Path, *, status: str = "complete", video_result: dict | None = None,
              end: ClockPair | None = None, salvage: bool = False,
-             recovery: dict[str, Any] | None = None, error: str | None = None) -> dict[str, Any]:
+             recovery: dict[str, Any] | None = None, error: str | None = None,
+             input_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn journals into validated Parquet tables, hash every file, write the final manifest."""
     manifest = read_manifest(session_dir)
     events_damage, frames_damage = JournalDamage(), JournalDamage()
@@ -233,6 +234,8 @@ def finalise(session_dir: Path, *, status: str = "complete", video_result: dict 
         end_wall = datetime.fromtimestamp(offset + (end_ns - start.monotonic_ns) / 1e9, UTC)
         end = ClockPair(monotonic_ns=end_ns, utc=utc_iso(end_wall))
     manifest["clock"]["end"] = end.to_dict()
+    if input_info is not None:
+        manifest["backend"]["input"] = input_info
     if video_result:
         manifest["backend"]["video"] = video_result
         for key in ("width", "height", "codec"):

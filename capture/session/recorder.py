@@ -138,6 +138,11 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
         raise
     events = _EventWriter(JournalWriter(session_dir / formats.EVENTS_JOURNAL))
     focused = threading.Event()
+    gamepad = None
+    if "gamepad" in opts.scope:
+        from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
+
+        gamepad = GamepadCapture(sink=events.sink, is_focused=focused.is_set)
 
     def on_focus(is_focused: bool, _window: WindowInfo | None) -> None:
         if is_focused:
@@ -151,6 +156,8 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
     try:
         recorder.set_capturing(False)
         input_backend.start(events.sink, on_focus)
+        if gamepad is not None:
+            gamepad.start()
         if focused.wait(0.5):
             recorder.set_capturing(True)
         say(f"recording {opts.game!r} into {session_dir}")
@@ -171,14 +178,19 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
                     break
             stop.wait(0.05)
     finally:
+        if gamepad is not None:
+            gamepad.stop()  # before the journal closes, so its closing releases are kept
         input_backend.stop()
         events.close()
         result = recorder.stop()
         video_result = result.to_dict()
         error = error or result.error
     end = ClockPair.now()
+    input_info = input_backend.info()
+    if gamepad is not None:
+        input_info["gamepad"] = gamepad.info()
     bundle.finalise(session_dir, status="incomplete" if error else "complete",
-                    video_result=video_result, end=end, error=error)
+                    video_result=video_result, input_info=input_info, end=end, error=error)
     if error:
         say(f"warning: {error}; the session was kept and marked incomplete")
     return session_dir

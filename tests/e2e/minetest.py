@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,12 @@ MINETEST = shutil.which("minetest") or "/usr/games/minetest"
 
 def available() -> bool:
     return Path(MINETEST).exists()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def write_world(root: Path) -> tuple[Path, Path]:
@@ -28,7 +35,9 @@ def write_world(root: Path) -> tuple[Path, Path]:
         "screen_w = 640\nscreen_h = 480\nfullscreen = false\nenable_sound = false\n"
         "fps_max = 30\nfps_max_unfocused = 30\nviewing_range = 60\nenable_shaders = false\n"
         "enable_clouds = false\nsmooth_lighting = false\nmouse_sensitivity = 0.2\n"
-        "show_welcome_message = false\n")
+        "show_welcome_message = false\n"
+        # its built-in server: loopback only, and a free port so parallel runs never collide
+        "bind_address = 127.0.0.1\n")
     return world, conf
 
 
@@ -46,6 +55,7 @@ class Minetest:
                "LIBGL_ALWAYS_SOFTWARE": "1"}
         self.proc = subprocess.Popen(
             [MINETEST, "--go", "--world", str(world), "--name", "tester", "--password", "",
+             "--port", str(free_udp_port()),
              "--config", str(conf), "--logfile", str(self.log)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

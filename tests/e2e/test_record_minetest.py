@@ -82,10 +82,9 @@ def test_recorded_actions_match_injected_script(xvfb, minetest, capture_home, tm
     other_display, other = _other_window(xvfb.display)
     inject = XTestInjector(xvfb.display)
     try:
-        deadline = time.monotonic() + 20
-        while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
+        assert proc.stderr is not None
+        while not (line := proc.stderr.readline()).startswith("recording "):
+            assert line, f"recorder exited before recording: {proc.wait()}"
         game_window = _window_with_class(xvfb.display, "Minetest")
         inject.focus(game_window)
         time.sleep(0.5)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,29 +20,6 @@ from capture.session import bundle
 pytestmark = [pytest.mark.x11]
 
 
-@pytest.fixture
-def demo_game(xvfb) -> Iterator[int]:
-    from Xlib import display as xdisplay
-
-    proc = subprocess.Popen([sys.executable, "-m", "capture.demo.game", "--size", "320x240"],
-                            env={**os.environ, "DISPLAY": xvfb.display})
-    d = xdisplay.Display(xvfb.display)
-    try:
-        deadline = time.monotonic() + 15
-        window = None
-        while window is None and time.monotonic() < deadline:
-            for child in d.screen().root.query_tree().children:
-                if WINDOW_CLASS in (child.get_wm_class() or ()):
-                    window = int(child.id)
-            time.sleep(0.1)
-        assert window is not None, "demo game window did not appear"
-        yield window
-    finally:
-        d.close()
-        proc.terminate()
-        proc.wait(10)
-
-
 def _record(xvfb, home: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "DISPLAY": xvfb.display, "CAPTURE_HOME": str(home)}
     return subprocess.Popen(
@@ -52,14 +28,16 @@ def _record(xvfb, home: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
         text=True)
 
 
-def _wait_for_session(out: Path, timeout_s: float = 15) -> Path:
+def _wait_for_recording(proc: subprocess.Popen[str], timeout_s: float = 30) -> Path:
+    """Block until the recorder says it is recording (input and video both started)."""
+    assert proc.stderr is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if out.exists():
-            dirs = [d for d in out.iterdir() if (d / "manifest.json").exists()]
-            if dirs:
-                return dirs[0]
-        time.sleep(0.05)
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"recorder exited before recording: {proc.wait()}")
+        if line.startswith("recording "):
+            return Path(line.rsplit(" into ", 1)[1].strip())
     raise AssertionError("recording did not start")
 
 
@@ -87,7 +65,7 @@ def test_sigterm_finalises_cleanly(xvfb, demo_game, capture_home, tmp_path) -> N
     consent.grant("p1", [WINDOW_CLASS], ["video", "keyboard", "mouse"])
     out = tmp_path / "out"
     proc = _record(xvfb, capture_home, out)
-    session_dir = _wait_for_session(out)
+    session_dir = _wait_for_recording(proc)
     inject = XTestInjector(xvfb.display)
     inject.focus(demo_game)
     time.sleep(0.5)
@@ -111,7 +89,7 @@ def test_sigkill_then_recover_loses_at_most_250ms(xvfb, demo_game, capture_home,
     consent.grant("p1", [WINDOW_CLASS], ["video", "keyboard", "mouse"])
     out = tmp_path / "out"
     proc = _record(xvfb, capture_home, out)
-    session_dir = _wait_for_session(out)
+    session_dir = _wait_for_recording(proc)
     inject = XTestInjector(xvfb.display)
     inject.focus(demo_game)
     time.sleep(0.5)
