@@ -354,7 +354,9 @@ def frame_actions(events: pa.Table, episodes: list[EpisodeGrid]) -> tuple[
     actions["action.keys_held"] = _held_feature(
         events, t, frames, "key_press", "key_release", "key", "key", len(KEY_NAMES),
         missing=other_key)
-    presses = np.flatnonzero(placed & _mask(events, "key_press"))
+    # A synthetic press reopens a hold at a segment start: held, but not pressed in that frame.
+    genuine = ~events.column("synthetic").to_numpy(zero_copy_only=False).astype(bool)
+    presses = np.flatnonzero(placed & _mask(events, "key_press") & genuine)
     pressed = np.zeros((n, len(KEY_NAMES)), dtype=MULTI_HOT_DTYPE)
     pressed[pos[presses], _slots(events.column("key").take(presses), "key", other_key)[0]] = 1
     actions["action.keys_pressed"] = pressed

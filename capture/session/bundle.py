@@ -22,6 +22,7 @@ from capture import __version__, formats
 from capture.clock import CLOCK_NAME, ClockPair, utc_iso
 from capture.errors import BadInputError, CaptureError
 from capture.journal import JournalDamage, read_journal
+from capture.session.checks import run_checks
 
 IDLE_GAP_NS = 2_000_000_000  # a gap this long without any input counts as idle time
 FINAL_STATUSES = ("complete", "recovered", "incomplete")
@@ -193,7 +194,8 @@ def quality_summary(events: pa.Table, frames: pa.Table, fps_target: float,
 def finalise(session_dir: Path, *, status: str = "complete", video_result: dict | None = None,
              end: ClockPair | None = None, salvage: bool = False,
              recovery: dict[str, Any] | None = None, error: str | None = None,
-             input_info: dict[str, Any] | None = None) -> dict[str, Any]:
+             input_info: dict[str, Any] | None = None,
+             frames_before_ns: int | None = None) -> dict[str, Any]:
     """Turn journals into validated Parquet tables, hash every file, write the final manifest."""
     manifest = read_manifest(session_dir)
     events_damage, frames_damage = JournalDamage(), JournalDamage()
@@ -204,6 +206,13 @@ def finalise(session_dir: Path, *, status: str = "complete", video_result: dict 
     frames = _journal_to_table(session_dir / formats.FRAMES_JOURNAL, frames_schema,
                                salvage=salvage, damage=frames_damage)
     events = events.sort_by([("t_ns", "ascending")])
+    trailing = 0
+    if frames_before_ns is not None:
+        # A segment hand-over: frames from the boundary on belong to the next segment. They
+        # stay at the end of this video file but are not part of this segment's timeline.
+        kept = sum(1 for t in frames.column("capture_time_ns").to_pylist() if t < frames_before_ns)
+        trailing = frames.num_rows - kept
+        frames = frames.slice(0, kept)
     video = session_dir / formats.VIDEO
     if recovery is not None:
         decodable = count_decodable_frames(video) if video.exists() else 0
@@ -251,6 +260,10 @@ def finalise(session_dir: Path, *, status: str = "complete", video_result: dict 
         qa["recorder_cpu_s"] = float(video_result.get("cpu_seconds", 0.0))
         qa["dropped_frames"] = max(qa["dropped_frames"], int(video_result.get("dropped_slots", 0)))
     qa["notes"] = list((video_result or {}).get("notes", []))
+    if trailing:
+        qa["notes"].append(f"{trailing} frame(s) at the end of the video belong to the next "
+                           "segment (recorded during the hand-over) and are not in this timeline")
+    qa["checks"] = run_checks(qa, manifest["video"]["fps_target"], video)
     manifest["qa"] = qa
     manifest["files"] = hash_files(session_dir)
     manifest["status"] = status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -11,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from capture import formats, inputs, paths, video
 from capture.clock import ClockPair, now_ns
-from capture.consent import require_consent
+from capture.consent import ConsentReceipt, require_consent
 from capture.errors import CaptureError
 from capture.inputs import InputEvent, WindowInfo
 
 if TYPE_CHECKING:
+    from capture.inputs.gamepad import GamepadCapture
     from capture.video.obs.settings import ObsSettings
 from capture.journal import JournalWriter
 from capture.session import bundle, store
@@ -41,6 +43,8 @@ class RecordOptions:
     wait_timeout_s: float | None = None
     stop_when_game_exits: bool = True
     obs: ObsSettings | None = None
+    idle_pause_s: float | None = None      # pause video after this long without input
+    max_segment_s: float | None = None     # start a new segment bundle after this long
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -54,26 +58,124 @@ def make_video_backend(opts: RecordOptions) -> video.VideoBackend:
     return cls()
 
 
-class _EventWriter:
-    """Drains the input queue into the events journal on its own thread (sinks only enqueue)."""
+HELD_PAIRS = {"key_press": "key_release", "button_press": "button_release",
+              "gamepad_button_press": "gamepad_button_release"}
+ACTIVITY_KINDS = frozenset({"key_press", "key_release", "button_press", "button_release",
+                            "motion", "wheel", "gamepad_axis", "gamepad_button_press",
+                            "gamepad_button_release"})
 
-    def __init__(self, journal: JournalWriter) -> None:
+
+_BEGIN_HANDOVER = object()
+HANDOVER_TIMEOUT_S = 3.0
+
+
+class _EventWriter:
+    """Drains the input queue into the current segment's journal on its own thread.
+
+    Sinks only enqueue. The writer knows what is held and whether the game has focus, so a
+    segment boundary can close holds in the old journal and reopen them in the new one.
+    """
+
+    def __init__(self, journal: JournalWriter, on_activity: Callable[[], None]) -> None:
         self.journal = journal
-        self.queue: queue.SimpleQueue[InputEvent | None] = queue.SimpleQueue()
+        self.on_activity = on_activity
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.held: dict[tuple[str, str | None, str | None], InputEvent] = {}
+        self.focus: InputEvent | None = None
         self.thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self.thread.start()
 
     def sink(self, event: InputEvent) -> None:
         self.queue.put(event)
 
+    def begin_handover(self) -> None:
+        """Hold new events back until finish_handover says at which instant to split them."""
+        self.queue.put(_BEGIN_HANDOVER)
+
+    def finish_handover(self, journal: JournalWriter, boundary_ns: int) -> None:
+        """Events before boundary_ns go to the current journal, the rest to `journal`."""
+        done = threading.Event()
+        self.queue.put((journal, boundary_ns, done))
+        done.wait()
+
+    def _track(self, event: InputEvent) -> None:
+        if event.kind in HELD_PAIRS:
+            self.held[(event.kind, event.key or event.button or event.axis, event.device)] = event
+        elif event.kind in HELD_PAIRS.values():
+            press = next(k for k, v in HELD_PAIRS.items() if v == event.kind)
+            self.held.pop((press, event.key or event.button or event.axis, event.device), None)
+        elif event.kind in ("focus_in", "focus_out"):
+            self.focus = event if event.kind == "focus_in" else None
+
+    def _switch(self, journal: JournalWriter, t_ns: int) -> None:
+        def copy(event: InputEvent, kind: str) -> dict:
+            record = event.to_record()
+            record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
+            return record
+
+        for (press, _name, _device), event in self.held.items():
+            self.journal.append(copy(event, HELD_PAIRS[press]))
+        self.journal.close()
+        self.journal = journal
+        if self.focus is not None:
+            journal.append(copy(self.focus, "focus_in"))
+        for event in self.held.values():
+            journal.append(copy(event, event.kind))
+
+    def _write(self, event: InputEvent) -> None:
+        self._track(event)
+        self.journal.append(event.to_record())
+
     def _run(self) -> None:
-        while (event := self.queue.get()) is not None:
-            self.journal.append(event.to_record())
+        held_back: list[InputEvent] | None = None
+        while (item := self.queue.get()) is not None:
+            if item is _BEGIN_HANDOVER:
+                held_back = []
+            elif isinstance(item, tuple):
+                journal, boundary_ns, done = item
+                for event in held_back or []:
+                    if event.t_ns < boundary_ns:
+                        self._write(event)
+                self._switch(journal, boundary_ns)
+                for event in held_back or []:
+                    if event.t_ns >= boundary_ns:
+                        self._write(event)
+                held_back = None
+                done.set()
+            else:
+                assert isinstance(item, InputEvent)
+                if held_back is not None:
+                    held_back.append(item)
+                else:
+                    self._write(item)
+                if item.kind in ACTIVITY_KINDS and not item.synthetic:
+                    self.on_activity()
 
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join()
         self.journal.close()
+
+
+@dataclass
+class _Segment:
+    index: int
+    session_dir: Path
+    video: video.VideoBackend
+    started_ns: int
+
+
+def _first_frame_ns(session_dir: Path, timeout_s: float) -> int | None:
+    """Capture time of the first frame logged in a segment's frames journal, once it is there."""
+    journal = session_dir / formats.FRAMES_JOURNAL
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            first = journal.read_bytes().split(b"\n", 1)[0]
+            if first.endswith(b"}"):
+                return int(json.loads(first)["capture_time_ns"])
+        time.sleep(0.02)
+    return None
 
 
 def wait_for_game(backend: inputs.InputBackend, stop: threading.Event,
@@ -93,13 +195,193 @@ def wait_for_game(backend: inputs.InputBackend, stop: threading.Event,
     return None
 
 
+class Recording:
+    """A recording of one game: segments one after another, paused while the game is not focused
+    or the player is idle. Input capture runs across segment boundaries without a gap."""
+
+    def __init__(self, opts: RecordOptions, *, receipt: ConsentReceipt,
+                 input_backend: inputs.InputBackend, window: WindowInfo, display: str,
+                 say: Callable[[str], None] = print) -> None:
+        self.opts = opts
+        self.receipt = receipt
+        self.input_backend = input_backend
+        self.window = window
+        self.display = display
+        self.say = say
+        self.run_id = bundle.new_session_id(opts.game) if opts.max_segment_s else None
+        self.segment: _Segment | None = None
+        self.finished: list[Path] = []
+        self.error: str | None = None
+        self.focused = threading.Event()
+        self.idle_paused = False
+        self.last_activity_ns = now_ns()
+        self._lock = threading.Lock()
+        self._handing_over: _Segment | None = None
+        self.events: _EventWriter | None = None
+        self.gamepad: GamepadCapture | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Path:
+        segment = self._open_segment(0)
+        self.segment = segment
+        self.events = _EventWriter(JournalWriter(segment.session_dir / formats.EVENTS_JOURNAL),
+                                   self._on_activity)
+        if "gamepad" in self.opts.scope:
+            from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
+
+            self.gamepad = GamepadCapture(sink=self.events.sink, is_focused=self.focused.is_set)
+        self.input_backend.start(self.events.sink, self._on_focus)
+        if self.gamepad is not None:
+            self.gamepad.start()
+        self.focused.wait(0.5)
+        self._apply_capture()
+        return segment.session_dir
+
+    def poll(self) -> bool:
+        """Housekeeping, called often: idle pause, segment rotation. False once it failed."""
+        segment = self.segment
+        if segment is None or self.error:
+            return False
+        if not segment.video.alive():
+            self.error = "the video recorder stopped unexpectedly"
+            return False
+        idle_ns = None if self.opts.idle_pause_s is None else int(self.opts.idle_pause_s * 1e9)
+        if (idle_ns is not None and self.focused.is_set() and not self.idle_paused
+                and now_ns() - self.last_activity_ns >= idle_ns):
+            self.idle_paused = True
+            self._apply_capture()
+            self.say(f"paused: no input for {self.opts.idle_pause_s:g} s")
+        if (self.opts.max_segment_s is not None
+                and now_ns() - segment.started_ns >= self.opts.max_segment_s * 1e9):
+            self.rotate()
+        return self.error is None
+
+    def rotate(self) -> None:
+        """Close the current segment and continue in a new one, with no gap in input or video.
+
+        The new video starts while the old one still records; the boundary is the new video's
+        first frame: the old segment keeps frames and input before it, the new one from it on.
+        """
+        old = self.segment
+        assert old is not None and self.events is not None
+        try:
+            new = self._open_segment(old.index + 1)
+        except Exception as exc:  # keep recording into the old segment rather than lose data
+            self.say(f"warning: could not start a new segment ({exc}); continuing the current one")
+            return
+        self.events.begin_handover()
+        with self._lock:
+            self._handing_over = old
+            self.segment = new
+        capturing = self._apply_capture()
+        boundary = _first_frame_ns(new.session_dir, HANDOVER_TIMEOUT_S) if capturing else None
+        with self._lock:
+            old.video.set_capturing(False)
+            self._handing_over = None
+        boundary = boundary or now_ns()
+        self.events.finish_handover(JournalWriter(new.session_dir / formats.EVENTS_JOURNAL),
+                                    boundary)
+        self._finish_segment(old, frames_before_ns=boundary)
+        self.say(f"segment {new.index}: {new.session_dir}")
+
+    def stop(self) -> list[Path]:
+        """Stop everything and finalise the last segment; returns every segment's directory."""
+        if self.gamepad is not None:
+            self.gamepad.stop()  # before the journal closes, so its closing releases are kept
+        self.input_backend.stop()
+        if self.events is not None:
+            self.events.close()
+        if self.segment is not None:
+            self._finish_segment(self.segment)
+            self.segment = None
+        return list(self.finished)
+
+    # --- state for the agent ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        segment = self.segment
+        if not self.focused.is_set():
+            state, reason = "paused", "paused: another window has focus"
+        elif self.idle_paused:
+            state, reason = "paused", f"paused: no input for {self.opts.idle_pause_s:g} s"
+        else:
+            state, reason = "recording", f"{self.opts.game} is focused"
+        return {"state": state, "reason": reason,
+                "session_id": segment.session_dir.name if segment else None,
+                "segment": segment.index if segment else None}
+
+    # --- internals ----------------------------------------------------------------------------
+    def _open_segment(self, index: int) -> _Segment:
+        session_id = bundle.new_session_id(self.opts.game)
+        session_dir = (self.opts.out or paths.sessions_dir()) / session_id
+        session_dir.mkdir(parents=True)
+        (session_dir / formats.LOCK).write_text(str(os.getpid()))
+        manifest = bundle.initial_manifest(
+            session_id=session_id, player=self.receipt.player, receipt=self.receipt,
+            game=self.opts.game, window=self.window, video_backend=self.opts.backend,
+            input_info=self.input_backend.info(), fps=self.opts.fps, start=ClockPair.now())
+        if self.run_id is not None:
+            manifest["run"] = {"id": self.run_id, "segment": index}
+        bundle.write_manifest(session_dir, manifest)
+        recorder = make_video_backend(self.opts)
+        try:
+            recorder.start(video.CaptureTarget(display=self.display,
+                                               window_id=self.window.window_id),
+                           session_dir, video.VideoSettings(fps=self.opts.fps))
+            recorder.set_capturing(False)
+        except BaseException:
+            # Nothing was recorded into it yet: leave no empty session behind.
+            with contextlib.suppress(Exception):
+                recorder.stop()
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise
+        store.register(session_dir)
+        return _Segment(index, session_dir, recorder, now_ns())
+
+    def _finish_segment(self, segment: _Segment, frames_before_ns: int | None = None) -> None:
+        result = segment.video.stop()
+        error = self.error or result.error
+        input_info = self.input_backend.info()
+        if self.gamepad is not None:
+            input_info["gamepad"] = self.gamepad.info()
+        bundle.finalise(segment.session_dir, status="incomplete" if error else "complete",
+                        video_result=result.to_dict(), input_info=input_info,
+                        end=ClockPair.now(), error=error, frames_before_ns=frames_before_ns)
+        if error:
+            self.say(f"warning: {error}; the session was kept and marked incomplete")
+        self.finished.append(segment.session_dir)
+
+    def _apply_capture(self) -> bool:
+        """Grab video only while the game is focused and the player is not idle."""
+        on = self.focused.is_set() and not self.idle_paused
+        with self._lock:
+            for segment in (self.segment, self._handing_over):
+                if segment is not None:
+                    segment.video.set_capturing(on)
+        return on
+
+    def _on_focus(self, is_focused: bool, _window: WindowInfo | None) -> None:
+        if is_focused:
+            self.focused.set()
+            self.last_activity_ns = now_ns()
+            self.idle_paused = False  # returning to the game resumes a paused recording
+        else:
+            self.focused.clear()
+        self._apply_capture()
+
+    def _on_activity(self) -> None:
+        self.last_activity_ns = now_ns()
+        if self.idle_paused:
+            self.idle_paused = False
+            self._apply_capture()
+
+
 def record(opts: RecordOptions, *, stop: threading.Event | None = None,
            say: Callable[[str], None] = print,
            on_started: Callable[[Path], None] | None = None) -> Path:
     """Record the game until the duration passes, `stop` is set or the game exits.
 
     Nothing is written unless a valid consent covers the game and every kind in opts.scope.
-    Returns the finalised session directory.
+    Returns the (last) finalised session directory.
     """
     stop = stop or threading.Event()
     receipt = require_consent(opts.game, set(opts.scope), opts.player)
@@ -113,63 +395,19 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
     if window is None:
         raise CaptureError("stopped before the game appeared; nothing was recorded")
 
-    session_id = bundle.new_session_id(opts.game)
-    parent = opts.out or paths.sessions_dir()
-    session_dir = parent / session_id
-    session_dir.mkdir(parents=True)
-    (session_dir / formats.LOCK).write_text(str(os.getpid()))
-    start = ClockPair.now()
-    manifest = bundle.initial_manifest(
-        session_id=session_id, player=receipt.player, receipt=receipt, game=opts.game,
-        window=window, video_backend=opts.backend, input_info=input_backend.info(),
-        fps=opts.fps, start=start)
-    bundle.write_manifest(session_dir, manifest)
-    store.register(session_dir)
-
-    recorder = make_video_backend(opts)
+    recording = Recording(opts, receipt=receipt, input_backend=input_backend, window=window,
+                          display=display, say=say)
+    first = recording.start()
     try:
-        recorder.start(video.CaptureTarget(display=display, window_id=window.window_id),
-                       session_dir, video.VideoSettings(fps=opts.fps))
-    except BaseException:
-        # Nothing was recorded yet (input starts after video): leave no empty session behind.
-        with contextlib.suppress(Exception):
-            recorder.stop()
-        shutil.rmtree(session_dir, ignore_errors=True)
-        raise
-    events = _EventWriter(JournalWriter(session_dir / formats.EVENTS_JOURNAL))
-    focused = threading.Event()
-    gamepad = None
-    if "gamepad" in opts.scope:
-        from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
-
-        gamepad = GamepadCapture(sink=events.sink, is_focused=focused.is_set)
-
-    def on_focus(is_focused: bool, _window: WindowInfo | None) -> None:
-        if is_focused:
-            focused.set()
-        else:
-            focused.clear()
-        recorder.set_capturing(is_focused)
-
-    error: str | None = None
-    video_result = None
-    try:
-        recorder.set_capturing(False)
-        input_backend.start(events.sink, on_focus)
-        if gamepad is not None:
-            gamepad.start()
-        if focused.wait(0.5):
-            recorder.set_capturing(True)
-        say(f"recording {opts.game!r} into {session_dir}")
+        say(f"recording {opts.game!r} into {first}")
         if on_started is not None:
-            on_started(session_dir)
+            on_started(first)
         deadline = None if opts.duration_s is None else now_ns() + int(opts.duration_s * 1e9)
         next_game_check = time.monotonic() + GAME_POLL_S
         while not stop.is_set():
             if deadline is not None and now_ns() >= deadline:
                 break
-            if not recorder.alive():
-                error = "the video recorder stopped unexpectedly"
+            if not recording.poll():
                 break
             if opts.stop_when_game_exits and time.monotonic() >= next_game_check:
                 next_game_check = time.monotonic() + GAME_POLL_S
@@ -178,19 +416,5 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
                     break
             stop.wait(0.05)
     finally:
-        if gamepad is not None:
-            gamepad.stop()  # before the journal closes, so its closing releases are kept
-        input_backend.stop()
-        events.close()
-        result = recorder.stop()
-        video_result = result.to_dict()
-        error = error or result.error
-    end = ClockPair.now()
-    input_info = input_backend.info()
-    if gamepad is not None:
-        input_info["gamepad"] = gamepad.info()
-    bundle.finalise(session_dir, status="incomplete" if error else "complete",
-                    video_result=video_result, input_info=input_info, end=end, error=error)
-    if error:
-        say(f"warning: {error}; the session was kept and marked incomplete")
-    return session_dir
+        segments = recording.stop()
+    return segments[-1]

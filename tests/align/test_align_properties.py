@@ -139,14 +139,14 @@ def test_held_keys_follow_the_whole_event_stream_across_frames_and_episodes(
 
 @PROPERTY_SETTINGS
 @given(sessions())
-def test_keys_pressed_marks_each_press_in_its_frame(
+def test_keys_pressed_marks_each_genuine_press_in_its_frame(
         session: tuple[np.ndarray, list[dict[str, Any]], Alignment]) -> None:
     _, rows, alignment = session
     intervals = frame_intervals(alignment.episodes)
     presses: set[tuple[tuple[int, int], int]] = set()
     for ev in rows:
         where = locate(ev["t_ns"], intervals)
-        if ev["kind"] == "key_press" and where is not None:
+        if ev["kind"] == "key_press" and not ev.get("synthetic") and where is not None:
             presses.add((where, key_slot(ev["key"])))
     pressed = alignment.actions["action.keys_pressed"]
     # multi-hot: several presses of one key inside one frame show once

@@ -1,0 +1,1 @@
+"""The desktop agent: watches for consented games, records them, serves the local page."""

@@ -1,0 +1,71 @@
+"""Record-time checks of a finished segment: length, fps, drops, game visible, input activity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+MIN_LENGTH_S = 5.0
+MIN_FPS_RATIO = 0.9
+MAX_DROPPED_RATIO = 0.02
+BLACK_MEAN_LUMA = 8.0      # 0-255; a captured game is brighter than this somewhere
+FLAT_LUMA_STD = 2.0        # ... and not one flat colour
+SAMPLED_FRAMES = 5
+ACTIVE_KINDS = ("key_press", "button_press", "motion", "wheel", "gamepad_axis",
+                "gamepad_button_press")
+
+
+def _check(name: str, ok: bool, value: Any, detail: str) -> dict[str, Any]:
+    return {"name": name, "ok": bool(ok), "value": value, "detail": detail}
+
+
+def sample_luma(video: Path, frames: int,
+                samples: int = SAMPLED_FRAMES) -> list[tuple[float, float]]:
+    """(mean, std) of luma for a few frames spread over the video; [] if none decode."""
+    if frames <= 0 or not video.exists():
+        return []
+    wanted = set(np.linspace(0, frames - 1, num=min(samples, frames)).round().astype(int).tolist())
+    out = []
+    try:
+        with av.open(str(video)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index in wanted:
+                    luma = frame.to_ndarray(format="gray")
+                    out.append((float(luma.mean()), float(luma.std())))
+                if index >= max(wanted):
+                    break
+    except av.error.FFmpegError:
+        pass  # an unreadable video shows up as "not captured"
+    return out
+
+
+def run_checks(qa: dict[str, Any], fps_target: float, video: Path) -> list[dict[str, Any]]:
+    """The checks shown to the player right after a segment is recorded."""
+    frames = int(qa.get("frames", 0))
+    duration = float(qa.get("duration_s", 0.0))
+    fps = float(qa.get("fps_achieved", 0.0))
+    dropped = int(qa.get("dropped_frames", 0))
+    counts = qa.get("input_counts", {})
+    active = sum(int(counts.get(k, 0)) for k in ACTIVE_KINDS)
+    luma = sample_luma(video, frames)
+    visible = [m > BLACK_MEAN_LUMA and s > FLAT_LUMA_STD for m, s in luma]
+    drop_ratio = dropped / max(1, frames + dropped)
+    return [
+        _check("length", frames > 0 and duration >= MIN_LENGTH_S, round(duration, 1),
+               f"{duration:.1f} s recorded, {frames} frames" if frames
+               else "no frames: the game never had focus"),
+        _check("fps", frames > 1 and fps >= MIN_FPS_RATIO * fps_target, round(fps, 1),
+               f"{fps:.1f} of {fps_target:g} fps achieved"),
+        _check("dropped_frames", drop_ratio <= MAX_DROPPED_RATIO, dropped,
+               f"{dropped} frame slots dropped ({100 * drop_ratio:.1f} %)"),
+        _check("game_visible", bool(visible) and sum(visible) > len(visible) / 2,
+               f"{sum(visible)}/{len(visible)}",
+               "the game is visible in the video" if visible and all(visible)
+               else f"{len(visible) - sum(visible)} of {len(visible)} sampled frames are black "
+                    "or one flat colour"),
+        _check("input_activity", active > 0, active,
+               f"{active} input events" if active else "no keyboard, mouse or gamepad input"),
+    ]

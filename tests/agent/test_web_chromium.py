@@ -1,0 +1,120 @@
+"""The agent's page in headless Chromium: grant, a session appears, preview, delete, revoke."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capture import consent
+from capture.agent.web import WebServer
+from capture.consent.terms import TERMS_VERSION, terms_sha256, terms_text
+from tests.agent import browser
+from tests.factories import build_session, gameplay_script
+
+PLAYER = "Alice Example"
+GAME = "factorygame"
+SCREENSHOT = Path("/tmp/capture-agent-page.png")
+
+
+class ScriptedAgent:
+    """A stand-in AgentView: a fixed state, and a count of consent changes."""
+
+    def __init__(self) -> None:
+        self.changes = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "recording", "game": GAME, "reason": f"{GAME} is focused",
+                "backend": {"name": "builtin", "state": "capturing", "detail": "XShm, 30 fps"},
+                "session_id": "20250301T120000Z-factorygame-000009", "segment": 2,
+                "since_utc": "2025-03-01T12:00:00Z",
+                "last_segment_checks": [
+                    {"name": "fps", "ok": True, "detail": "29.9 of 30 fps achieved"},
+                    {"name": "input_activity", "ok": False, "detail": "no input"}]}
+
+    def consent_changed(self) -> None:
+        self.changes += 1
+
+
+@pytest.fixture
+def agent() -> ScriptedAgent:
+    return ScriptedAgent()
+
+
+@pytest.fixture
+def server(capture_home: Path, agent: ScriptedAgent) -> Iterator[WebServer]:
+    browser.require_chromium()
+    with WebServer(agent) as web:
+        yield web
+
+
+def test_page_grant_session_delete_revoke(server: WebServer, agent: ScriptedAgent,
+                                          capture_home: Path) -> None:
+    with browser.open_page(server.url) as s:
+        page = s.page
+        # the status panel shows what the agent says
+        page.locator("#status-reason").filter(has_text=f"{GAME} is focused").wait_for()
+        assert page.locator("#status-state").inner_text() == "Recording"
+        assert "segment 2" in page.locator("#status-session").inner_text()
+        checks = page.locator("#status-checks").inner_text()
+        assert "✓ OK fps: 29.9 of 30 fps achieved" in checks
+        assert "⚠ warning input_activity: no input" in checks
+
+        # the exact terms are shown before anyone agrees
+        page.locator("#terms").filter(has_text="Consent to record your gameplay").wait_for()
+        assert page.locator("#terms-raw").text_content() == terms_text()
+        shown = " ".join(page.locator("#terms").inner_text().split())
+        assert shown == " ".join(re.sub(r"^#+ |^- |`", "", terms_text(), flags=re.M).split())
+        assert page.locator("#terms-sha").text_content() == terms_sha256()
+        assert not page.locator("#scope-audio").is_checked()
+
+        message = browser.grant_via_form(page, PLAYER, [GAME, "othergame"],
+                                         ["video", "keyboard", "mouse"])
+        assert "Consent recorded" in message, message
+        (grant,) = consent.active_grants()
+        assert grant.method == "agent-web" and grant.player == PLAYER
+        assert grant.games == (GAME, "othergame")
+        assert grant.scope == ("video", "keyboard", "mouse")
+        assert (grant.terms_version, grant.terms_sha256) == (TERMS_VERSION, terms_sha256())
+        assert agent.changes == 1
+        browser.grant_card(page, PLAYER).wait_for()
+
+        # a recording lands on disk: the page lists it with its picture and preview
+        session = build_session(capture_home / "sessions", gameplay_script(seconds=3.0))
+        card = browser.wait_for_session(page, session.name)
+        assert card.locator(".card-game").inner_text() == GAME
+        assert "complete" in card.inner_text()
+        assert "✓ OK" in card.locator(".checks").inner_text()
+        assert browser.thumbnail_width(card) == 64
+        video = browser.play_preview(card)
+        assert video["width"] == 64 and video["error"] is None and not video["paused"]
+        s.screenshot(SCREENSHOT)
+
+        browser.delete_via_ui(page, session.name)
+        assert not session.exists()
+        assert not (capture_home / "cache" / "agent-web" / session.name).exists()
+
+        # revoking deletes the player's sessions of those games too
+        second = build_session(capture_home / "sessions", gameplay_script(
+            seconds=1.0, session_id="20250301T120000Z-factorygame-000002"))
+        browser.wait_for_session(page, second.name)
+        message = browser.revoke_via_ui(page, PLAYER)
+        assert "Deleted 1 local session" in message, message
+        assert not second.exists()
+        browser.session_card(page, second.name).wait_for(state="detached")
+        assert consent.active_grants() == []
+        assert consent.receipt_status(grant.receipt_id) == "revoked"
+        assert consent.all_entries()[-1].method == "agent-web"
+        assert agent.changes == 2
+        assert page.locator("#grants-empty").is_visible()
+        s.assert_clean()
+
+
+def test_page_without_token_is_refused(server: WebServer) -> None:
+    url = server.url.split("?")[0]
+    with browser.open_page(url, ignore_console=("401",)) as s:
+        assert "access token" in s.page.content()
+        s.assert_clean()
