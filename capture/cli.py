@@ -150,10 +150,10 @@ def sessions_list(as_json: bool) -> None:
     """List every session with its game, start, duration and status."""
     from capture.session import store
 
-    rows = [s.to_dict() for s in store.list_sessions()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(store.list_play_sessions(), indent=2))
         return
+    rows = [s.to_dict() for s in store.list_sessions()]
     if not rows:
         click.echo("no sessions")
         return
@@ -262,6 +262,64 @@ def dataset_verify(path: Path) -> None:
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+# --- agent --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--backend", type=click.Choice(["builtin", "obs"]), default=None,
+              help="Video backend (default: [agent] backend in the config file, else builtin).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port of the local page on 127.0.0.1 (default: any free port).")
+@click.option("--no-browser", is_flag=True, help="Do not open the page in the browser.")
+@click.option("--display", default=None, help="X display to watch (default: $DISPLAY).")
+@click.option("--obs-host", default=None, help="OBS websocket host (with --backend obs).")
+@click.option("--obs-port", type=click.IntRange(1, 65535), default=None,
+              help="OBS websocket port (with --backend obs).")
+@click.option("--obs-password", default=None, help="OBS websocket password (never stored).")
+@click.option("--print-config", is_flag=True,
+              help="Print a config file with every agent setting documented, and exit.")
+def agent(backend: str | None, port: int | None, no_browser: bool, display: str | None,
+          obs_host: str | None, obs_port: int | None, obs_password: str | None,
+          print_config: bool) -> None:
+    """Run the desktop agent: records consented games only while you play them.
+
+    It waits for a game you consented to, records it while its window has focus (pausing when
+    another window has focus or after a while without input), splits long play into segments,
+    checks each segment right after it is recorded, and stops when the game exits. It serves a
+    page on 127.0.0.1 (the address, with its access token, is printed on a line of its own) to
+    give or withdraw consent and to see, check and delete recordings. Stop it with Ctrl-C.
+    """
+    from dataclasses import replace
+
+    from capture.agent.settings import documented_config, load_agent_settings
+
+    if print_config:
+        click.echo(documented_config(), nl=False)
+        return
+    from capture.agent.agent import Agent
+    from capture.agent.web import WebServer
+
+    settings = load_agent_settings()
+    settings = replace(settings, backend=backend or settings.backend,
+                       port=settings.port if port is None else port,
+                       open_browser=settings.open_browser and not no_browser,
+                       display=display or settings.display)
+    obs_settings = None
+    if settings.backend == "obs":
+        from capture.video.obs.settings import resolve
+
+        obs_settings = resolve(obs_host, obs_port, obs_password)
+    say = lambda message: click.echo(message, err=True)  # noqa: E731
+    the_agent = Agent(settings, say=say, obs=obs_settings)
+    server = WebServer(the_agent, port=settings.port)
+    server.start()
+    try:
+        click.echo(server.url)
+        if settings.open_browser:
+            server.open_browser()
+        the_agent.run(stop_on_signals())
+    finally:
+        server.stop()
 
 
 # --- demo ---------------------------------------------------------------------------------------

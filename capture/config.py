@@ -72,6 +72,29 @@ class ConfigTable:
             raise self._problem(key, f"an integer {low}-{high}")
         return value
 
+    def number(self, key: str, low: float, high: float) -> float | None:
+        if key not in self.values:
+            return None
+        value = self.values[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:
+            raise self._problem(key, f"a number from {low:g} to {high:g}")
+        return float(value)
+
+    def boolean(self, key: str) -> bool | None:
+        if key not in self.values:
+            return None
+        value = self.values[key]
+        if not isinstance(value, bool):
+            raise self._problem(key, "true or false")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
+        value = self.string(key)
+        if value is not None and value not in choices:
+            raise self._problem(key, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+
     def reject_unknown(self, known: set[str]) -> None:
         unknown = sorted(set(self.values) - known)
         if unknown:

@@ -67,6 +67,39 @@ class SessionSummary:
         }
 
 
+def list_play_sessions() -> list[dict[str, Any]]:
+    """Sessions as the player sees them: the agent's segments of one play session grouped.
+
+    Each entry: id, game, start (UTC), duration_s, status, segments (each with its own id,
+    path, start, duration, status and record-time checks), and checks (every failed check).
+    """
+    groups: dict[str, list[SessionSummary]] = {}
+    for summary in list_sessions():
+        run = (summary.manifest or {}).get("run") or {}
+        groups.setdefault(run.get("id") or summary.path.name, []).append(summary)
+    out = []
+    for run_id, members in groups.items():
+        members.sort(key=lambda s: ((s.manifest or {}).get("run") or {}).get("segment", 0))
+        segments = []
+        for member in members:
+            row = member.to_dict()
+            row["checks"] = ((member.manifest or {}).get("qa") or {}).get("checks", [])
+            segments.append(row)
+        statuses = {s["status"] for s in segments}
+        out.append({
+            "id": run_id,
+            "game": segments[0]["game"],
+            "start": segments[0]["start"],
+            "duration_s": round(sum(s["duration_s"] or 0 for s in segments), 3),
+            "status": next((st for st in ("unreadable", "recording", "incomplete", "recovered")
+                            if st in statuses), "complete"),
+            "segments": segments,
+            "checks": [dict(c, segment=s["id"]) for s in segments for c in s["checks"]
+                       if not c["ok"]],
+        })
+    return out
+
+
 def list_sessions() -> list[SessionSummary]:
     out = []
     for d in session_dirs():

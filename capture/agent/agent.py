@@ -1,0 +1,219 @@
+"""The agent's loop: find a consented game, record it while it is played, report its state."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capture import consent, inputs, paths
+from capture.agent.settings import AgentSettings
+from capture.clock import utc_iso
+from capture.consent import ConsentReceipt
+from capture.errors import CaptureError
+from capture.session import bundle, store
+from capture.session.recorder import Recording, RecordOptions
+
+RECORDABLE = frozenset({"video", "keyboard", "mouse", "gamepad"})
+POLL_S = 0.25
+GAME_CHECK_S = 1.0
+
+
+@dataclass
+class _Active:
+    """The game being recorded now."""
+
+    game: str
+    receipt: ConsentReceipt
+    backend: inputs.InputBackend
+    recording: Recording
+    since_utc: str
+    reported: int = 0
+
+
+class Agent:
+    """Watches for consented games and records them; the local page reads status() from it."""
+
+    def __init__(self, settings: AgentSettings, *, display: str | None = None,
+                 say: Callable[[str], None] = print,
+                 obs: Any | None = None) -> None:
+        self.settings = settings
+        self.display = display or settings.display or os.environ.get("DISPLAY")
+        if not self.display:
+            raise CaptureError("no X display to watch: set DISPLAY or [agent] display")
+        self.say = say
+        self.obs = obs
+        self._lock = threading.RLock()
+        self._active: _Active | None = None
+        self._watchers: dict[str, inputs.InputBackend] = {}
+        self._grants: list[ConsentReceipt] = []
+        self._reason = "starting"
+        self._last_checks: list[dict[str, Any]] | None = None
+        self._consent_dirty = True
+        self._ledger_stamp: int | None = None
+        self._stopping = False
+
+    # --- the page's view ----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active = self._active
+            backend = {"name": self.settings.backend, "state": "idle", "detail": ""}
+            if active is None:
+                return {"state": "stopping" if self._stopping else "waiting", "game": None,
+                        "reason": self._reason, "backend": backend, "session_id": None,
+                        "segment": None, "since_utc": None,
+                        "last_segment_checks": self._last_checks}
+            rec = active.recording.status()
+            backend.update(state="recording" if rec["state"] == "recording" else "paused",
+                           detail=f"segment {rec['segment']}")
+            return {"state": rec["state"], "game": active.game, "reason": rec["reason"],
+                    "backend": backend, "session_id": rec["session_id"],
+                    "segment": rec["segment"], "since_utc": active.since_utc,
+                    "last_segment_checks": self._last_checks}
+
+    def consent_changed(self) -> None:
+        """Re-read the ledger now; a recording whose consent is gone stops before this returns."""
+        with self._lock:
+            self._consent_dirty = True
+            self._refresh_grants()
+            active = self._active
+            if active is not None and not self._still_consented(active):
+                self._stop_active("consent was withdrawn")
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.recover_crashed()
+        next_game_check = 0.0
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    if self._consent_dirty or self._ledger_changed():
+                        self._refresh_grants()
+                        active = self._active
+                        if active is not None and not self._still_consented(active):
+                            self._stop_active("consent was withdrawn")
+                    active = self._active
+                    if active is not None:
+                        self._report_new_segments(active)
+                        if not active.recording.poll():
+                            self._stop_active(active.recording.error or "recording failed")
+                        elif time.monotonic() >= next_game_check:
+                            next_game_check = time.monotonic() + GAME_CHECK_S
+                            if active.backend.find_game_window() is None:
+                                self._stop_active(f"{active.game} exited")
+                    elif time.monotonic() >= next_game_check:
+                        next_game_check = time.monotonic() + GAME_CHECK_S
+                        self._start_if_a_game_runs()
+                stop.wait(POLL_S)
+        finally:
+            with self._lock:
+                self._stopping = True
+                if self._active is not None:
+                    self._stop_active("the agent is stopping")
+                for watcher in self._watchers.values():
+                    watcher.stop()  # only closes its window-lookup connection
+                self._watchers.clear()
+
+    def recover_crashed(self) -> list[Path]:
+        """Finalise sessions a crash left behind (called once at start)."""
+        recovered = []
+        for session_dir in store.session_dirs():
+            if bundle.needs_recovery(session_dir):
+                try:
+                    bundle.recover(session_dir)
+                    recovered.append(session_dir)
+                    self.say(f"recovered a session left by a crash: {session_dir}")
+                except CaptureError as exc:
+                    self.say(f"warning: could not recover {session_dir}: {exc}")
+        return recovered
+
+    # --- internals ----------------------------------------------------------------------------
+    def _ledger_changed(self) -> bool:
+        """True when the ledger file changed on disk (e.g. `capture consent` in a terminal)."""
+        try:
+            stamp = paths.ledger_path().stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        changed = stamp != self._ledger_stamp
+        self._ledger_stamp = stamp
+        return changed
+
+    def _refresh_grants(self) -> None:
+        self._grants = [g for g in consent.active_grants() if "video" in g.scope]
+        self._consent_dirty = False
+        if not self._grants:
+            self._reason = "no consent with video for any game: grant one on the page"
+
+    def _still_consented(self, active: _Active) -> bool:
+        return any(g.receipt_id == active.receipt.receipt_id and
+                   any(game.casefold() == active.game.casefold() for game in g.games)
+                   for g in self._grants)
+
+    def _watcher(self, game: str) -> inputs.InputBackend:
+        if game not in self._watchers:
+            self._watchers[game] = inputs.backend()(game, display=self.display)
+        return self._watchers[game]
+
+    def _start_if_a_game_runs(self) -> None:
+        for grant in self._grants:
+            for game in grant.games:
+                window = self._watcher(game).find_game_window()
+                if window is None:
+                    continue
+                scope = frozenset(grant.scope) & RECORDABLE
+                opts = RecordOptions(
+                    game=game, backend=self.settings.backend, fps=self.settings.fps,
+                    scope=scope, player=grant.player, display=self.display, obs=self.obs,
+                    idle_pause_s=self.settings.idle_pause_seconds,
+                    max_segment_s=self.settings.segment_minutes * 60)
+                backend = inputs.backend()(game, keyboard="keyboard" in scope,
+                                           mouse="mouse" in scope, display=self.display)
+                recording = Recording(opts, receipt=grant, input_backend=backend,
+                                      window=window, display=self.display, say=self.say)
+                try:
+                    first = recording.start()
+                except CaptureError as exc:
+                    self._reason = f"could not record {game}: {exc}"
+                    self.say(f"warning: {self._reason}")
+                    return
+                self._active = _Active(game, grant, backend, recording, utc_iso())
+                self.say(f"{game} is running: recording into {first} (paused while it is not "
+                         "focused)")
+                return
+        if self._grants:
+            names = sorted({g for grant in self._grants for g in grant.games})
+            self._reason = "waiting for a consented game: " + ", ".join(names)
+
+    def _stop_active(self, why: str) -> None:
+        active = self._active
+        if active is None:
+            return
+        self._active = None
+        active.recording.stop()
+        self._reason = f"stopped: {why}"
+        self.say(f"stopped recording {active.game}: {why}")
+        self._report_new_segments(active)
+
+    def _report_new_segments(self, active: _Active) -> None:
+        finished = active.recording.finished
+        while active.reported < len(finished):
+            self._report_checks(finished[active.reported])
+            active.reported += 1
+
+    def _report_checks(self, session_dir: Path) -> None:
+        """Show the record-time checks right after a segment is finalised."""
+        try:
+            checks = bundle.read_manifest(session_dir)["qa"].get("checks", [])
+        except CaptureError as exc:
+            self.say(f"warning: {exc}")
+            return
+        self._last_checks = checks
+        marks = ", ".join(f"{c['name']} {'ok' if c['ok'] else 'WARNING'}" for c in checks)
+        self.say(f"checks for {session_dir.name}: {marks}")
+        for check in checks:
+            if not check["ok"]:
+                self.say(f"  {check['name']}: {check['detail']}")

@@ -1,0 +1,66 @@
+"""The agent's settings: the `[agent]` table of the config file, every key documented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from capture.config import config_path, config_table
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Defaults here; each can be set in the `[agent]` table of capture's config.toml."""
+
+    backend: str = "builtin"
+    fps: int = 30
+    idle_pause_seconds: float = 30.0
+    segment_minutes: float = 10.0
+    port: int = 0
+    open_browser: bool = True
+    display: str | None = None
+
+
+KEY_DOCS: dict[str, str] = {
+    "backend": 'video backend: "builtin" (capture grabs the game window) or "obs" (OBS Studio; '
+               "its connection is in the [obs] table)",
+    "fps": "frames per second to record, 1-240",
+    "idle_pause_seconds": "pause video after this many seconds without any input (1-3600); the "
+                          "next input resumes it",
+    "segment_minutes": "start a new segment after this many minutes of recording (1-60); each "
+                       "segment is its own session folder",
+    "port": "port of the local page on 127.0.0.1 (0: any free port)",
+    "open_browser": "open the local page in the browser when the agent starts (true/false)",
+    "display": 'X display to watch, e.g. ":0" (default: $DISPLAY)',
+}
+
+
+def load_agent_settings(path: Path | None = None) -> AgentSettings:
+    """Settings from the config file; a bad value raises CaptureError naming file and key."""
+    table = config_table("agent", path)
+    table.reject_unknown(set(KEY_DOCS))
+    defaults = AgentSettings()
+    values = {
+        "backend": table.choice("backend", ("builtin", "obs")),
+        "fps": table.integer("fps", 1, 240),
+        "idle_pause_seconds": table.number("idle_pause_seconds", 1, 3600),
+        "segment_minutes": table.number("segment_minutes", 1, 60),
+        "port": table.integer("port", 0, 65535),
+        "open_browser": table.boolean("open_browser"),
+        "display": table.string("display"),
+    }
+    return AgentSettings(**{f.name: values[f.name] if values[f.name] is not None
+                            else getattr(defaults, f.name) for f in fields(AgentSettings)})
+
+
+def documented_config() -> str:
+    """A config file with every agent key at its default, each with its documentation."""
+    defaults = AgentSettings()
+    lines = [f"# capture config: {config_path()}", "[agent]"]
+    for key, doc in KEY_DOCS.items():
+        value = getattr(defaults, key)
+        shown = ("true" if value else "false") if isinstance(value, bool) else \
+            (f'"{value}"' if isinstance(value, str) else ('# unset' if value is None else value))
+        lines.append(f"# {doc}")
+        lines.append(f"{key} = {shown}" if value is not None else f"# {key} = \":0\"")
+    return "\n".join(lines) + "\n"
