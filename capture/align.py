@@ -122,15 +122,25 @@ class EpisodeGrid:
         return np.append(self.grid_ns, np.int64(self.end_ns))
 
 
-def continuous_runs(capture_times_ns: np.ndarray, source_fps: float) -> list[tuple[int, int]]:
-    """Row ranges [lo, hi) of frames whose consecutive capture times are <= 3 intervals apart."""
+def continuous_runs(capture_times_ns: np.ndarray, source_fps: float,
+                    dropped_before: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Row ranges [lo, hi) of frames recorded without a pause between them.
+
+    A gap of more than 3 source intervals is a pause (focus lost, idle), unless the recorder
+    counted the missed slots (`dropped_before` of the frame after it): then it was a stall, the
+    run goes on, and input during the stall stays on the grid.
+    """
     times = np.asarray(capture_times_ns, dtype=np.int64)
     if len(times) == 0:
         return []
     gaps = np.diff(times)
     if (gaps < 0).any():
         raise ValueError(f"capture times go backwards at frame {int(np.argmax(gaps < 0)) + 1}")
-    breaks = np.flatnonzero(gaps > GAP_FACTOR * NS_PER_S / source_fps) + 1
+    interval = NS_PER_S / source_fps
+    unexplained = gaps.astype(np.float64)
+    if dropped_before is not None:
+        unexplained = unexplained - np.asarray(dropped_before[1:], dtype=np.float64) * interval
+    breaks = np.flatnonzero(unexplained > GAP_FACTOR * interval) + 1
     edges = [0, *breaks.tolist(), len(times)]
     return list(itertools.pairwise(edges))
 
@@ -175,7 +185,8 @@ def _episode(times: np.ndarray, lo: int, hi: int, segment: int, part: int, start
 
 
 def build_episodes(capture_times_ns: np.ndarray, *, source_fps: float, fps: int,
-                   max_episode_s: float = DEFAULT_MAX_EPISODE_S) -> list[EpisodeGrid]:
+                   max_episode_s: float = DEFAULT_MAX_EPISODE_S,
+                   dropped_before: np.ndarray | None = None) -> list[EpisodeGrid]:
     """Split a session's frame timeline into runs, runs into episodes, episodes into grid frames.
 
     A run covers its first capture time to its last plus one source interval, rounded to whole
@@ -185,7 +196,7 @@ def build_episodes(capture_times_ns: np.ndarray, *, source_fps: float, fps: int,
     if fps <= 0 or source_fps <= 0 or max_episode_s <= 0:
         raise ValueError("fps, source fps and max_episode_s must be positive")
     times = np.asarray(capture_times_ns, dtype=np.int64)
-    runs = continuous_runs(times, source_fps)
+    runs = continuous_runs(times, source_fps, dropped_before)
     per_episode = max(1, int(max_episode_s * fps + 1e-9))
     source_interval_ns = NS_PER_S / source_fps
     episodes: list[EpisodeGrid] = []
@@ -378,10 +389,11 @@ def frame_actions(events: pa.Table, episodes: list[EpisodeGrid]) -> tuple[
 
 
 def align_session(capture_times_ns: np.ndarray, events: pa.Table, *, source_fps: float,
-                  fps: int, max_episode_s: float = DEFAULT_MAX_EPISODE_S) -> Alignment:
+                  fps: int, max_episode_s: float = DEFAULT_MAX_EPISODE_S,
+                  dropped_before: np.ndarray | None = None) -> Alignment:
     """Episodes, per-frame actions and event locations for one session (pure, no I/O)."""
     episodes = build_episodes(capture_times_ns, source_fps=source_fps, fps=fps,
-                              max_episode_s=max_episode_s)
+                              max_episode_s=max_episode_s, dropped_before=dropped_before)
     order = np.argsort(events.column("t_ns").to_numpy(zero_copy_only=False), kind="stable")
     in_order = events.take(order)
     actions, pos_sorted = frame_actions(in_order, episodes)

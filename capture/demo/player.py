@@ -35,7 +35,8 @@ class ScriptedPlayer:
     def _focus(self, window: int, is_game: bool) -> None:
         self.injector.focus(window)
         self._focused = is_game
-        time.sleep(0.15)
+        # Video resumes a few ms after focus returns; input before its first frame has no frame.
+        time.sleep(0.4)
 
     def _hold(self, key: str, seconds: float, stop: threading.Event) -> None:
         self.injector.key_down(key)

@@ -94,6 +94,7 @@ class _Source:
     session: Session
     events: pa.Table
     capture_times_ns: np.ndarray
+    dropped_before: np.ndarray
     video_positions: np.ndarray
     width: int
     height: int
@@ -130,7 +131,8 @@ def _load_source(session_dir: Path) -> _Source:
         raise BadInputError("frame_index is not strictly increasing from >= 0", frames_path)
     width, height = probe_video(session.video_path)
     return _Source(session=session, events=events, capture_times_ns=times,
-                   video_positions=positions, width=width, height=height)
+                   video_positions=positions, width=width, height=height,
+                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64))
 
 
 def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str:
@@ -319,7 +321,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         try:
             source.alignment = align_session(source.capture_times_ns, source.events,
                                              source_fps=source.fps_target, fps=rate,
-                                             max_episode_s=max_episode_s)
+                                             max_episode_s=max_episode_s,
+                                             dropped_before=source.dropped_before)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest["player"], pseudonym_key)

@@ -8,14 +8,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from capture import formats
 from capture.align import (
     GAMEPAD_AXES,
     GAMEPAD_BUTTONS,
     MOUSE_BUTTONS,
     align_session,
     build_episodes,
+    continuous_runs,
     grid_offsets_ns,
     key_slot,
 )
@@ -179,3 +182,21 @@ def test_generated_key_vocabulary_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, "tools/gen_keyvocab.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_counted_stall_is_not_a_pause() -> None:
+    """A gap the recorder counted as dropped slots keeps the run (and its input) together."""
+    interval = 33_333_333
+    times = np.array([0, 1, 2, 3, 9, 10, 11], dtype=np.int64) * interval  # 6-interval gap
+    stalled = np.array([0, 0, 0, 0, 5, 0, 0])
+    paused = np.zeros(7, dtype=np.int64)
+    assert continuous_runs(times, 30, stalled) == [(0, 7)]
+    assert continuous_runs(times, 30, paused) == [(0, 4), (4, 7)]
+    rows = [{"t_ns": int(6 * interval), "kind": "motion", "time_source": "x_server",
+             "synthetic": False, "dx": 7.0, "dy": -2.0}]
+    events = pa.Table.from_pylist(rows, schema=formats.arrow_schema(formats.EVENTS_SCHEMA))
+    kept = align_session(times, events, source_fps=30, fps=30, dropped_before=stalled)
+    assert kept.actions["action.mouse_delta"].sum(axis=0).tolist() == [7.0, -2.0]
+    assert kept.event_frame.tolist() != [-1]
+    lost = align_session(times, events, source_fps=30, fps=30, dropped_before=paused)
+    assert lost.event_frame.tolist() == [-1]  # during a pause input has no frame
