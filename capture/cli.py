@@ -51,6 +51,13 @@ def _add_consent() -> None:
 _add_consent()
 
 
+def _add_obs() -> None:
+    from capture.video.obs.commands import obs
+
+    cli.add_command(obs)
+
+
+_add_obs()
 
 
 def _parse_scope(value: str) -> frozenset[str]:

@@ -1,0 +1,1 @@
+"""OBS Studio backend: its websocket client, settings, config files and commands."""

@@ -1,0 +1,500 @@
+"""The OBS video backend: OBS records over its websocket; its clock script times every frame."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capture import formats
+from capture.errors import CaptureError
+from capture.video._base import CaptureTarget, VideoBackend, VideoResult, VideoSettings
+from capture.video.obs.client import ObsClient, ObsError
+from capture.video.obs.obs_clock_script import LOG_SUFFIX
+from capture.video.obs.recording import RecordingFile
+from capture.video.obs.settings import ObsSettings, resolve
+from capture.video.obs.timeline import (
+    Timeline,
+    build_timeline,
+    naive_timeline,
+    parse_clock_log,
+)
+
+CLOCK_LOG = "obs-clock.jsonl"         # the script's log, kept in the session next to video.mkv
+VIDEO_STEM = Path(formats.VIDEO).stem
+STARTED = "OBS_WEBSOCKET_OUTPUT_STARTED"
+STOPPED = "OBS_WEBSOCKET_OUTPUT_STOPPED"
+START_TIMEOUT_S = 30.0              # OBS stalled ~10 s once, starting under load
+STOP_TIMEOUT_S = 20.0
+CLOCK_LOG_TIMEOUT_S = 3.0             # the script opens its log within ~0.1 s of the start
+CLOCK_END_TIMEOUT_S = 3.0
+MAX_CLOCK_SKEW_NS = 1_000_000         # os_gettime_ns must be CLOCK_MONOTONIC
+LOW_DISK_BYTES = 200 << 20
+PAUSE_RETRIES = 5
+IDLE_WAIT_S = 2.0
+SETUP_HINT = "run `capture obs setup`, then restart OBS"
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordingPath:
+    """The profile parameters that decide where OBS writes a recording."""
+
+    directory: tuple[str, str]
+    name_format: tuple[str, str] = ("Output", "FilenameFormatting")
+
+
+class ObsVideoBackend(VideoBackend):
+    """Records through a running OBS Studio: OBS captures and encodes, we control and time it.
+
+    OBS writes `<session_dir>/video.mkv` itself (its record directory and file name are set for
+    the session and restored right after the start). The clock script loaded by OBS logs every
+    output frame; on stop the log and the file's frames give frames.jsonl (see timeline.py).
+    `set_capturing` pauses and resumes the recording from a worker thread.
+    """
+
+    name = "obs"
+
+    def __init__(self, settings: ObsSettings | None = None, *, host: str | None = None,
+                 port: int | None = None, password: str | None = None,
+                 request_timeout_s: float = 5.0) -> None:
+        self.settings = settings or resolve(host, port, password)
+        self.request_timeout_s = request_timeout_s
+        self._client: ObsClient | None = None
+        self._session_dir: Path | None = None
+        self._output_path: Path | None = None
+        self._start_request_ns = 0        # host time StartRecord was sent (for benchmarks)
+        self._started_ns = 0              # host time the STARTED event arrived (naive fallback)
+        self.placement: dict[str, Any] = {}   # how the timeline was placed (for QA and benches)
+        self._stats_before: dict[str, Any] = {}
+        self._pid: int | None = None
+        self._cpu_before = 0.0
+        self._notes: list[str] = []
+        self._states: list[tuple[str, int]] = []
+        self._changed = threading.Condition()
+        self._stop_requested = False
+        self._want_capturing = True
+        self._capturing = True
+        self._threads: list[threading.Thread] = []
+        self._result: VideoResult | None = None
+
+    # --- VideoBackend ----------------------------------------------------------------------------
+    def start(self, target: CaptureTarget, session_dir: Path, settings: VideoSettings) -> None:
+        if self._client is not None:
+            raise CaptureError("this recorder was already started")
+        session_dir.mkdir(parents=True, exist_ok=True)
+        self._session_dir = session_dir
+        client = ObsClient(self.settings.host, self.settings.port, self.settings.password,
+                           timeout_s=self.request_timeout_s).connect()
+        try:
+            where = self._preflight(client, target, settings)
+            self._stats_before = client.stats()
+            self._pid, self._cpu_before = _obs_process(self.settings.port)
+            self._start_recording(client, session_dir, where)
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+        for target_fn, name in ((self._pump_events, "obs-events"),
+                                (self._apply_capturing, "obs-pause")):
+            thread = threading.Thread(target=target_fn, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def set_capturing(self, on: bool) -> None:
+        with self._changed:
+            self._want_capturing = on
+            self._changed.notify_all()
+
+    def alive(self) -> bool:
+        if self._result is not None or self._client is None or not self._client.alive():
+            return False
+        with self._changed:
+            return not any(state == STOPPED for state, _ in self._states)
+
+    def stop(self) -> VideoResult:
+        if self._result is not None:
+            return self._result
+        if self._client is None or self._session_dir is None:
+            raise CaptureError("the recorder was never started")
+        client, session_dir = self._client, self._session_dir
+        errors: list[str] = []
+        with self._changed:
+            self._stop_requested = True
+            self._changed.notify_all()
+        for thread in self._threads[1:]:
+            thread.join(self.request_timeout_s + 1)
+        stats_after: dict[str, Any] = {}
+        stopped_by_obs = not self.alive() and client.alive()
+        if client.alive() and not stopped_by_obs:
+            try:
+                stats_after = client.stats()
+                client.stop_record()
+                self._wait_state(STOPPED, STOP_TIMEOUT_S)
+            except ObsError as exc:
+                errors.append(f"OBS did not stop the recording cleanly: {exc}")
+        elif stopped_by_obs:
+            errors.append(self._stopped_by_obs_message(session_dir))
+            with contextlib.suppress(ObsError):
+                stats_after = client.stats()
+        else:
+            errors.append("OBS went away during the recording (it quit or crashed); the video "
+                          "and frame times written until then are kept")
+        cpu_seconds = _cpu_seconds(self._pid) - self._cpu_before if self._pid else 0.0
+        client.close()
+        self._threads[0].join(2.0)
+        self._result = self._finish(session_dir, errors, stats_after, cpu_seconds,
+                                    obs_alive=not errors or stopped_by_obs)
+        return self._result
+
+    @property
+    def start_moments(self) -> tuple[int, int]:
+        """Host ns when StartRecord was sent and when OBS's STARTED event arrived."""
+        return self._start_request_ns, self._started_ns
+
+    # --- start ---------------------------------------------------------------------------------
+    def _preflight(self, client: ObsClient, target: CaptureTarget,
+                   settings: VideoSettings) -> _RecordingPath:
+        version = client.version()
+        self._notes.append(f"OBS {version.get('obsVersion')} with obs-websocket "
+                           f"{version.get('obsWebSocketVersion')} at {self.settings.host}:"
+                           f"{self.settings.port}")
+        deadline = time.monotonic() + IDLE_WAIT_S   # a recording just stopped says active a bit
+        while client.record_status().get("outputActive"):
+            if time.monotonic() > deadline:
+                raise CaptureError("OBS is already recording: stop that recording in OBS first")
+            time.sleep(0.1)
+        video = client.video_settings()
+        fps = Fraction(int(video.get("fpsNumerator") or 0), int(video.get("fpsDenominator") or 1))
+        if fps != settings.fps:
+            raise CaptureError(f"OBS records at {float(fps):g} fps but {settings.fps} fps was "
+                               f"asked: run `capture obs setup --fps {settings.fps}` and restart "
+                               f"OBS, or record with --fps {float(fps):g}")
+        self._notes.append(f"OBS output {video.get('outputWidth')}x{video.get('outputHeight')} "
+                           f"at {float(fps):g} fps (base {video.get('baseWidth')}x"
+                           f"{video.get('baseHeight')})")
+        advanced = self._get_parameter(client, ("Output", "Mode")) == "Advanced"
+        category = "AdvOut" if advanced else "SimpleOutput"
+        container = (self._get_parameter(client, (category, "RecFormat2"))
+                     or self._get_parameter(client, (category, "RecFormat")))
+        if container != "mkv":
+            raise CaptureError(f"OBS records {container or 'an unknown format'}, capture needs "
+                               f"MKV (it survives a crash): {SETUP_HINT}")
+        self._check_source(client)
+        if target.window_id is not None:
+            self._notes.append(f"OBS records its own scene; the game window is "
+                               f"{target.window_id:#x} on {target.display or '$DISPLAY'}")
+        return _RecordingPath(directory=(category, "RecFilePath" if advanced else "FilePath"))
+
+    def _check_source(self, client: ObsClient) -> None:
+        scene = str(client.call("GetCurrentProgramScene").get("currentProgramSceneName", ""))
+        items = client.call("GetSceneItemList", sceneName=scene).get("sceneItems", [])
+        shown = [str(item.get("sourceName")) for item in items if item.get("sceneItemEnabled")]
+        if not shown:
+            raise CaptureError(f"OBS's scene '{scene}' shows no source: {SETUP_HINT} (or add "
+                               "the game's window to the scene)")
+        shot = client.call("GetSourceScreenshot", sourceName=scene, imageFormat="png",
+                           imageWidth=160)
+        if _is_black(str(shot.get("imageData", ""))):
+            self._notes.append(f"warning: OBS's scene '{scene}' ({', '.join(shown)}) was all "
+                               "black when the recording started")
+
+    def _start_recording(self, client: ObsClient, session_dir: Path,
+                         where: _RecordingPath) -> None:
+        saved = {key: self._get_parameter(client, key)
+                 for key in (where.directory, where.name_format)}
+        try:
+            self._set_parameter(client, where.directory, str(session_dir))
+            self._set_parameter(client, where.name_format, VIDEO_STEM)
+            client.drain_events()
+            self._start_request_ns = client.start_record()
+            data, arrived = self._first_state(client, START_TIMEOUT_S)
+        finally:
+            for key, value in saved.items():
+                with contextlib.suppress(ObsError):
+                    self._set_parameter(client, key, value)
+        if data.get("outputState") != STARTED:
+            raise CaptureError(self._failed_start_message(session_dir))
+        self._started_ns = arrived
+        self._output_path = Path(str(data.get("outputPath") or session_dir / formats.VIDEO))
+        clock_log = Path(str(self._output_path) + LOG_SUFFIX)
+        deadline = time.monotonic() + CLOCK_LOG_TIMEOUT_S
+        while (problem := _clock_problem(clock_log)) is not None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if problem is not None:
+            with contextlib.suppress(ObsError):
+                client.stop_record()
+                client.wait_event("RecordStateChanged", lambda d: d.get("outputState") == STOPPED,
+                                  timeout_s=STOP_TIMEOUT_S)
+            raise CaptureError(problem)
+
+    def _first_state(self, client: ObsClient, timeout_s: float) -> tuple[dict[str, Any], int]:
+        try:
+            return client.wait_event(
+                "RecordStateChanged",
+                lambda d: d.get("outputState") in (STARTED, STOPPED), timeout_s=timeout_s)
+        except ObsError as exc:
+            with contextlib.suppress(ObsError):   # so that OBS does not start after all
+                client.call("StopRecord")
+            raise CaptureError(f"OBS did not start recording: {exc}") from None
+
+    def _failed_start_message(self, session_dir: Path) -> str:
+        if shutil.disk_usage(session_dir).free < LOW_DISK_BYTES:
+            return f"OBS could not start recording: the disk holding {session_dir} is full"
+        return (f"OBS could not start recording into {session_dir} (see OBS's log: "
+                "Help > Log Files)")
+
+    def _stopped_by_obs_message(self, session_dir: Path) -> str:
+        if shutil.disk_usage(session_dir).free < LOW_DISK_BYTES:
+            return f"OBS stopped the recording by itself: the disk holding {session_dir} is full"
+        return ("OBS stopped the recording by itself (someone stopped it in OBS, or writing the "
+                "file failed: see OBS's log)")
+
+    @staticmethod
+    def _get_parameter(client: ObsClient, key: tuple[str, str]) -> str:
+        answer = client.call("GetProfileParameter", parameterCategory=key[0],
+                             parameterName=key[1])
+        return str(answer.get("parameterValue") or answer.get("defaultParameterValue") or "")
+
+    @staticmethod
+    def _set_parameter(client: ObsClient, key: tuple[str, str], value: str) -> None:
+        client.call("SetProfileParameter", parameterCategory=key[0], parameterName=key[1],
+                    parameterValue=value)
+
+    # --- while recording -----------------------------------------------------------------------
+    def _pump_events(self) -> None:
+        """Moves RecordStateChanged events into self._states until the connection ends."""
+        client = self._client
+        assert client is not None
+        while True:
+            try:
+                data, arrived = client.wait_event("RecordStateChanged", timeout_s=0.5)
+            except ObsError:
+                if not client.alive():
+                    break
+                continue
+            with self._changed:
+                self._states.append((str(data.get("outputState")), arrived))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _apply_capturing(self) -> None:
+        """Pauses or resumes the recording whenever set_capturing changed what is wanted."""
+        client = self._client
+        assert client is not None
+        failures = 0
+        while True:
+            with self._changed:
+                while not self._stop_requested and self._want_capturing == self._capturing:
+                    self._changed.wait()
+                if self._stop_requested:
+                    return
+                want = self._want_capturing
+            try:
+                client.call("ResumeRecord" if want else "PauseRecord")
+                self._capturing, failures = want, 0
+            except ObsError as exc:
+                failures += 1
+                if not client.alive() or failures >= PAUSE_RETRIES:
+                    self._notes.append(f"could not {'resume' if want else 'pause'} the "
+                                       f"recording: {exc}")
+                    self._capturing = want    # give up on this change
+                    failures = 0
+                else:
+                    time.sleep(0.05)          # OBS refuses a pause right after a resume
+
+    def _wait_state(self, state: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not any(s == state for s, _ in self._states):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ObsError(f"OBS did not report {state} within {timeout_s:g} s")
+                if self._client is not None and not self._client.alive():
+                    raise ObsError("the connection to OBS ended before the recording stopped")
+                self._changed.wait(min(left, 0.25))
+
+    # --- stop ----------------------------------------------------------------------------------
+    def _finish(self, session_dir: Path, errors: list[str], stats_after: dict[str, Any],
+                cpu_seconds: float, *, obs_alive: bool) -> VideoResult:
+        result = VideoResult(backend=self.name, container="matroska", codec="h264",
+                             cpu_seconds=max(0.0, cpu_seconds), notes=list(self._notes))
+        video = session_dir / formats.VIDEO
+        output = self._output_path or video
+        if output != video and output.exists():
+            shutil.move(str(output), str(video))
+            result.notes.append(f"moved OBS's recording {output} into the session")
+        clock_log = Path(str(output) + LOG_SUFFIX)
+        if obs_alive:
+            deadline = time.monotonic() + CLOCK_END_TIMEOUT_S
+            while not _has_line(clock_log, "end", tail=True) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        kept_log = session_dir / CLOCK_LOG
+        if clock_log.exists():
+            clock_log.replace(kept_log)
+        skipped = _delta(stats_after, self._stats_before, "outputSkippedFrames")
+        lagged = _delta(stats_after, self._stats_before, "renderSkippedFrames")
+        rendered = _delta(stats_after, self._stats_before, "renderTotalFrames")
+        if stats_after:
+            result.notes.append(f"OBS skipped {skipped} frames (encoding lag, "
+                                f"outputSkippedFrames) and lagged {lagged} of {rendered} "
+                                "(rendering lag, renderSkippedFrames)")
+        if not self._pid:
+            result.notes.append("OBS's CPU time is unknown (its process was not found)")
+        records: list[dict[str, Any]] = []
+        try:
+            timeline, recording, notes = session_timeline(video, kept_log, self._started_ns)
+        except Exception as exc:   # whatever is wrong with the files, the session is kept
+            errors.append(f"the frame timeline could not be built: {exc}")
+        else:
+            records = timeline.records
+            result.width, result.height = recording.width, recording.height
+            result.codec = recording.codec or result.codec
+            result.notes += notes
+            self.placement = {"start_cost": timeline.start_cost,
+                              "start_margin": timeline.start_margin,
+                              "tail_cost": timeline.tail_cost, "pauses_cut": len(timeline.cuts)}
+        _write_journal(session_dir / formats.FRAMES_JOURNAL, records)
+        result.frames = len(records)
+        result.repeated_frames = sum(bool(r["repeated"]) for r in records)
+        result.dropped_slots = max(skipped + lagged,
+                                   sum(int(r["dropped_before"]) for r in records))
+        result.error = "; ".join(errors) or None
+        return result
+
+
+def session_timeline(video: Path, clock_log: Path,
+                     started_ns: int = 0) -> tuple[Timeline, RecordingFile, list[str]]:
+    """The frame timeline of an OBS recording, the file it describes, and notes on both.
+
+    Without a clock log the times are `started_ns` + i/fps (the naive model), and a note says so.
+    """
+    if not video.exists():
+        raise CaptureError("OBS left no video file", video)
+    recording = RecordingFile(video)
+    notes = []
+    if recording.damaged:
+        notes.append("the video file ends in a damaged part (OBS did not finish it); the frames "
+                      "before it are kept")
+    if not clock_log.exists():
+        notes.append("OBS's clock log is missing: frame times are the STARTED event time + "
+                     "i/fps (tens of ms off)")
+        return naive_timeline(recording.pts, recording.time_base, started_ns), recording, notes
+    with clock_log.open("rb") as lines:
+        log = parse_clock_log(lines, str(clock_log))
+    if log.truncated or not log.ended:
+        notes.append("OBS's clock log was cut off (OBS did not stop normally)")
+    timeline = build_timeline(log, recording.pts, recording.time_base, recording.fingerprints)
+    notes += timeline.notes
+    if timeline.start_cost is not None:
+        notes.append(f"frame 0 placed by content: distance {timeline.start_cost:.2f}, next best "
+                     f"+{timeline.start_margin or 0:.2f}; {len(timeline.cuts)} pauses cut")
+    return timeline, recording, notes
+
+
+def recover_frames_journal(session_dir: Path) -> int:
+    """Rebuild frames.jsonl of an OBS session whose recorder died (for `capture sessions
+    recover`); returns the number of frames, 0 if there is no OBS clock log to rebuild from."""
+    video = session_dir / formats.VIDEO
+    for clock_log in (session_dir / CLOCK_LOG, Path(str(video) + LOG_SUFFIX)):
+        if clock_log.exists() and video.exists():
+            timeline, _recording, _notes = session_timeline(video, clock_log)
+            _write_journal(session_dir / formats.FRAMES_JOURNAL, timeline.records)
+            return len(timeline.records)
+    return 0
+
+
+def _write_journal(path: Path, records: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        out.flush()
+
+
+def _has_line(path: Path, kind: str, *, tail: bool = False) -> bool:
+    """Whether the clock log has a line of `kind` (in its last 64 KiB with `tail`)."""
+    try:
+        with path.open("rb") as log:
+            if tail:
+                log.seek(max(0, path.stat().st_size - (64 << 10)))
+            return f'["{kind}"'.encode() in log.read()
+    except OSError:
+        return False
+
+
+def _clock_problem(clock_log: Path) -> str | None:
+    """Why the clock script cannot time this recording (yet), or None once frames flow."""
+    if not _has_line(clock_log, "hello"):
+        return (f"OBS's clock script is not running: no {clock_log.name} appeared next to the "
+                f"recording ({SETUP_HINT}; OBS must run on this machine and record where "
+                "capture can read)")
+    started = False
+    for line in clock_log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith('["hello"'):
+            skew = abs(int(json.loads(line)[1].get("os_gettime_minus_monotonic_ns", 0)))
+            if skew > MAX_CLOCK_SKEW_NS:
+                return (f"OBS's clock differs from the host monotonic clock by {skew / 1e6:.1f} "
+                        "ms: OBS must run on this machine")
+        elif line.startswith('["start"'):
+            start = json.loads(line)[1]
+            if start.get("format_name") == "unsupported":
+                return (f"OBS's color format {start.get('format')} is not supported by the "
+                        f"clock script (use NV12 or I420): {SETUP_HINT}")
+            started = True
+        elif started and line.startswith('["f"'):
+            return None
+    return ("OBS's clock script receives no frames (its raw video hook failed: see OBS's log, "
+            "Help > Log Files)")
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
+    if key not in after or key not in before:
+        return 0
+    return max(0, int(after[key]) - int(before[key]))
+
+
+def _obs_process(port: int) -> tuple[int | None, float]:
+    """The local process listening on OBS's websocket port and its CPU seconds so far."""
+    import psutil
+
+    try:
+        for connection in psutil.net_connections(kind="tcp"):
+            if connection.laddr and connection.laddr.port == port \
+                    and connection.status == psutil.CONN_LISTEN and connection.pid:
+                return connection.pid, _cpu_seconds(connection.pid)
+    except (psutil.Error, OSError):
+        pass
+    return None, 0.0
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.Error, ValueError):
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _is_black(data_url: str) -> bool:
+    import base64
+
+    import cv2
+
+    encoded = data_url.partition(",")[2] or data_url
+    try:
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(encoded), np.uint8),
+                             cv2.IMREAD_GRAYSCALE)
+    except (ValueError, cv2.error):
+        return False
+    return image is not None and int(image.max()) <= 16

@@ -1,0 +1,152 @@
+"""ObsVideoBackend when things go wrong: OBS absent, wrong password, no clock script, OBS dying."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+
+from capture import formats
+from capture.clockface import running_clockface
+from capture.errors import CaptureError
+from capture.journal import read_journal
+from capture.video import CaptureTarget, VideoSettings
+from capture.video.obs.backend import CLOCK_LOG, ObsVideoBackend, recover_frames_journal
+from capture.video.obs.client import ObsClient
+from capture.video.obs.config import COLLECTION
+from capture.video.obs.settings import ObsSettings
+from capture.xserver import Xvfb
+from tests.obs.harness import ObsInstance, free_port, obs_available
+
+pytestmark = [pytest.mark.x11,
+              pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")]
+
+FPS = 30
+SIZE = (640, 360)
+
+
+class ObsWithoutClockScript(ObsInstance):
+    """OBS set up as `capture obs setup` would, except that its scene collection loads no script."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        path = self.config_dir / "basic" / "scenes" / f"{COLLECTION}.json"
+        document = json.loads(path.read_text())
+        document.pop("modules", None)
+        path.write_text(json.dumps(document))
+
+
+@pytest.fixture(scope="module")
+def clock_window(xvfb: Xvfb) -> Iterator[int]:
+    with running_clockface(xvfb.display, size=SIZE) as window_id:
+        yield window_id
+
+
+@pytest.fixture(scope="module")
+def obs(tmp_path_factory: pytest.TempPathFactory, xvfb: Xvfb,
+        clock_window: int) -> Iterator[ObsInstance]:
+    with ObsInstance(tmp_path_factory.mktemp("obs"), xvfb.display, fps=FPS,
+                     size=SIZE) as instance:
+        yield instance
+
+
+def target(xvfb: Xvfb, window_id: int) -> CaptureTarget:
+    return CaptureTarget(display=xvfb.display, window_id=window_id)
+
+
+def decodable_frames(path: Path) -> int:
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            for _ in container.decode(video=0):
+                count += 1
+    except av.error.FFmpegError:
+        pass
+    return count
+
+
+def test_obs_not_running_is_reported_at_once(xvfb: Xvfb, tmp_path: Path) -> None:
+    recorder = ObsVideoBackend(ObsSettings("127.0.0.1", free_port(), "secret-word"))
+    started = time.monotonic()
+    with pytest.raises(CaptureError, match="not running") as caught:
+        recorder.start(target(xvfb, 1), tmp_path / "session", VideoSettings(fps=FPS))
+    assert time.monotonic() - started < 3
+    assert "capture obs setup" in str(caught.value)
+    assert "secret-word" not in str(caught.value)
+    assert not recorder.alive()
+
+
+def test_a_wrong_password_is_reported_without_it(obs: ObsInstance, xvfb: Xvfb,
+                                                 clock_window: int, tmp_path: Path) -> None:
+    recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, "not-the-password"))
+    started = time.monotonic()
+    with pytest.raises(CaptureError, match="password") as caught:
+        recorder.start(target(xvfb, clock_window), tmp_path / "session", VideoSettings(fps=FPS))
+    assert time.monotonic() - started < 5
+    assert "not-the-password" not in str(caught.value)
+    assert obs.password not in str(caught.value)
+    assert "not-the-password" not in repr(recorder.settings)
+
+
+def test_obs_stopping_the_recording_by_itself_ends_the_session_with_its_frames(
+        obs: ObsInstance, xvfb: Xvfb, clock_window: int, tmp_path: Path) -> None:
+    # What a full disk looks like from outside: OBS ends the recording on its own.
+    recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
+    session_dir = tmp_path / "session"
+    recorder.start(target(xvfb, clock_window), session_dir, VideoSettings(fps=FPS))
+    time.sleep(1.5)
+    with ObsClient(obs.host, obs.port, obs.password) as other:
+        other.stop_record()
+    deadline = time.monotonic() + 5
+    while recorder.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not recorder.alive()
+    result = recorder.stop()
+    assert result.error is not None and "by itself" in result.error
+    records = list(read_journal(session_dir / formats.FRAMES_JOURNAL))
+    assert len(records) == decodable_frames(session_dir / formats.VIDEO) > 0
+
+
+def test_a_missing_clock_script_is_refused_and_obs_left_idle(xvfb: Xvfb, clock_window: int,
+                                                              tmp_path: Path) -> None:
+    with ObsWithoutClockScript(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
+        recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
+        with pytest.raises(CaptureError, match=r"clock script is not running.*capture obs setup"):
+            recorder.start(target(xvfb, clock_window), tmp_path / "session",
+                           VideoSettings(fps=FPS))
+        with ObsClient(obs.host, obs.port, obs.password) as client:
+            deadline = time.monotonic() + 2   # OBS says active a moment after STOPPED
+            while client.record_status()["outputActive"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not client.record_status()["outputActive"]
+
+
+def test_obs_killed_mid_recording_keeps_the_video_and_its_frame_times(
+        xvfb: Xvfb, clock_window: int, tmp_path: Path) -> None:
+    with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
+        recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
+        session_dir = tmp_path / "session"
+        recorder.start(target(xvfb, clock_window), session_dir, VideoSettings(fps=FPS))
+        time.sleep(2.5)
+        obs.kill()
+        deadline = time.monotonic() + 3
+        while recorder.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not recorder.alive()
+        started = time.monotonic()
+        result = recorder.stop()
+        assert time.monotonic() - started < 10
+    assert result.error is not None and "went away" in result.error
+    video = session_dir / formats.VIDEO
+    assert video.exists() and (session_dir / CLOCK_LOG).exists()
+    records = list(read_journal(session_dir / formats.FRAMES_JOURNAL))
+    assert len(records) == decodable_frames(video)
+    assert len(records) > FPS
+    assert all(r["capture_time_ns"] > 0 for r in records)
+    (session_dir / formats.FRAMES_JOURNAL).unlink()     # as if capture had died too
+    assert recover_frames_journal(session_dir) == len(records)
+    assert list(read_journal(session_dir / formats.FRAMES_JOURNAL)) == records
