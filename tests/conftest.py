@@ -1,13 +1,17 @@
-"""Shared fixtures: a private data dir and a real Xvfb server per test module."""
+"""Shared fixtures: a private data dir, a real Xvfb server per test module, the demo game."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from capture.demo.game import WINDOW_CLASS
 from capture.xserver import Xvfb
 
 
@@ -31,3 +35,26 @@ def xvfb() -> Iterator[Xvfb]:
                 os.environ.pop("DISPLAY", None)
             else:
                 os.environ["DISPLAY"] = old
+
+
+@pytest.fixture
+def demo_game(xvfb) -> Iterator[int]:
+    from Xlib import display as xdisplay
+
+    proc = subprocess.Popen([sys.executable, "-m", "capture.demo.game", "--size", "320x240"],
+                            env={**os.environ, "DISPLAY": xvfb.display})
+    d = xdisplay.Display(xvfb.display)
+    try:
+        deadline = time.monotonic() + 15
+        window = None
+        while window is None and time.monotonic() < deadline:
+            for child in d.screen().root.query_tree().children:
+                if WINDOW_CLASS in (child.get_wm_class() or ()):
+                    window = int(child.id)
+            time.sleep(0.1)
+        assert window is not None, "demo game window did not appear"
+        yield window
+    finally:
+        d.close()
+        proc.terminate()
+        proc.wait(10)

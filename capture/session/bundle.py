@@ -316,6 +316,13 @@ def recover(session_dir: Path) -> dict[str, Any]:
         manifest = read_manifest(session_dir)
         raise CaptureError(f"session is '{manifest['status']}', not a crashed recording "
                            "(nothing to recover)", session_dir)
+    manifest = read_manifest(session_dir)
+    if (manifest["backend"]["video"].get("backend") == "obs"
+            and not (session_dir / formats.FRAMES_JOURNAL).exists()):
+        # OBS sessions get their frame timeline at stop; rebuild it from OBS's clock log.
+        from capture.video.obs.backend import recover_frames_journal
+
+        recover_frames_journal(session_dir)
     return finalise(session_dir, status="recovered", salvage=True,
                     recovery={"recovered_at": utc_iso()},
                     error="recorder stopped without finalising; recovered")

@@ -217,6 +217,7 @@ class Recording:
         self.last_activity_ns = now_ns()
         self._lock = threading.Lock()
         self._handing_over: _Segment | None = None
+        self._frozen = False
         self.events: _EventWriter | None = None
         self.gamepad: GamepadCapture | None = None
 
@@ -264,6 +265,13 @@ class Recording:
         """
         old = self.segment
         assert old is not None and self.events is not None
+        if not old.video.concurrent_instances:
+            # OBS records one file at a time and restarting it between segments proved
+            # unreliable on OBS 29 (a restarted output could hang): keep one segment.
+            self.opts.max_segment_s = None
+            self.say(f"note: the {old.video.name} backend records one file at a time; this "
+                     "play session stays in one segment")
+            return
         try:
             new = self._open_segment(old.index + 1)
         except Exception as exc:  # keep recording into the old segment rather than lose data
@@ -286,6 +294,9 @@ class Recording:
 
     def stop(self) -> list[Path]:
         """Stop everything and finalise the last segment; returns every segment's directory."""
+        with self._lock:
+            self._frozen = True  # capture state stays as it is while everything stops (a
+            # paused OBS output does not always stop cleanly)
         if self.gamepad is not None:
             self.gamepad.stop()  # before the journal closes, so its closing releases are kept
         self.input_backend.stop()
@@ -354,6 +365,8 @@ class Recording:
         """Grab video only while the game is focused and the player is not idle."""
         on = self.focused.is_set() and not self.idle_paused
         with self._lock:
+            if self._frozen:
+                return on
             for segment in (self.segment, self._handing_over):
                 if segment is not None:
                     segment.video.set_capturing(on)

@@ -59,6 +59,9 @@ class VideoBackend(ABC):
     """
 
     name: str = "base"
+    # False for a backend that drives one external recorder (OBS records one file at a time):
+    # a recording with it is not split into segments.
+    concurrent_instances: bool = True
 
     @abstractmethod
     def start(self, target: CaptureTarget, session_dir: Path, settings: VideoSettings) -> None:

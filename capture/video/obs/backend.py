@@ -39,7 +39,7 @@ CLOCK_END_TIMEOUT_S = 3.0
 MAX_CLOCK_SKEW_NS = 1_000_000         # os_gettime_ns must be CLOCK_MONOTONIC
 LOW_DISK_BYTES = 200 << 20
 PAUSE_RETRIES = 5
-IDLE_WAIT_S = 2.0
+IDLE_WAIT_S = 8.0
 SETUP_HINT = "run `capture obs setup`, then restart OBS"
 
 
@@ -61,6 +61,7 @@ class ObsVideoBackend(VideoBackend):
     """
 
     name = "obs"
+    concurrent_instances = False  # OBS records one file at a time
 
     def __init__(self, settings: ObsSettings | None = None, *, host: str | None = None,
                  port: int | None = None, password: str | None = None,
