@@ -13,6 +13,8 @@ import click
 
 from capture import __version__
 from capture.errors import CaptureError
+from capture.sizes import parse_size
+from capture.video.obs.commands import obs_connection_options, obs_settings_from
 
 SCOPE_KINDS = ("video", "keyboard", "mouse", "gamepad", "audio")
 
@@ -97,16 +99,10 @@ def stop_on_signals() -> threading.Event:
 @click.option("--display", default=None, help="X display (default: $DISPLAY).")
 @click.option("--wait", "wait_s", type=float, default=None,
               help="Give up if the game has no window after this many seconds.")
-@click.option("--obs-host", default=None,
-              help="OBS websocket host (else $OBS_WEBSOCKET_HOST, config file, 127.0.0.1).")
-@click.option("--obs-port", type=click.IntRange(1, 65535), default=None,
-              help="OBS websocket port (else $OBS_WEBSOCKET_PORT, config file, 4455).")
-@click.option("--obs-password", default=None,
-              help="OBS websocket password (else $OBS_WEBSOCKET_PASSWORD or the config file). "
-                   "Never logged or stored.")
+@obs_connection_options
 def record(game: str, backend: str, fps: int, duration: float | None, out: Path | None,
            scope: str, player: str | None, display: str | None, wait_s: float | None,
-           obs_host: str | None, obs_port: int | None, obs_password: str | None) -> None:
+           **obs_options: Any) -> None:
     """Record the focused window of GAME with your input, under your consent.
 
     Waits for the game's window, records video and input only while it has focus, and stops
@@ -116,11 +112,7 @@ def record(game: str, backend: str, fps: int, duration: float | None, out: Path 
     from capture.session.recorder import RecordOptions
     from capture.session.recorder import record as run_record
 
-    obs_settings = None
-    if backend == "obs":
-        from capture.video.obs.settings import resolve
-
-        obs_settings = resolve(obs_host, obs_port, obs_password)
+    obs_settings = obs_settings_from(obs_options) if backend == "obs" else None
     opts = RecordOptions(game=game, backend=backend, fps=fps, duration_s=duration, out=out,
                          scope=_parse_scope(scope), player=player, display=display,
                          wait_timeout_s=wait_s, obs=obs_settings)
@@ -219,12 +211,9 @@ def _parse_size(value: str) -> tuple[int, int] | None:
     if value == "native":
         return None
     try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not WxH (e.g. 640x360) or 'native'") from None
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise click.BadParameter(f"{value!r}: width and height must be positive and even")
-    return (w, h)
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}, or 'native'") from None
 
 
 @cli.command("export")
@@ -279,15 +268,11 @@ def dataset_verify(path: Path) -> None:
               help="Port of the local page on 127.0.0.1 (default: any free port).")
 @click.option("--no-browser", is_flag=True, help="Do not open the page in the browser.")
 @click.option("--display", default=None, help="X display to watch (default: $DISPLAY).")
-@click.option("--obs-host", default=None, help="OBS websocket host (with --backend obs).")
-@click.option("--obs-port", type=click.IntRange(1, 65535), default=None,
-              help="OBS websocket port (with --backend obs).")
-@click.option("--obs-password", default=None, help="OBS websocket password (never stored).")
+@obs_connection_options
 @click.option("--print-config", is_flag=True,
               help="Print a config file with every agent setting documented, and exit.")
 def agent(backend: str | None, port: int | None, no_browser: bool, display: str | None,
-          obs_host: str | None, obs_port: int | None, obs_password: str | None,
-          print_config: bool) -> None:
+          print_config: bool, **obs_options: Any) -> None:
     """Run the desktop agent: records consented games only while you play them.
 
     It waits for a game you consented to, records it while its window has focus (pausing when
@@ -311,11 +296,7 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
                        port=settings.port if port is None else port,
                        open_browser=settings.open_browser and not no_browser,
                        display=display or settings.display)
-    obs_settings = None
-    if settings.backend == "obs":
-        from capture.video.obs.settings import resolve
-
-        obs_settings = resolve(obs_host, obs_port, obs_password)
+    obs_settings = obs_settings_from(obs_options) if settings.backend == "obs" else None
     say = lambda message: click.echo(message, err=True)  # noqa: E731
     the_agent = Agent(settings, say=say, obs=obs_settings)
     server = WebServer(the_agent, port=settings.port)

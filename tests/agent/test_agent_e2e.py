@@ -26,6 +26,7 @@ from capture.inputs.xtest import XTestInjector
 from capture.session import bundle
 from tests.agent import browser
 from tests.e2e.minetest import Minetest, available
+from tests.x11windows import other_window, window_with_class
 
 pytestmark = [pytest.mark.x11, pytest.mark.slow]
 
@@ -89,48 +90,20 @@ def _stop_agent(agent: RunningAgent) -> None:
     assert agent.proc.wait(30) == 0, agent.log.read_text()[-3000:]
 
 
-def _other_window(display: str) -> tuple[Any, Any]:
-    from Xlib import X
-    from Xlib import display as xdisplay
-
-    d = xdisplay.Display(display)
-    screen = d.screen()
-    window = screen.root.create_window(900, 500, 200, 150, 0, screen.root_depth,
-                                       background_pixel=screen.black_pixel,
-                                       event_mask=X.KeyPressMask)
-    window.set_wm_class("notthegame", "NotTheGame")
-    window.map()
-    d.sync()
-    return d, window
-
-
-def _game_window(display: str, wm_class: str) -> int:
-    from Xlib import display as xdisplay
-
-    d = xdisplay.Display(display)
-    try:
-        for child in d.screen().root.query_tree().children:
-            if wm_class in (child.get_wm_class() or ()):
-                return int(child.id)
-    finally:
-        d.close()
-    raise AssertionError(f"no window of class {wm_class}")
-
-
 @pytest.mark.game
 @pytest.mark.skipif(not available(), reason="minetest is not installed")
 def test_agent_records_a_real_game_only_while_it_is_focused(xvfb, agent, capture_home,
                                                             tmp_path) -> None:
     consent.grant("player-1", ["minetest"], ["video", "keyboard", "mouse"])
     agent.wait_status(lambda s: s["state"] == "waiting")
-    other_display, other = _other_window(xvfb.display)
+    other_display, other = other_window(xvfb.display)
     game = Minetest(tmp_path / "minetest", xvfb.display)
     inject = XTestInjector(xvfb.display)
     try:
         game.wait_ready()
         inject.focus(other.id)
         agent.wait_status(lambda s: s["game"] == "minetest" and s["state"] == "paused")
-        inject.focus(_game_window(xvfb.display, "Minetest"))
+        inject.focus(window_with_class(xvfb.display, "Minetest"))
         status = agent.wait_status(lambda s: s["state"] == "recording")
         assert status["reason"] == "minetest is focused"
         time.sleep(0.5)
@@ -151,7 +124,7 @@ def test_agent_records_a_real_game_only_while_it_is_focused(xvfb, agent, capture
             time.sleep(0.01)
         away_to = now_ns()
         time.sleep(0.3)
-        inject.focus(_game_window(xvfb.display, "Minetest"))
+        inject.focus(window_with_class(xvfb.display, "Minetest"))
         agent.wait_status(lambda s: s["state"] == "recording")
         time.sleep(0.5)
         for _ in range(10):
@@ -200,7 +173,7 @@ def test_agent_page_grant_record_delete_revoke_in_chromium(xvfb, agent, capture_
                                 env={**os.environ, "DISPLAY": xvfb.display})
         try:
             agent.wait_status(lambda s: s["game"] == WINDOW_CLASS)
-            window = _game_window(xvfb.display, WINDOW_CLASS)
+            window = window_with_class(xvfb.display, WINDOW_CLASS)
             with XTestInjector(xvfb.display) as inject:
                 inject.focus(window)
                 status = agent.wait_status(lambda s: s["state"] == "recording")

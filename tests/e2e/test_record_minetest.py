@@ -20,6 +20,7 @@ from capture.export.verify import verify_dataset
 from capture.inputs.xtest import XTestInjector
 from capture.session import bundle
 from tests.e2e.minetest import Minetest, available
+from tests.x11windows import other_window, window_with_class
 
 pytestmark = [pytest.mark.x11, pytest.mark.game, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="minetest is not installed")]
@@ -38,34 +39,6 @@ def minetest(xvfb, tmp_path: Path) -> Iterator[Minetest]:
         game.stop()
 
 
-def _window_with_class(display: str, wm_class: str) -> int:
-    from Xlib import display as xdisplay
-
-    d = xdisplay.Display(display)
-    try:
-        for child in d.screen().root.query_tree().children:
-            if (child.get_wm_class() or ("", ""))[1] == wm_class:
-                return int(child.id)
-    finally:
-        d.close()
-    raise AssertionError(f"no window of class {wm_class}")
-
-
-def _other_window(display: str):
-    from Xlib import X
-    from Xlib import display as xdisplay
-
-    d = xdisplay.Display(display)
-    screen = d.screen()
-    w = screen.root.create_window(700, 50, 200, 150, 0, screen.root_depth,
-                                  background_pixel=screen.black_pixel,
-                                  event_mask=X.KeyPressMask)
-    w.set_wm_class("notthegame", "NotTheGame")
-    w.map()
-    d.sync()
-    return d, w
-
-
 def _frames_where(data, column: str, name_index: int) -> np.ndarray:
     matrix = np.stack(data.column(column).to_numpy(zero_copy_only=False))
     return np.flatnonzero(matrix[:, name_index])
@@ -79,13 +52,13 @@ def test_recorded_actions_match_injected_script(xvfb, minetest, capture_home, tm
         [sys.executable, "-m", "capture", "record", "--game", "minetest", "--fps", str(FPS),
          "--duration", "14", "--out", str(out), "--wait", "20"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    other_display, other = _other_window(xvfb.display)
+    other_display, other = other_window(xvfb.display, 700, 50)
     inject = XTestInjector(xvfb.display)
     try:
         assert proc.stderr is not None
         while not (line := proc.stderr.readline()).startswith("recording "):
             assert line, f"recorder exited before recording: {proc.wait()}"
-        game_window = _window_with_class(xvfb.display, "Minetest")
+        game_window = window_with_class(xvfb.display, "Minetest")
         inject.focus(game_window)
         time.sleep(0.5)
 

@@ -22,8 +22,9 @@ from capture.inputs.xtest import XTestInjector
 from capture.session import bundle
 from capture.xserver import Xvfb
 from tests.e2e.minetest import Minetest, available
-from tests.e2e.test_record_minetest import _frames_where, _other_window, _window_with_class
+from tests.e2e.test_record_minetest import _frames_where
 from tests.obs.harness import ObsInstance, obs_available
+from tests.x11windows import other_window, window_with_class
 
 pytestmark = [pytest.mark.x11, pytest.mark.game, pytest.mark.slow,
               pytest.mark.skipif(not available(), reason="minetest is not installed"),
@@ -61,14 +62,13 @@ def test_obs_recorded_actions_match_injected_script(xvfb: Xvfb, minetest: Minete
          "--duration", "12", "--out", str(out), "--wait", "20", "--backend", "obs",
          "--obs-host", obs.host, "--obs-port", str(obs.port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    other_display, other = _other_window(xvfb.display)
+    other_display, other = other_window(xvfb.display, 700, 50)
     inject = XTestInjector(xvfb.display)
     try:
-        deadline = time.monotonic() + 20
-        while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        game_window = _window_with_class(xvfb.display, "Minetest")
+        assert proc.stderr is not None
+        while not (line := proc.stderr.readline()).startswith("recording "):
+            assert line, f"recorder exited before recording: {proc.wait()}"
+        game_window = window_with_class(xvfb.display, "Minetest")
         inject.focus(game_window)
         time.sleep(0.5)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from capture.errors import CaptureError
+from capture.sizes import parse_size
 from capture.video.obs import config as obs_config
 from capture.video.obs.client import ObsClient, ObsError
 from capture.video.obs.settings import PASSWORD_VARIABLE, ObsSettings, resolve
@@ -49,12 +50,9 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter,
     if value is None:
         return None
     try:
-        width, height = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not WxH (e.g. 1280x720)") from None
-    if width <= 0 or height <= 0 or width % 2 or height % 2:
-        raise click.BadParameter(f"{value!r}: width and height must be positive and even")
-    return width, height
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group()
