@@ -218,25 +218,47 @@ class Recording:
         self._lock = threading.Lock()
         self._handing_over: _Segment | None = None
         self._frozen = False
+        self._early_lock = threading.Lock()
+        self._early_events: list[InputEvent] = []
         self.events: _EventWriter | None = None
         self.gamepad: GamepadCapture | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
-        segment = self._open_segment(0)
-        self.segment = segment
-        self.events = _EventWriter(JournalWriter(segment.session_dir / formats.EVENTS_JOURNAL),
-                                   self._on_activity)
+        # Input starts first, so the first segment opens knowing whether the game has focus
+        # (pausing a just-started OBS output and resuming it at once can hang OBS 29).
+        self.input_backend.start(self._sink, self._on_focus)
+        self.focused.wait(0.5)
+        try:
+            segment = self._open_segment(0)
+        except BaseException:
+            self.input_backend.stop()
+            raise
+        with self._early_lock:
+            self.segment = segment
+            self.events = _EventWriter(
+                JournalWriter(segment.session_dir / formats.EVENTS_JOURNAL), self._on_activity)
+            for event in self._early_events:
+                self.events.sink(event)
+            self._early_events.clear()
         if "gamepad" in self.opts.scope:
             from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
 
             self.gamepad = GamepadCapture(sink=self.events.sink, is_focused=self.focused.is_set)
-        self.input_backend.start(self.events.sink, self._on_focus)
-        if self.gamepad is not None:
             self.gamepad.start()
-        self.focused.wait(0.5)
         self._apply_capture()
         return segment.session_dir
+
+    def _sink(self, event: InputEvent) -> None:
+        """Input goes to the event writer; before it exists (start-up) it waits in a list."""
+        events = self.events
+        if events is None:
+            with self._early_lock:
+                if self.events is None:
+                    self._early_events.append(event)
+                    return
+                events = self.events
+        events.sink(event)
 
     def poll(self) -> bool:
         """Housekeeping, called often: idle pause, segment rotation. False once it failed."""
@@ -338,7 +360,8 @@ class Recording:
             recorder.start(video.CaptureTarget(display=self.display,
                                                window_id=self.window.window_id),
                            session_dir, video.VideoSettings(fps=self.opts.fps))
-            recorder.set_capturing(False)
+            if not (self.focused.is_set() and not self.idle_paused):
+                recorder.set_capturing(False)
         except BaseException:
             # Nothing was recorded into it yet: leave no empty session behind.
             with contextlib.suppress(Exception):
