@@ -70,7 +70,7 @@ def test_obs_recorded_actions_match_injected_script(xvfb: Xvfb, minetest: Minete
             assert line, f"recorder exited before recording: {proc.wait()}"
         game_window = window_with_class(xvfb.display, "Minetest")
         inject.focus(game_window)
-        time.sleep(0.5)
+        time.sleep(1.0)  # OBS resumes a pause only after it stood 0.5 s (MIN_PAUSE_S)
 
         hold_start = now_ns()
         inject.key_down("w")

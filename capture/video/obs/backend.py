@@ -40,6 +40,7 @@ MAX_CLOCK_SKEW_NS = 1_000_000         # os_gettime_ns must be CLOCK_MONOTONIC
 LOW_DISK_BYTES = 200 << 20
 PAUSE_RETRIES = 5
 IDLE_WAIT_S = 8.0
+MIN_PAUSE_S = 0.5
 SETUP_HINT = "run `capture obs setup`, then restart OBS"
 
 
@@ -293,16 +294,28 @@ class ObsVideoBackend(VideoBackend):
         client = self._client
         assert client is not None
         failures = 0
+        last_pause = 0.0
         while True:
             with self._changed:
-                while not self._stop_requested and self._want_capturing == self._capturing:
-                    self._changed.wait()
-                if self._stop_requested:
-                    return
-                want = self._want_capturing
+                while True:
+                    if self._stop_requested:
+                        return
+                    want = self._want_capturing
+                    if want == self._capturing:
+                        self._changed.wait()
+                        continue
+                    # Pause at once (fail closed), but resume only once the pause has stood
+                    # MIN_PAUSE_S: a pause and resume milliseconds apart, early in a
+                    # recording, left OBS 29's output hung (no "Recording Stop" ever).
+                    hold = MIN_PAUSE_S - (time.monotonic() - last_pause) if want else 0.0
+                    if hold <= 0:
+                        break
+                    self._changed.wait(hold)
             try:
                 client.call("ResumeRecord" if want else "PauseRecord")
                 self._capturing, failures = want, 0
+                if not want:
+                    last_pause = time.monotonic()
             except ObsError as exc:
                 failures += 1
                 if not client.alive() or failures >= PAUSE_RETRIES:
