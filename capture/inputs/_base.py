@@ -34,6 +34,21 @@ class InputEvent:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def release_held(held_keys: dict[Any, InputEvent], held_buttons: dict[Any, InputEvent],
+                 t_ns: int) -> list[InputEvent]:
+    """Synthetic releases at `t_ns` for every held key and button (by their presses); empties
+    both maps. Backends close holds this way when focus is lost or capture stops."""
+    derived: dict[str, Any] = {"t_ns": t_ns, "time_source": "derived", "synthetic": True}
+    releases = [InputEvent(kind="key_release", key=press.key, keycode=press.keycode,
+                           keysym=press.keysym, device=press.device, **derived)
+                for press in held_keys.values()]
+    releases += [InputEvent(kind="button_release", button=press.button, device=press.device,
+                            **derived) for press in held_buttons.values()]
+    held_keys.clear()
+    held_buttons.clear()
+    return releases
+
+
 @dataclass(frozen=True, slots=True)
 class WindowInfo:
     """A top-level window and what identifies its game."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from capture.inputs._base import InputEvent
+from capture.inputs._base import InputEvent, release_held
 from capture.inputs._vkeys import (
     CHAR_NAMES,
     DEAD_KEYS,
@@ -139,15 +139,7 @@ class KeyState:
 
     def releases(self, t_ns: int) -> list[InputEvent]:
         """Synthetic releases at `t_ns` for every key and button still held; forgets them."""
-        derived: dict[str, Any] = {"t_ns": t_ns, "time_source": "derived", "synthetic": True}
-        releases = [InputEvent(kind="key_release", key=press.key, keycode=press.keycode,
-                               keysym=press.keysym, device=press.device, **derived)
-                    for press in self.held_keys.values()]
-        releases += [InputEvent(kind="button_release", button=press.button, device=press.device,
-                                **derived) for press in self.held_buttons.values()]
-        self.held_keys.clear()
-        self.held_buttons.clear()
-        return releases
+        return release_held(self.held_keys, self.held_buttons, t_ns)
 
 
 def parse_rawinput(data: bytes, t_ns: int, state: KeyState) -> list[InputEvent]:

@@ -17,7 +17,14 @@ from Xlib.protocol import rq
 from capture.clock import now_ns
 from capture.errors import CaptureError
 from capture.inputs import x11window
-from capture.inputs._base import EventSink, FocusSink, InputBackend, InputEvent, WindowInfo
+from capture.inputs._base import (
+    EventSink,
+    FocusSink,
+    InputBackend,
+    InputEvent,
+    WindowInfo,
+    release_held,
+)
 from capture.inputs._xi2 import RawEvent, ServerClock, keysym_name, parse_raw_event
 
 __all__ = ["RawEvent", "ServerClock", "XorgInputBackend", "keysym_name", "parse_raw_event"]
@@ -422,15 +429,7 @@ class _Capture:
 
     def _held_releases(self) -> list[InputEvent]:
         """Synthetic releases (time set later) for every key and button still held."""
-        derived: dict[str, Any] = {"t_ns": 0, "time_source": "derived", "synthetic": True}
-        releases = [InputEvent(kind="key_release", key=press.key, keycode=press.keycode,
-                               keysym=press.keysym, device=press.device, **derived)
-                    for press in self.held_keys.values()]
-        releases += [InputEvent(kind="button_release", button=press.button, device=press.device,
-                                **derived) for press in self.held_buttons.values()]
-        self.held_keys.clear()
-        self.held_buttons.clear()
-        return releases
+        return release_held(self.held_keys, self.held_buttons, 0)
 
     def _flush_pending_focus(self) -> None:
         pending, self.pending_focus = self.pending_focus, None
