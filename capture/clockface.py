@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from capture.clock import now_ns
+from capture.processes import stop_process
 
 BLOCK = 32                 # block edge in px: 2x2 H.264 macroblocks, so blur never reaches a centre
 COLUMNS = 16
@@ -210,12 +211,7 @@ def running_clockface(display_name: str, size: tuple[int, int] = (640, 360),
             raise RuntimeError(f"the clock window did not start (exit code {process.wait(5)})")
         yield int(line)
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if process.stdout is not None:
             process.stdout.close()
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from capture.errors import CaptureError
+from capture.processes import stop_process
 
 
 class Xvfb:
@@ -55,13 +56,8 @@ class Xvfb:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def __enter__(self) -> Xvfb:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from capture.demo.game import WINDOW_CLASS
 from capture.errors import CaptureError
+from capture.processes import stop_process
 
 if TYPE_CHECKING:
     from capture.demo.player import Tally
@@ -60,17 +61,18 @@ def _other_window(display: str) -> Iterator[int]:
         d.close()
 
 
-def _find_window(display: str, wm_class: str, timeout_s: float = 20.0) -> int:
+def _find_window(display: str, game: str, timeout_s: float = 20.0) -> int:
     from Xlib import display as xdisplay
+
+    from capture.inputs.x11window import find_window
 
     d = xdisplay.Display(display)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for child in d.screen().root.query_tree().children:
-                cls = child.get_wm_class()
-                if cls and wm_class in cls:
-                    return int(child.id)
+            found = find_window(d, game)
+            if found is not None:
+                return found[0]
             time.sleep(0.1)
     finally:
         d.close()
@@ -137,12 +139,7 @@ def run_demo(out: Path, *, duration_s: float = 20.0, display: str | None = None,
                 if "error" in result:
                     raise result["error"]
         finally:
-            game.terminate()
-            try:
-                game.wait(5)
-            except subprocess.TimeoutExpired:
-                game.kill()
-                game.wait()
+            stop_process(game)
 
     session_dir: Path = result["session"]
     dataset = out / "dataset"

@@ -1,0 +1,16 @@
+"""Stopping a child program we started: ask it to end, then kill it if it does not."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """SIGTERM, wait up to `timeout_s`, then SIGKILL; always reaps it."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
