@@ -263,7 +263,8 @@ def finalise(session_dir: Path, *, status: str = "complete", video_result: dict 
     if trailing:
         qa["notes"].append(f"{trailing} frame(s) at the end of the video belong to the next "
                            "segment (recorded during the hand-over) and are not in this timeline")
-    qa["checks"] = run_checks(qa, manifest["video"]["fps_target"], video)
+    qa["checks"] = run_checks(qa, manifest["video"]["fps_target"], video,
+                              frames.column("pts").to_pylist())
     manifest["qa"] = qa
     manifest["files"] = hash_files(session_dir)
     manifest["status"] = status

@@ -22,27 +22,35 @@ def _check(name: str, ok: bool, value: Any, detail: str) -> dict[str, Any]:
     return {"name": name, "ok": bool(ok), "value": value, "detail": detail}
 
 
-def sample_luma(video: Path, frames: int,
+def sample_luma(video: Path, frame_pts: list[int],
                 samples: int = SAMPLED_FRAMES) -> list[tuple[float, float]]:
-    """(mean, std) of luma for a few frames spread over the video; [] if none decode."""
-    if frames <= 0 or not video.exists():
+    """(mean, std) of luma for a few frames spread over the video; [] if none decode.
+
+    `frame_pts` are the timeline's frames (their PTS in the file): each sampled frame is reached
+    by seeking, so a long segment is not decoded from its start.
+    """
+    if not frame_pts or not video.exists():
         return []
-    wanted = set(np.linspace(0, frames - 1, num=min(samples, frames)).round().astype(int).tolist())
+    picks = np.linspace(0, len(frame_pts) - 1, num=min(samples, len(frame_pts)))
+    wanted = sorted({frame_pts[i] for i in picks.round().astype(int).tolist()})
     out = []
     try:
         with av.open(str(video)) as container:
-            for index, frame in enumerate(container.decode(video=0)):
-                if index in wanted:
-                    luma = frame.to_ndarray(format="gray")
-                    out.append((float(luma.mean()), float(luma.std())))
-                if index >= max(wanted):
-                    break
-    except av.error.FFmpegError:
+            stream = container.streams.video[0]
+            for pts in wanted:
+                container.seek(pts, stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    if frame.pts is not None and frame.pts >= pts:
+                        luma = frame.to_ndarray(format="gray")
+                        out.append((float(luma.mean()), float(luma.std())))
+                        break
+    except (av.error.FFmpegError, IndexError):
         pass  # an unreadable video shows up as "not captured"
     return out
 
 
-def run_checks(qa: dict[str, Any], fps_target: float, video: Path) -> list[dict[str, Any]]:
+def run_checks(qa: dict[str, Any], fps_target: float, video: Path,
+               frame_pts: list[int]) -> list[dict[str, Any]]:
     """The checks shown to the player right after a segment is recorded."""
     frames = int(qa.get("frames", 0))
     duration = float(qa.get("duration_s", 0.0))
@@ -50,7 +58,7 @@ def run_checks(qa: dict[str, Any], fps_target: float, video: Path) -> list[dict[
     dropped = int(qa.get("dropped_frames", 0))
     counts = qa.get("input_counts", {})
     active = sum(int(counts.get(k, 0)) for k in ACTIVE_KINDS)
-    luma = sample_luma(video, frames)
+    luma = sample_luma(video, frame_pts)
     visible = [m > BLACK_MEAN_LUMA and s > FLAT_LUMA_STD for m, s in luma]
     drop_ratio = dropped / max(1, frames + dropped)
     return [
