@@ -1,0 +1,663 @@
+"""Withdrawal for built datasets: remove episodes by receipt or player, re-index, swap atomically."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capture import __version__, formats
+from capture.align import DEFAULT_MAX_EPISODE_S
+from capture.clock import utc_iso
+from capture.errors import BadInputError, CaptureError
+from capture.export import layout
+from capture.export.card import SessionSummary, render_card
+from capture.export.video import ImageStats, VideoFileWriter
+
+PURGE_LOG_PATH = "meta/purge-log.jsonl"
+PURGE_LOG_SCHEMA = "dataset-purge-log.v1.schema.json"
+Reason = Literal["receipt", "player", "collector"]
+_VIDEO = layout.VIDEO_KEY
+_V = f"videos/{_VIDEO}/"
+_QUANTILE = re.compile(r"^q(\d\d)$")
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically
+_AT_FDCWD = -100
+
+
+# --- where revocations come from ------------------------------------------------------------
+def revoked_receipts_since(source: Path | str, since_utc: str | None) -> list[str]:
+    """Receipt ids revoked at or after `since_utc` (None: all), from a revocations file.
+
+    The file is JSON: a list whose items are receipt ids, or objects
+    {"receipt_id": ..., "revoked_utc": ...}. Plain ids carry no time and are always returned
+    (purging a receipt no longer in the dataset changes nothing, so this fails closed).
+    """
+    # TODO(lead): the collector keeps the authoritative list; wire an HTTP source here
+    # (GET <collector>/revocations?since=<utc>, with its token) returning the same list.
+    path = Path(source)
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError("revocations file does not exist", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"revocations file is not valid JSON ({exc})", path) from None
+    if not isinstance(items, list):
+        raise BadInputError("revocations file must hold a JSON list", path)
+    out: list[str] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            receipt, when = item, None
+        elif isinstance(item, dict) and isinstance(item.get("receipt_id"), str):
+            receipt, when = item["receipt_id"], item.get("revoked_utc")
+        else:
+            raise BadInputError(f"item {i} is neither a receipt id nor "
+                                "{\"receipt_id\": ..., \"revoked_utc\": ...}", path)
+        if when is not None and since_utc is not None and _utc_key(when) < _utc_key(since_utc):
+            continue
+        if receipt not in out:
+            out.append(receipt)
+    return out
+
+
+def _utc_key(value: str) -> str:
+    """ISO UTC strings compare as text once their fraction is padded the same way."""
+    head, _, frac = value.rstrip("Z").partition(".")
+    return f"{head}.{frac.ljust(9, '0')}"
+
+
+def read_purge_log(dataset: Path | str) -> list[dict[str, Any]]:
+    """Every entry of the dataset's purge log, oldest first ([] if it has none)."""
+    path = Path(dataset) / PURGE_LOG_PATH
+    if not path.is_file():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"line {n} is not valid JSON ({exc.msg})", path) from None
+        formats.validate_json(entry, PURGE_LOG_SCHEMA, f"{path} line {n}")
+        entries.append(entry)
+    return entries
+
+
+def last_collector_check_utc(dataset: Path | str) -> str | None:
+    """When the last --from-collector purge read the revocation list (None: never)."""
+    for entry in reversed(read_purge_log(dataset)):
+        if entry["reason"] == "collector" and entry.get("collector_checked_utc"):
+            return str(entry["collector_checked_utc"])
+    return None
+
+
+# --- the plan -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What a purge would remove; computed without changing anything."""
+
+    dataset: Path
+    reason: Reason
+    remove: tuple[int, ...]          # old episode indices to remove
+    receipt_ids: tuple[str, ...]     # receipts of those episodes
+    sessions: tuple[str, ...]        # sessions of those episodes
+    frames_removed: int
+    episodes_before: int
+    frames_before: int
+    collector_since_utc: str | None = None
+    collector_checked_utc: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.remove
+
+    def describe(self) -> str:
+        if self.empty:
+            return f"{self.dataset}: nothing to purge (no episode matches)"
+        return (f"{self.dataset}: remove {len(self.remove)} of {self.episodes_before} episodes "
+                f"({self.frames_removed} of {self.frames_before} frames) from "
+                f"{len(self.sessions)} session(s) under {len(self.receipt_ids)} consent "
+                f"receipt(s): {', '.join(self.receipt_ids)}")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What a purge did (the entry it appended to meta/purge-log.jsonl)."""
+
+    dataset: Path
+    log_entry: dict[str, Any] | None
+    leftovers_removed: tuple[Path, ...] = ()
+
+    def summary(self) -> str:
+        if self.log_entry is None:
+            return f"{self.dataset}: nothing purged"
+        e = self.log_entry
+        return (f"{self.dataset}: purged {e['episodes_removed']} episodes, "
+                f"{e['frames_removed']} frames, {e['events_removed']} events of "
+                f"{e['sessions_removed']} session(s); {e['episodes_after']} episodes, "
+                f"{e['frames_after']} frames remain; {e['video_files_reencoded']} video file(s) "
+                "re-encoded")
+
+
+def _read_episodes(root: Path) -> pa.Table:
+    paths = sorted(root.glob("meta/episodes/chunk-*/file-*.parquet"))
+    if not paths:
+        raise BadInputError("has no meta/episodes files: not a dataset capture wrote", root)
+    try:
+        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInputError(f"episodes cannot be read ({exc})", root / "meta/episodes") from None
+
+
+def _read_info(root: Path) -> dict[str, Any]:
+    path = root / layout.INFO_PATH
+    try:
+        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError("is missing: not a LeRobot dataset", path) from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"is not valid JSON ({exc.msg})", path) from None
+    return info
+
+
+def plan_purge(dataset: Path | str, *, receipts: Sequence[str] = (), players: Sequence[str] = (),
+               reason: Reason, collector_since_utc: str | None = None,
+               collector_checked_utc: str | None = None) -> PurgePlan:
+    """Which episodes carry one of `receipts` or one of the pseudonyms `players`."""
+    root = Path(dataset)
+    if not root.is_dir():
+        raise CaptureError("dataset directory does not exist", root)
+    info = _read_info(root)
+    episodes = _read_episodes(root)
+    receipt_col = episodes.column("consent_receipt_id").to_pylist()
+    player_col = episodes.column("player").to_pylist()
+    wanted_r, wanted_p = set(receipts), set(players)
+    remove = [i for i, (r, p) in enumerate(zip(receipt_col, player_col, strict=True))
+              if r in wanted_r or p in wanted_p]
+    lengths = episodes.column("length").to_pylist()
+    sessions = episodes.column("session_id").to_pylist()
+    return PurgePlan(
+        dataset=root, reason=reason, remove=tuple(remove),
+        receipt_ids=tuple(dict.fromkeys(receipt_col[i] for i in remove)),
+        sessions=tuple(dict.fromkeys(sessions[i] for i in remove)),
+        frames_removed=sum(lengths[i] for i in remove), episodes_before=episodes.num_rows,
+        frames_before=int(info["total_frames"]), collector_since_utc=collector_since_utc,
+        collector_checked_utc=collector_checked_utc)
+
+
+# --- crash-consistent file operations -------------------------------------------------------
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories in one step (renameat2 RENAME_EXCHANGE): never neither, never both."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                      _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise CaptureError(f"cannot swap the purged dataset into place "
+                           f"({errno.errorcode.get(err, err)}: {os.strerror(err)}); "
+                           "the dataset was not changed", b)
+
+
+def _leftover_glob(dataset: Path) -> str:
+    return f".{dataset.name}.purge-*"
+
+
+def cleanup_leftovers(dataset: Path | str) -> tuple[Path, ...]:
+    """Remove what an interrupted purge left next to `dataset` (never the dataset itself)."""
+    root = Path(dataset)
+    removed = []
+    for leftover in sorted(root.parent.glob(_leftover_glob(root))):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+            removed.append(leftover)
+    return tuple(removed)
+
+
+@contextmanager
+def _purge_lock(dataset: Path) -> Iterator[None]:
+    lock = dataset.parent / f".{dataset.name}.purge.lock"
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CaptureError("another purge of this dataset is running", dataset) from None
+        yield
+
+
+# --- statistics ----------------------------------------------------------------------------
+def _stat_entry(values: np.ndarray, keys: list[str]) -> dict[str, list]:
+    n = len(values)
+    v = values.reshape(n, -1).astype(np.float64) if n else np.zeros((0, 1))
+    width = v.shape[1]
+    out: dict[str, list] = {}
+    for key in keys:
+        if key == "count":
+            out[key] = [n]
+        elif not n:
+            out[key] = [0.0] * width
+        elif key in ("min", "max", "mean", "std"):
+            out[key] = getattr(v, key)(axis=0).tolist()
+        elif m := _QUANTILE.match(key):
+            out[key] = np.quantile(v, int(m.group(1)) / 100, axis=0).tolist()
+    return out
+
+
+def _numeric_stats(data: pa.Table, old: dict[str, Any]) -> dict[str, Any]:
+    stats = {}
+    for name, entry in old.items():
+        if name == _VIDEO or name not in data.column_names:
+            continue
+        column = data.column(name)
+        if pa.types.is_fixed_size_list(column.type):
+            flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            values = flat.reshape(len(column), column.type.list_size)
+        else:
+            values = column.to_numpy()
+        stats[name] = _stat_entry(values, list(entry))
+    return stats
+
+
+def _image_stats(videos: list[Path], total_frames: int, keys: list[str]) -> dict[str, list]:
+    """Image stats of the sampled frames (the same rows export samples), shaped [3, 1, 1]."""
+    base = ImageStats()
+    samples = ImageStats.sample_positions(total_frames)
+    pixels: list[np.ndarray] = []
+    row = 0
+    for path in videos:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                if row in samples:
+                    base.add(frame)
+                    if any(_QUANTILE.match(k) for k in keys):
+                        pixels.append(_downsampled(frame))
+                row += 1
+    result = base.result()
+    out: dict[str, list] = {k: result[k] for k in keys if k in result}
+    if pixels:
+        allpix = np.concatenate(pixels)
+        for key in keys:
+            if m := _QUANTILE.match(key):
+                q = np.quantile(allpix, int(m.group(1)) / 100, axis=0)
+                out[key] = [[[float(c)]] for c in q]
+    return out
+
+
+def _downsampled(frame: av.VideoFrame) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    height, width = rgb.shape[:2]
+    if max(width, height) >= 300:
+        step = max(1, int(width / 150) if width > height else int(height / 150))
+        rgb = rgb[::step, ::step]
+    return rgb.reshape(-1, 3).astype(np.float64) / 255.0
+
+
+# --- building the purged dataset -----------------------------------------------------------
+@dataclass(slots=True)
+class _Build:
+    """The new dataset being written into `tmp`, file by file (each fsynced)."""
+
+    src: Path
+    tmp: Path
+    info: dict[str, Any]
+    written: list[Path] = field(default_factory=list)
+
+    def path(self, rel: str) -> Path:
+        p = self.tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def done(self, path: Path) -> None:
+        _fsync_path(path)
+        self.written.append(path)
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        path = self.path(rel)
+        pq.write_table(table, path)
+        self.done(path)
+
+    def write_text(self, rel: str, text: str) -> None:
+        path = self.path(rel)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.done(path)
+
+    def link(self, rel_src: str, rel_dst: str) -> None:
+        """An unchanged file: hard-linked (the old dataset's copy is never written again)."""
+        dst = self.path(rel_dst)
+        try:
+            os.link(self.src / rel_src, dst)
+        except OSError:
+            shutil.copy2(self.src / rel_src, dst)
+        self.done(dst)
+
+
+def _file_sequence(n: int, chunks_size: int) -> list[tuple[int, int]]:
+    out, cur = [], (0, 0)
+    for _ in range(n):
+        out.append(cur)
+        cur = layout.next_file(*cur, chunks_size)
+    return out
+
+
+def _video_rel(info: dict[str, Any], chunk: int, file: int) -> str:
+    return str(info["video_path"]).format(video_key=_VIDEO, chunk_index=chunk, file_index=file)
+
+
+def _data_rel(info: dict[str, Any], chunk: int, file: int) -> str:
+    return str(info["data_path"]).format(chunk_index=chunk, file_index=file)
+
+
+def _reencode(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: int,
+              height: int) -> int:
+    """Write the frames of `src` whose positions fall in the `keep` [lo, hi) ranges to `dst`
+    with the export's encoder settings; returns frames written."""
+    writer = VideoFileWriter(dst.parent, fps=fps, width=width, height=height,
+                             limits=layout.DEFAULT_LIMITS)
+    writer.path = lambda chunk_index, file_index: dst  # type: ignore[method-assign]
+    writer.start_episode()
+    wanted = np.zeros(max(hi for _, hi in keep), dtype=bool)
+    for lo, hi in keep:
+        wanted[lo:hi] = True
+    written = 0
+    try:
+        with av.open(str(src)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.time_base is None:
+                    raise BadInputError("a video frame has no timestamp", src)
+                position = round(float(frame.pts * frame.time_base) * fps)
+                if position < len(wanted) and wanted[position]:
+                    frame.time_base = Fraction(1, fps)
+                    writer.write(frame)
+                    written += 1
+    finally:
+        writer.close()
+    if written != int(wanted.sum()):
+        raise BadInputError(f"video has {written} of the {int(wanted.sum())} frames its kept "
+                            "episodes need", src)
+    return written
+
+
+def _max_episode_s_of(card: str) -> float:
+    m = re.search(r"episodes of at most ([0-9.]+) s", card)
+    return float(m.group(1)) if m else DEFAULT_MAX_EPISODE_S
+
+
+def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: str) -> str:
+    """The card re-rendered for the kept episodes, by the export's own renderer."""
+    frame = episodes.select(["session_id", "tasks", "license", "synthetic_consent",
+                             "length"]).to_pandas()
+    summaries = []
+    for session_id, rows in frame.groupby("session_id", sort=False):
+        summaries.append(SessionSummary(
+            session_id=str(session_id), game=str(list(rows["tasks"].iloc[0])[0]),
+            license=str(rows["license"].iloc[0]),
+            synthetic_consent=bool(rows["synthetic_consent"].iloc[0]),
+            episodes=len(rows), frames=int(rows["length"].sum())))
+    height, width = info["features"][_VIDEO]["shape"][:2]
+    return render_card(name=root_name, fps=int(info["fps"]), width=width, height=height,
+                       max_episode_s=_max_episode_s_of(old_card), sessions=summaries)
+
+
+def _set(table: pa.Table, name: str, values: Any) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+
+
+def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
+    """Write the purged dataset into `tmp`; returns the purge-log entry."""
+    src = plan.dataset
+    info = _read_info(src)
+    fps = int(info["fps"])
+    height, width = info["features"][_VIDEO]["shape"][:2]
+    chunks_size = int(info["chunks_size"])
+    build = _Build(src=src, tmp=tmp, info=info)
+    old_eps = _read_episodes(src)
+    removed = set(plan.remove)
+    keep_old = [i for i in range(old_eps.num_rows) if i not in removed]
+    new_of_old = {old: new for new, old in enumerate(keep_old)}
+    eps = old_eps.take(pa.array(keep_old, pa.int64()))
+    lengths = np.asarray(eps.column("length").to_pylist(), dtype=np.int64)
+    new_to = np.cumsum(lengths)
+    new_from = new_to - lengths
+
+    # data: every file rewritten (global index shifts), empty files dropped, files renumbered
+    data_files: list[pa.Table] = []
+    data_key_of_episode: dict[int, int] = {}
+    old_data_keys = list(zip(old_eps.column("data/chunk_index").to_pylist(),
+                             old_eps.column("data/file_index").to_pylist(), strict=True))
+    ordered_keys = list(dict.fromkeys(old_data_keys))
+    for key in ordered_keys:
+        table = pq.read_table(src / _data_rel(info, *key))
+        episode = table.column("episode_index").to_numpy()
+        mask = np.isin(episode, keep_old)
+        table = table.filter(pa.array(mask))
+        if table.num_rows == 0:
+            continue
+        for old in np.unique(episode[mask]).tolist():
+            data_key_of_episode[int(old)] = len(data_files)
+        data_files.append(table)
+    data_seq = _file_sequence(len(data_files), chunks_size)
+    kept_tables = []
+    for position, table in enumerate(data_files):
+        old_ep = table.column("episode_index").to_numpy()
+        new_ep = np.vectorize(new_of_old.get, otypes=[np.int64])(old_ep) if len(old_ep) else old_ep
+        frame_index = table.column("frame_index").to_numpy()
+        table = _set(table, "episode_index", new_ep)
+        table = _set(table, "index", new_from[new_ep] + frame_index)
+        build.write_table(_data_rel(info, *data_seq[position]), table)
+        kept_tables.append(table)
+    if not data_files:  # every episode withdrawn: an empty table keeps the layout readable
+        empty = pq.read_table(src / _data_rel(info, *ordered_keys[0])).slice(0, 0)
+        build.write_table(_data_rel(info, 0, 0), empty)
+        kept_tables.append(empty)
+    data = pa.concat_tables(kept_tables)
+
+    # videos: unchanged files linked, files with removed episodes re-encoded, empty files gone
+    old_vkeys = list(zip(old_eps.column(_V + "chunk_index").to_pylist(),
+                         old_eps.column(_V + "file_index").to_pylist(), strict=True))
+    old_from = old_eps.column(_V + "from_timestamp").to_pylist()
+    old_len = old_eps.column("length").to_pylist()
+    vkeys = list(dict.fromkeys(old_vkeys))
+    surviving = [k for k in vkeys if any(old_vkeys[i] == k for i in keep_old)]
+    video_seq = dict(zip(surviving, _file_sequence(len(surviving), chunks_size), strict=True))
+    new_vfrom: dict[int, float] = {}
+    reencoded = 0
+    new_video_paths: list[Path] = []
+    for key in surviving:
+        members = [i for i, k in enumerate(old_vkeys) if k == key]
+        kept = [i for i in members if i not in removed]
+        rel_old, rel_new = _video_rel(info, *key), _video_rel(info, *video_seq[key])
+        if kept == members:
+            build.link(rel_old, rel_new)
+            for i in kept:
+                new_vfrom[i] = old_from[i]
+        else:
+            ranges = []
+            position = 0
+            for i in kept:
+                lo = round(old_from[i] * fps)
+                ranges.append((lo, lo + old_len[i]))
+                new_vfrom[i] = position / fps
+                position += old_len[i]
+            dst = build.path(rel_new)
+            _reencode(src / rel_old, dst, ranges, fps, width, height)
+            build.done(dst)
+            reencoded += 1
+        new_video_paths.append(tmp / rel_new)
+
+    # episodes
+    vfrom = np.array([new_vfrom[i] for i in keep_old], dtype=np.float64)
+    dkeys = [data_seq[data_key_of_episode[i]] for i in keep_old]
+    vkeys_new = [video_seq[old_vkeys[i]] for i in keep_old]
+    eps = _set(eps, "episode_index", np.arange(len(keep_old), dtype=np.int64))
+    eps = _set(eps, "dataset_from_index", new_from)
+    eps = _set(eps, "dataset_to_index", new_to)
+    eps = _set(eps, "data/chunk_index", [c for c, _ in dkeys])
+    eps = _set(eps, "data/file_index", [f for _, f in dkeys])
+    eps = _set(eps, _V + "chunk_index", [c for c, _ in vkeys_new])
+    eps = _set(eps, _V + "file_index", [f for _, f in vkeys_new])
+    eps = _set(eps, _V + "from_timestamp", vfrom)
+    eps = _set(eps, _V + "to_timestamp", vfrom + lengths / fps)
+    eps = _set(eps, "meta/episodes/chunk_index", [0] * len(keep_old))
+    eps = _set(eps, "meta/episodes/file_index", [0] * len(keep_old))
+    eps = _reindexed_episode_stats(eps, new_from, lengths)
+    build.write_table(layout.EPISODES_PATH.format(chunk_index=0, file_index=0), eps)
+
+    # events: the purged sessions' events go (paused ones too), the rest are re-pointed
+    events_removed = 0
+    purged_sessions = set(plan.sessions)
+    for path in sorted(src.glob("meta/events/chunk-*/file-*.parquet")):
+        events = pq.read_table(path)
+        mask = ~np.isin(np.asarray(events.column("session_id").to_pylist(), dtype=object),
+                        list(purged_sessions))
+        kept_events = events.filter(pa.array(mask))
+        events_removed += events.num_rows - kept_events.num_rows
+        old_ep = kept_events.column("episode_index").to_pylist()
+        kept_events = _set(kept_events, "episode_index",
+                           [None if e is None else new_of_old[e] for e in old_ep])
+        build.write_table(path.relative_to(src).as_posix(), kept_events)
+
+    # tasks unchanged (task_index stays valid); other meta files copied as they are
+    handled = {layout.INFO_PATH, layout.STATS_PATH, layout.CARD_PATH, PURGE_LOG_PATH}
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src).as_posix()
+        if (path.is_file() and rel not in handled
+                and not rel.startswith(("data/", "videos/", "meta/episodes/", "meta/events/"))):
+            build.link(rel, rel)
+
+    # stats, info, card
+    old_stats = json.loads((src / layout.STATS_PATH).read_text(encoding="utf-8"))
+    stats = _numeric_stats(data, old_stats)
+    if _VIDEO in old_stats:
+        stats[_VIDEO] = _image_stats(new_video_paths, data.num_rows, list(old_stats[_VIDEO]))
+    stats = {name: stats.get(name, entry) for name, entry in old_stats.items()}
+    build.write_text(layout.STATS_PATH, json.dumps(stats, indent=4) + "\n")
+    new_info = dict(info, total_episodes=len(keep_old), total_frames=data.num_rows,
+                    splits={"train": f"0:{len(keep_old)}"})
+    formats.validate_json(new_info, layout.INFO_SCHEMA, layout.INFO_PATH)
+    build.write_text(layout.INFO_PATH, json.dumps(new_info, indent=4) + "\n")
+    old_card_path = src / layout.CARD_PATH
+    old_card = old_card_path.read_text(encoding="utf-8") if old_card_path.is_file() else ""
+    build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card))
+
+    entry: dict[str, Any] = {
+        "version": 1, "utc": utc_iso(), "reason": plan.reason,
+        "collector_since_utc": plan.collector_since_utc,
+        "collector_checked_utc": plan.collector_checked_utc,
+        "episodes_removed": len(plan.remove), "frames_removed": plan.frames_removed,
+        "events_removed": events_removed, "sessions_removed": len(plan.sessions),
+        "receipt_ids": list(plan.receipt_ids), "episodes_before": plan.episodes_before,
+        "episodes_after": len(keep_old), "frames_before": plan.frames_before,
+        "frames_after": data.num_rows, "video_files_reencoded": reencoded,
+        "capture_version": __version__,
+    }
+    formats.validate_json(entry, PURGE_LOG_SCHEMA, PURGE_LOG_PATH)
+    old_log = src / PURGE_LOG_PATH
+    previous = old_log.read_text(encoding="utf-8") if old_log.is_file() else ""
+    build.write_text(PURGE_LOG_PATH, previous + json.dumps(entry, sort_keys=True) + "\n")
+    for d in sorted({p.parent for p in build.written} | {tmp}, key=lambda p: -len(p.parts)):
+        _fsync_path(d)
+    return entry
+
+
+def _reindexed_episode_stats(eps: pa.Table, new_from: np.ndarray,
+                             lengths: np.ndarray) -> pa.Table:
+    """Per-episode stats columns (stats/<feature>/<stat>), where present: only the features
+    that renumbering changes (episode_index, index) are recomputed; the rest stay."""
+    for feature in ("episode_index", "index"):
+        prefix = f"stats/{feature}/"
+        for name in [c for c in eps.column_names if c.startswith(prefix)]:
+            stat = name[len(prefix):]
+            values = [np.arange(lo, lo + n) if feature == "index" else np.full(n, ep)
+                      for ep, (lo, n) in enumerate(zip(new_from, lengths, strict=True))]
+            column = [_stat_entry(v, [stat]).get(stat) for v in values]
+            field_type = eps.schema.field(name).type
+            if not (pa.types.is_list(field_type) or pa.types.is_fixed_size_list(field_type)):
+                column = [c[0] if c else None for c in column]
+            eps = _set(eps, name, column)
+    return eps
+
+
+def apply_purge(plan: PurgePlan, *, progress: Callable[[str], None] | None = None) -> PurgeResult:
+    """Carry out `plan`: build the purged dataset next to it, then swap the two in one step.
+
+    A crash at any instant leaves the dataset either as it was or fully purged; what it
+    leaves next to the dataset is removed by the next purge (cleanup_leftovers).
+    """
+    dataset = plan.dataset.resolve()
+    with _purge_lock(dataset):
+        leftovers = cleanup_leftovers(dataset)
+        if plan.empty:
+            return PurgeResult(dataset=dataset, log_entry=None, leftovers_removed=leftovers)
+        current = plan_purge(dataset, receipts=plan.receipt_ids, players=(), reason=plan.reason)
+        if current.remove != plan.remove:
+            raise CaptureError("the dataset changed since the purge was planned; run it again",
+                               dataset)
+        tmp = dataset.parent / f".{dataset.name}.purge-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            if progress:
+                progress("writing the purged dataset")
+            entry = _build(plan, tmp)
+            if progress:
+                progress("swapping it into place")
+            _exchange(tmp, dataset)
+            _fsync_path(dataset.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(tmp)  # the old dataset, now under the temporary name
+        return PurgeResult(dataset=dataset, log_entry=entry, leftovers_removed=leftovers)
+
+
+def purge_dataset(dataset: Path | str, *, receipts: Sequence[str] = (),
+                  players: Sequence[str] = (), reason: Reason,
+                  collector_since_utc: str | None = None,
+                  collector_checked_utc: str | None = None) -> PurgeResult:
+    """Plan and apply a purge in one call (no question asked)."""
+    plan = plan_purge(dataset, receipts=receipts, players=players, reason=reason,
+                      collector_since_utc=collector_since_utc,
+                      collector_checked_utc=collector_checked_utc)
+    return apply_purge(plan)
+
+
+def purge_from_revocations(dataset: Path | str, revocations: Path | str) -> PurgePlan:
+    """Plan a purge of every receipt revoked since the last --from-collector purge."""
+    since = last_collector_check_utc(dataset)
+    checked = utc_iso()
+    receipts = revoked_receipts_since(revocations, since)
+    return plan_purge(dataset, receipts=receipts, reason="collector", collector_since_utc=since,
+                      collector_checked_utc=checked)
+
+
+def frames_of(dataset: Path | str) -> pd.DataFrame:
+    """All data rows of a dataset (for checks and tests)."""
+    root = Path(dataset)
+    return pd.concat([pd.read_parquet(p) for p in sorted(root.glob("data/*/*.parquet"))],
+                     ignore_index=True)
