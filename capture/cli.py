@@ -13,6 +13,7 @@ import click
 
 from capture import __version__, video
 from capture.errors import CaptureError
+from capture.export.commands_purge import purge_cmd, quality_options, report_cmd
 from capture.sizes import parse_size
 from capture.video.obs.commands import obs_connection_options, obs_settings_from
 
@@ -243,8 +244,9 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 @click.option("--size", default="native", show_default=True, help="WxH or native.")
 @click.option("--max-episode-s", type=float, default=600.0, show_default=True,
               help="Split sessions into episodes of at most this length.")
+@quality_options
 def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size: str,
-               max_episode_s: float) -> None:
+               max_episode_s: float, quality: Any = None) -> None:
     """Export sessions as a LeRobot v3.0 dataset with per-frame actions."""
     from tqdm import tqdm
 
@@ -256,7 +258,8 @@ def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size:
             bar.update(frames_done - bar.n)
 
         report = export_dataset(list(session_dirs), out, fps=fps, size=size_wh,
-                                max_episode_s=max_episode_s, progress=progress)
+                                max_episode_s=max_episode_s, progress=progress,
+                                quality=quality)
     click.echo(format_report(report))
 
 
@@ -275,6 +278,10 @@ def dataset_verify(path: Path) -> None:
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+dataset.add_command(purge_cmd)
+cli.add_command(report_cmd)
 
 
 # --- agent --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from capture.clock import utc_iso
 from capture.errors import BadInputError, CaptureError, ConsentError
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
+from capture.export.quality import QualityFilters, QualityLog, failed_checks, format_quality
 from capture.export.video import SourceFrames, probe_video, resized
 from capture.export.writer import DatasetWriter
 from capture.session.manifest import Manifest
@@ -62,6 +63,7 @@ class ExportReport:
     height: int
     seconds: float
     episode_reports: tuple[EpisodeReport, ...]
+    quality: dict[str, Any] | None = None  # meta/quality.json, if filters were asked for
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,6 +87,7 @@ def format_report(report: ExportReport) -> str:
             f"  {e.episode_index:7d}  {e.session_id[:40]:40s} {e.frames:7d}  "
             f"{e.offset_ms_p50:6.2f} / {e.offset_ms_p95:6.2f} / {e.offset_ms_max:6.2f}      "
             f"{e.source_frames_dropped:7d}  {e.source_frames_repeated:8d}")
+    lines += format_quality(report.quality) if report.quality else []
     return "\n".join(lines)
 
 
@@ -293,13 +296,15 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
                    pseudonym_key: bytes | None = None, ledger_path: Path | None = None,
                    progress: Callable[[int], None] | None = None,
-                   limits: layout.FileLimits = layout.DEFAULT_LIMITS) -> ExportReport:
+                   limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                   quality: QualityFilters | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
     Every session is opened with hash checks and its consent receipt checked before anything
     is written; the dataset is built in a temporary directory next to `out` and renamed into
     place, so a failure leaves no partial dataset. `progress` gets the number of frames written
-    so far. `size` is (width, height); None keeps the sessions' own size.
+    so far. `size` is (width, height); None keeps the sessions' own size. `quality` filters
+    episodes (capture.export.quality); what they removed goes to meta/quality.json.
     """
     began = time.monotonic()
     out = Path(out)
@@ -326,6 +331,16 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                                              dropped_before=source.dropped_before)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
+    qlog = QualityLog(quality, rate) if quality is not None and quality.active else None
+    for source in sources if qlog is not None else ():
+        assert source.alignment is not None
+        source.alignment = qlog.filter(
+            source.alignment, session_id=source.session.session_id,
+            video_path=source.session.video_path, source_fps=source.fps_target,
+            events=source.events, dropped_before=source.dropped_before,
+            failed_checks=failed_checks(source.manifest))
+    if total_kept(sources) == 0:
+        raise CaptureError("the quality filters removed every episode; nothing was written")
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}
     tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
@@ -345,6 +360,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
             first = _write_session(writer, source, size=resize_to, samples=samples,
                                    pseudonym=pseudonyms[source.session.session_id],
                                    progress=counter, reports=reports)
+            if qlog is not None:
+                qlog.placed(source.session.session_id, first)
             assert source.alignment is not None
             summaries.append(SessionSummary(
                 session_id=source.session.session_id, game=source.manifest.game.name,
@@ -354,6 +371,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         card = render_card(name=out.name, fps=rate, width=width, height=height,
                            max_episode_s=max_episode_s, sessions=summaries)
         writer.finish(card)
+        quality_record = qlog.write(tmp) if qlog is not None else None
         _check_out(out)  # nobody created it meanwhile
         os.replace(tmp, out)
     except BaseException:
@@ -366,4 +384,9 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     return ExportReport(path=out, sessions=len(sources), episodes=writer.total_episodes,
                         frames=writer.total_frames, events=writer.total_events,
                         events_outside_episodes=outside, fps=rate, width=width, height=height,
-                        seconds=time.monotonic() - began, episode_reports=tuple(reports))
+                        seconds=time.monotonic() - began, episode_reports=tuple(reports),
+                        quality=quality_record)
+
+
+def total_kept(sources: list[_Source]) -> int:
+    return sum(s.alignment.n_frames for s in sources if s.alignment is not None)

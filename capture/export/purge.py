@@ -1,4 +1,4 @@
-"""Withdrawal for built datasets: remove episodes by receipt or player, re-index, swap atomically."""
+"""Withdrawal for built datasets: remove episodes by receipt or player, re-index, swap in."""
 
 from __future__ import annotations
 
@@ -415,7 +415,7 @@ def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: st
     summaries = []
     for session_id, rows in frame.groupby("session_id", sort=False):
         summaries.append(SessionSummary(
-            session_id=str(session_id), game=str(list(rows["tasks"].iloc[0])[0]),
+            session_id=str(session_id), game=str(next(iter(rows["tasks"].iloc[0]))),
             license=str(rows["license"].iloc[0]),
             synthetic_consent=bool(rows["synthetic_consent"].iloc[0]),
             episodes=len(rows), frames=int(rows["length"].sum())))

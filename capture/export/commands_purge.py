@@ -1,0 +1,124 @@
+"""Click commands for built datasets: `dataset purge`, `report`, the export's quality options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capture.errors import CaptureError
+
+
+@click.command("purge")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--receipt", "receipts", multiple=True, metavar="ID",
+              help="Remove every episode recorded under this consent receipt (repeatable).")
+@click.option("--player", "players", multiple=True, metavar="PSEUDONYM",
+              help="Remove every episode of this player pseudonym (the `player` column; "
+                   "repeatable).")
+@click.option("--from-collector", is_flag=True,
+              help="Remove every receipt revoked since the last --from-collector purge.")
+@click.option("--revocations", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --from-collector: a JSON list of revoked receipt ids (or of "
+                   "{receipt_id, revoked_utc}) exported from the collector.")
+@click.option("--yes", is_flag=True, help="Do not ask before changing the dataset (scripts).")
+def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...],
+              from_collector: bool, revocations: Path | None, yes: bool) -> None:
+    """Remove withdrawn episodes (frames, events, video) from a built dataset.
+
+    The dataset is re-indexed and its statistics, episode table, info.json and card are
+    rewritten. The new dataset is built next to the old one and swapped in with one rename, so
+    an interruption leaves either the old or the new dataset. Each purge is appended to
+    meta/purge-log.jsonl (counts and receipt ids, never names).
+    """
+    from capture.export import purge
+
+    chosen = [bool(receipts), bool(players), from_collector]
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --receipt, --player or --from-collector")
+    if from_collector:
+        if revocations is None:
+            # TODO(lead): fetch the list from the collector over HTTP (collector branch) when
+            # no file is given; until then the list is exported to a file.
+            raise click.UsageError("--from-collector needs --revocations FILE for now")
+        plan = purge.purge_from_revocations(dataset, revocations)
+    elif receipts:
+        plan = purge.plan_purge(dataset, receipts=receipts, reason="receipt")
+    else:
+        plan = purge.plan_purge(dataset, players=players, reason="player")
+    click.echo(plan.describe())
+    if plan.empty:
+        removed = purge.cleanup_leftovers(plan.dataset)
+        if removed:
+            click.echo(f"removed {len(removed)} leftover(s) of an interrupted purge")
+        return
+    if not yes and not click.confirm("Rewrite the dataset without them?", default=False):
+        click.echo("nothing changed")
+        sys.exit(1)
+    result = purge.apply_purge(plan, progress=lambda step: click.echo(f"  {step}", err=True))
+    click.echo(result.summary())
+
+
+@click.command("report")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="HTML file to write (default: DATASET/report.html).")
+@click.option("--doctor", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="lerobot-doctor findings as JSON (default: DATASET/meta/doctor.json if "
+                   "present).")
+def report_cmd(dataset: Path, out: Path | None, doctor: Path | None) -> None:
+    """Write one self-contained HTML report of a dataset (opens offline in a browser)."""
+    from capture.export.report import write_report
+
+    path = write_report(dataset, out, doctor=doctor)
+    click.echo(f"report: {path}")
+
+
+def quality_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the export's quality filter options; the command receives them as `quality`."""
+    options = [
+        click.option("--min-segment-s", type=click.FloatRange(min=0), default=None,
+                     help="Drop segments (continuous runs between pauses) shorter than this "
+                          "(s)."),
+        click.option("--max-segment-s", type=click.FloatRange(min=0), default=None,
+                     help="Drop segments longer than this (s)."),
+        click.option("--idle-s", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Spans of at least this many seconds without input are idle."),
+        click.option("--idle", "idle_mode", type=click.Choice(["trim", "flag"]), default="flag",
+                     show_default=True, help="Cut idle spans out (trim) or only list them."),
+        click.option("--drop-black-frozen", is_flag=True,
+                     help="Drop episodes whose sampled frames are mostly black or frozen."),
+        click.option("--min-fps-ratio", type=click.FloatRange(0, 1), default=None,
+                     help="Drop episodes whose source frames arrived at less than this "
+                          "fraction of the recording rate."),
+        click.option("--max-drop-ratio", type=click.FloatRange(0, 1), default=None,
+                     help="Drop episodes where more than this fraction of frames were dropped "
+                          "or repeated."),
+        click.option("--require-checks", is_flag=True,
+                     help="Drop sessions whose record-time checks failed."),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from capture.export.quality import QualityFilters
+
+        try:
+            kwargs["quality"] = QualityFilters(
+                min_segment_s=kwargs.pop("min_segment_s"),
+                max_segment_s=kwargs.pop("max_segment_s"),
+                idle_s=kwargs.pop("idle_s"), idle_mode=kwargs.pop("idle_mode"),
+                drop_black_frozen=kwargs.pop("drop_black_frozen"),
+                min_fps_ratio=kwargs.pop("min_fps_ratio"),
+                max_drop_ratio=kwargs.pop("max_drop_ratio"),
+                require_checks=kwargs.pop("require_checks"))
+        except ValueError as exc:
+            raise CaptureError(str(exc)) from None
+        return command(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
