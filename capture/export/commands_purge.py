@@ -66,7 +66,7 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
 @click.command("report")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="HTML file to write (default: DATASET/report.html).")
+              help="HTML file to write (default: DATASET-report.html next to the dataset).")
 @click.option("--doctor", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="lerobot-doctor findings as JSON (default: DATASET/meta/doctor.json if "
                    "present).")
