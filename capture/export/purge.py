@@ -403,6 +403,187 @@ def _reencode(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width
     return written
 
 
+# --- cutting episodes out of a video file without re-encoding what is kept --------------------
+@dataclass(frozen=True, slots=True)
+class SpliceStats:
+    """How a video file was cut: frames whose packets were copied, frames re-encoded."""
+
+    copied: int
+    reencoded: int
+
+
+class _CannotSplice(Exception):
+    """The file's packets cannot be spliced safely; the caller re-encodes the whole file."""
+
+
+def _frame_of(packet: av.Packet, fps: int) -> int:
+    assert packet.pts is not None and packet.time_base is not None
+    return round(float(packet.pts * packet.time_base) * fps)
+
+
+def _annexb_nals(data: bytes) -> list[bytes]:
+    """NAL units of an Annex B byte stream (start-code separated)."""
+    parts = (part.rstrip(b"\x00") for part in data.split(b"\x00\x00\x01"))
+    return [part for part in parts if part]
+
+
+def _avcc_parameter_sets(extradata: bytes) -> tuple[int, list[bytes]]:
+    """(NAL length size, SPS and PPS units) of an mp4 avcC record."""
+    if len(extradata) < 7 or extradata[0] != 1:
+        raise _CannotSplice("the file's codec headers are not an avcC record")
+    size = (extradata[4] & 3) + 1
+    units: list[bytes] = []
+    at, count = 6, extradata[5] & 0x1F     # the SPS count, then the SPS units
+    for _ in range(2):                     # SPS, then PPS (preceded by their count)
+        for _ in range(count):
+            n = int.from_bytes(extradata[at:at + 2], "big")
+            units.append(extradata[at + 2:at + 2 + n])
+            at += 2 + n
+        count, at = extradata[at], at + 1
+    return size, units
+
+
+def _to_length_prefixed(data: bytes, size: int) -> bytes:
+    return b"".join(len(n).to_bytes(size, "big") + n for n in _annexb_nals(data))
+
+
+def _piece_encoder(fps: int, width: int, height: int) -> av.CodecContext:
+    """A libx264 encoder with the export's settings and out-of-band headers (as in mp4)."""
+    codec = av.CodecContext.create(layout.VIDEO_CODEC, "w")
+    assert isinstance(codec, av.video.codeccontext.VideoCodecContext)
+    codec.width, codec.height, codec.pix_fmt = width, height, layout.VIDEO_PIX_FMT
+    codec.time_base = Fraction(1, fps)
+    codec.framerate = Fraction(fps, 1)
+    codec.gop_size = layout.GOP_SECONDS * fps
+    codec.flags |= av.codec.context.Flags.global_header
+    codec.options = {"preset": layout.VIDEO_PRESET, "crf": str(layout.VIDEO_CRF)}
+    codec.open()
+    return codec
+
+
+def _rewrapped(packet: av.Packet, position: int, nal_size: int) -> tuple[int, av.Packet]:
+    """An encoder's Annex B packet as an mp4 (length-prefixed) one, at output frame
+    position + its pts."""
+    assert packet.pts is not None
+    out = av.Packet(_to_length_prefixed(bytes(packet), nal_size))
+    out.is_keyframe = packet.is_keyframe
+    return position + int(packet.pts), out
+
+
+def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: int,
+            height: int) -> SpliceStats:
+    """Write the frames of `src` in the `keep` [lo, hi) ranges to `dst`: the packets of every
+    GOP wholly kept are copied; only GOPs that a cut falls inside are decoded and their kept
+    frames encoded again (each piece starts with its own keyframe). Raises _CannotSplice if
+    the stream does not allow it (open GOPs, different encoder headers, timestamps)."""
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        gops: list[list[av.Packet]] = []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if packet.is_keyframe or not gops:
+                if not packet.is_keyframe:
+                    raise _CannotSplice("the file does not start with a keyframe")
+                gops.append([])
+            gops[-1].append(packet)
+        extradata = bytes(stream.codec_context.extradata or b"")
+        first_dts = gops[0][0].dts if gops else 0
+        delay = -round(float(first_dts * gops[0][0].time_base) * fps) if gops else 0
+        nal_size, parameter_sets = _avcc_parameter_sets(extradata)
+        probe = _piece_encoder(fps, width, height)
+        if _annexb_nals(bytes(probe.extradata or b"")) != parameter_sets:
+            raise _CannotSplice("a new encoder's SPS/PPS differ from the file's")
+        # closed GOPs: a GOP shows exactly the frames from its keyframe up to the next one
+        starts = [_frame_of(g[0], fps) for g in gops]
+        ends = [*starts[1:], max(_frame_of(p, fps) for p in gops[-1]) + 1] if gops else []
+        for gop, lo, hi in zip(gops, starts, ends, strict=True):
+            if sorted(_frame_of(p, fps) for p in gop) != list(range(lo, hi)):
+                raise _CannotSplice("open GOPs: frames reference across keyframes")
+        total = ends[-1] if ends else 0
+        wanted = np.zeros(max(total, *(hi for _, hi in keep)), dtype=bool)
+        for lo, hi in keep:
+            wanted[lo:hi] = True
+        if total < len(wanted):
+            raise _CannotSplice(f"the file has {total} frames, the kept episodes need "
+                                f"{len(wanted)}")
+
+        out_packets: list[tuple[int, av.Packet]] = []  # (output frame of pts, packet)
+        position = 0  # next output frame
+        copied = reencoded = 0
+        for gop, lo, hi in zip(gops, starts, ends, strict=True):
+            mask = wanted[lo:hi]
+            if not mask.any():
+                continue
+            if mask.all():
+                shift = position - lo
+                for packet in gop:
+                    out_packets.append((_frame_of(packet, fps) + shift, packet))
+                position += hi - lo
+                copied += hi - lo
+                continue
+            decoder = av.CodecContext.create(stream.codec_context.name, "r")
+            decoder.extradata = extradata
+            decoded = [frame for packet in [*gop, None] for frame in decoder.decode(packet)]
+            if len(decoded) != hi - lo:
+                raise _CannotSplice(f"GOP at frame {lo} decodes to {len(decoded)} frames, "
+                                    f"not {hi - lo}")
+            pictures = dict(enumerate(decoded, start=lo))  # closed GOP: display order
+            kept = np.flatnonzero(mask) + lo
+            runs = np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1)
+            for run in runs:
+                encoder = _piece_encoder(fps, width, height)
+                for k, frame_no in enumerate(run.tolist()):
+                    picture = pictures.get(frame_no)
+                    if picture is None:
+                        raise _CannotSplice(f"frame {frame_no} does not decode")
+                    picture = picture.reformat(format=layout.VIDEO_PIX_FMT)
+                    picture.pts, picture.time_base = k, Fraction(1, fps)
+                    picture.pict_type = av.video.frame.PictureType.NONE
+                    for packet in encoder.encode(picture):
+                        out_packets.append(_rewrapped(packet, position, nal_size))
+                for packet in encoder.encode(None):
+                    out_packets.append(_rewrapped(packet, position, nal_size))
+                position += len(run)
+                reencoded += len(run)
+
+        with av.open(str(dst), "w", format="mp4") as output:
+            out_stream = output.add_stream_from_template(stream)
+            for index, (frame_no, packet) in enumerate(out_packets):
+                dts = index - delay
+                if dts > frame_no:
+                    raise _CannotSplice("decode order runs ahead of display order")
+                packet.stream = out_stream
+                packet.time_base = Fraction(1, fps)
+                packet.pts, packet.dts = frame_no, dts
+                packet.duration = 1
+                output.mux(packet)
+    return SpliceStats(copied=copied, reencoded=reencoded)
+
+
+def _packet_frames(path: Path, fps: int) -> list[int]:
+    with av.open(str(path)) as container:
+        return sorted(_frame_of(p, fps) for p in container.demux(video=0)
+                      if p.size and p.pts is not None)
+
+
+def _cut_video(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: int,
+               height: int) -> SpliceStats:
+    """Cut the removed frames out of a video file: spliced (packets copied, only the GOPs a
+    cut falls inside re-encoded) where the stream allows, else the whole file re-encoded."""
+    expected = sum(hi - lo for lo, hi in keep)
+    try:
+        cut = _splice(src, dst, keep, fps, width, height)
+        if _packet_frames(dst, fps) == list(range(expected)):
+            return cut
+    except _CannotSplice:
+        pass
+    except av.error.FFmpegError:
+        pass
+    dst.unlink(missing_ok=True)
+    return SpliceStats(copied=0, reencoded=_reencode(src, dst, keep, fps, width, height))
+
+
 def _max_episode_s_of(card: str) -> float:
     m = re.search(r"episodes of at most ([0-9.]+) s", card)
     return float(m.group(1)) if m else DEFAULT_MAX_EPISODE_S
@@ -487,7 +668,7 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     surviving = [k for k in vkeys if any(old_vkeys[i] == k for i in keep_old)]
     video_seq = dict(zip(surviving, _file_sequence(len(surviving), chunks_size), strict=True))
     new_vfrom: dict[int, float] = {}
-    reencoded = 0
+    rewritten = copied_frames = reencoded_frames = 0
     new_video_paths: list[Path] = []
     for key in surviving:
         members = [i for i, k in enumerate(old_vkeys) if k == key]
@@ -506,9 +687,11 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
                 new_vfrom[i] = position / fps
                 position += old_len[i]
             dst = build.path(rel_new)
-            _reencode(src / rel_old, dst, ranges, fps, width, height)
+            cut = _cut_video(src / rel_old, dst, ranges, fps, width, height)
             build.done(dst)
-            reencoded += 1
+            rewritten += 1
+            copied_frames += cut.copied
+            reencoded_frames += cut.reencoded
         new_video_paths.append(tmp / rel_new)
 
     # episodes
@@ -574,7 +757,8 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
         "events_removed": events_removed, "sessions_removed": len(plan.sessions),
         "receipt_ids": list(plan.receipt_ids), "episodes_before": plan.episodes_before,
         "episodes_after": len(keep_old), "frames_before": plan.frames_before,
-        "frames_after": data.num_rows, "video_files_reencoded": reencoded,
+        "frames_after": data.num_rows, "video_files_reencoded": rewritten,
+        "video_frames_copied": copied_frames, "video_frames_reencoded": reencoded_frames,
         "capture_version": __version__,
     }
     formats.validate_json(entry, PURGE_LOG_SCHEMA, PURGE_LOG_PATH)

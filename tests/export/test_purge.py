@@ -72,6 +72,34 @@ def episode_tags(root: Path) -> list[list[int]]:
     return out
 
 
+def episode_pixels(root: Path) -> list[list[np.ndarray]]:
+    """Per episode, the decoded pictures of its frames."""
+    info = json.loads((root / layout.INFO_PATH).read_text())
+    out = []
+    for _, ep in episodes_table(root).iterrows():
+        path = root / info["video_path"].format(
+            video_key=layout.VIDEO_KEY, chunk_index=int(ep["videos/observation.image/chunk_index"]),
+            file_index=int(ep["videos/observation.image/file_index"]))
+        first = round(ep["videos/observation.image/from_timestamp"] * 30)
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        out.append(frames[first:first + int(ep["length"])])
+    return out
+
+
+def test_a_stream_that_cannot_be_spliced_is_re_encoded_whole(
+        three_players: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise purge._CannotSplice("open GOPs")
+
+    monkeypatch.setattr(purge, "_splice", refuse)
+    root = fresh_copy(three_players, tmp_path)
+    entry = purge.purge_dataset(root, receipts=[RECEIPTS[0]], reason="receipt").log_entry
+    assert entry is not None and entry["video_frames_copied"] == 0
+    assert entry["video_frames_reencoded"] == entry["frames_after"]
+    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[0]})
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -171,6 +199,14 @@ def test_purge_by_receipt_removes_that_players_episodes_everywhere(three_players
     assert entry["episodes_removed"] == len(plan.remove) == 2
     assert entry["frames_removed"] == int(before.loc[list(plan.remove), "length"].sum())
     assert entry["video_files_reencoded"] == 1 and entry["reason"] == "receipt"
+    # spliced: whole GOPs copied as they were, only GOPs a cut falls inside encoded again
+    assert entry["video_frames_copied"] + entry["video_frames_reencoded"] == len(data_table(root))
+    assert entry["video_frames_copied"] > entry["video_frames_reencoded"] > 0
+    old_pixels = episode_pixels(three_players)
+    kept = [i for i, r in enumerate(before["consent_receipt_id"]) if r != RECEIPTS[1]]
+    identical = sum(np.array_equal(a, b) for k, new in zip(kept, episode_pixels(root), strict=True)
+                    for a, b in zip(old_pixels[k], new, strict=True))
+    assert identical >= entry["video_frames_copied"]
     assert purge.read_purge_log(root) == [entry]
     assert not list(tmp_path.glob(".three.purge-*"))  # the old copy is gone
     for path in root.rglob("*"):
