@@ -3,8 +3,10 @@
 Run from the repository root: `python bench/purge_speed.py [--seconds 20]`. Writes
 bench/results/purge_speed.json and prints a summary. The purge re-encodes every video file that
 holds both removed and kept episodes (whole file, the export's encoder settings) and hard-links
-the others; this measures what that costs and how much picture quality the second encode loses
-(PSNR of every kept frame, before against after).
+the others; it splices each rewritten file (packets of whole GOPs copied, only the GOPs a cut
+falls inside encoded again), or re-encodes the whole file when the stream cannot be spliced.
+This measures both ways (the second by refusing the splice) and how much picture quality a
+second encode loses (PSNR of every kept frame, before against after).
 """
 
 from __future__ import annotations
@@ -65,15 +67,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
-def run_case(work: Path, sessions: list[Path], limits: layout.FileLimits) -> dict[str, Any]:
-    out = work / f"ds-{limits.video_mb:g}"
+def run_case(work: Path, sessions: list[Path], limits: layout.FileLimits,
+             splice: bool) -> dict[str, Any]:
+    out = work / f"ds-{limits.video_mb:g}-{splice}"
     began = time.perf_counter()
     lerobot._receipt_status = lambda r, game, ledger_path: "active"  # type: ignore[assignment]
     export = lerobot.export_dataset(sessions, out, pseudonym_key=b"k" * 32, limits=limits)
     export_s = time.perf_counter() - began
     before = frames_by_episode(out)
     reencode_s = [0.0]
-    real = purge._reencode
+    real = purge._cut_video
+    real_splice = purge._splice
+
+    def refuse(*args: Any) -> None:
+        raise purge._CannotSplice("benchmark: whole-file re-encode")
+
+    if not splice:
+        purge._splice = refuse  # type: ignore[assignment]
 
     def timed(*args: Any, **kwargs: Any) -> int:
         t = time.perf_counter()
@@ -82,13 +92,14 @@ def run_case(work: Path, sessions: list[Path], limits: layout.FileLimits) -> dic
         finally:
             reencode_s[0] += time.perf_counter() - t
 
-    purge._reencode = timed  # type: ignore[assignment]
+    purge._cut_video = timed  # type: ignore[assignment]
     cpu = os.times()
     began = time.perf_counter()
     result = purge.purge_dataset(out, receipts=["r-1"], reason="receipt")
     purge_s = time.perf_counter() - began
     cpu_after = os.times()
-    purge._reencode = real  # type: ignore[assignment]
+    purge._cut_video = real  # type: ignore[assignment]
+    purge._splice = real_splice  # type: ignore[assignment]
     after = frames_by_episode(out)
     check = verify_dataset(out)
     assert check.ok, check.summary()
@@ -96,13 +107,16 @@ def run_case(work: Path, sessions: list[Path], limits: layout.FileLimits) -> dic
     entry = result.log_entry or {}
     return {
         "video_files_mb_limit": limits.video_mb,
+        "splice": splice,
+        "video_frames_copied": entry.get("video_frames_copied"),
+        "video_frames_reencoded": entry.get("video_frames_reencoded"),
         "export_seconds": round(export_s, 3),
         "frames_before": int(export.frames), "frames_after": entry.get("frames_after"),
-        "video_files_reencoded": entry.get("video_files_reencoded"),
+        "video_files_rewritten": entry.get("video_files_rewritten"),
         "purge_seconds": round(purge_s, 3),
         "purge_cpu_seconds": round((cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
                                    3),
-        "reencode_seconds": round(reencode_s[0], 3),
+        "video_cut_seconds": round(reencode_s[0], 3),
         "kept_frames_psnr_db_min": round(min(scores), 2),
         "kept_frames_psnr_db_median": round(float(np.median(scores)), 2),
         "kept_frames_identical": int(sum(s == 99.0 for s in scores)),
@@ -122,12 +136,13 @@ def main() -> int:
             seconds=args.seconds, seed=i, width=args.width, height=args.height,
             painter=textured_frame, receipt_id=f"r-{i}", player=f"P{i}",
             session_id=f"20250301T12000{i}Z-factorygame-00000{i}")) for i in range(3)]
-        cases = [run_case(work, sessions, layout.DEFAULT_LIMITS),
-                 run_case(work, sessions, layout.FileLimits(video_mb=0.001))]
+        cases = [run_case(work, sessions, layout.DEFAULT_LIMITS, splice=True),
+                 run_case(work, sessions, layout.DEFAULT_LIMITS, splice=False),
+                 run_case(work, sessions, layout.FileLimits(video_mb=0.001), splice=True)]
         shutil.rmtree(work / "s")
     record = {
-        "what": "purge one of three players' sessions; one shared video file (re-encoded) vs "
-                "one video file per episode (linked)",
+        "what": "purge one of three players' sessions: one shared video file spliced, the "
+                "same file re-encoded whole, and one video file per episode (linked)",
         "session_seconds": args.seconds, "size": f"{args.width}x{args.height}",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_1min": os.getloadavg()[0]},

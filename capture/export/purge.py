@@ -152,8 +152,9 @@ class PurgeResult:
         return (f"{self.dataset}: purged {e['episodes_removed']} episodes, "
                 f"{e['frames_removed']} frames, {e['events_removed']} events of "
                 f"{e['sessions_removed']} session(s); {e['episodes_after']} episodes, "
-                f"{e['frames_after']} frames remain; {e['video_files_reencoded']} video file(s) "
-                "re-encoded")
+                f"{e['frames_after']} frames remain; {e['video_files_rewritten']} video file(s) "
+                f"rewritten ({e['video_frames_copied']} frames copied, "
+                f"{e['video_frames_reencoded']} encoded again)")
 
 
 def _read_episodes(root: Path) -> pa.Table:
@@ -757,7 +758,7 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
         "events_removed": events_removed, "sessions_removed": len(plan.sessions),
         "receipt_ids": list(plan.receipt_ids), "episodes_before": plan.episodes_before,
         "episodes_after": len(keep_old), "frames_before": plan.frames_before,
-        "frames_after": data.num_rows, "video_files_reencoded": rewritten,
+        "frames_after": data.num_rows, "video_files_rewritten": rewritten,
         "video_frames_copied": copied_frames, "video_frames_reencoded": reencoded_frames,
         "capture_version": __version__,
     }

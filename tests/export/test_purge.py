@@ -198,7 +198,7 @@ def test_purge_by_receipt_removes_that_players_episodes_everywhere(three_players
     assert entry is not None and entry["receipt_ids"] == [RECEIPTS[1]]
     assert entry["episodes_removed"] == len(plan.remove) == 2
     assert entry["frames_removed"] == int(before.loc[list(plan.remove), "length"].sum())
-    assert entry["video_files_reencoded"] == 1 and entry["reason"] == "receipt"
+    assert entry["video_files_rewritten"] == 1 and entry["reason"] == "receipt"
     # spliced: whole GOPs copied as they were, only GOPs a cut falls inside encoded again
     assert entry["video_frames_copied"] + entry["video_frames_reencoded"] == len(data_table(root))
     assert entry["video_frames_copied"] > entry["video_frames_reencoded"] > 0
@@ -220,7 +220,7 @@ def test_purge_by_player_over_rolled_over_files_renumbers_them(rolled_over: Path
     pseudonym = keyed_pseudonym(PLAYERS[0], PSEUDONYM_KEY)
     result = purge.purge_dataset(root, players=[pseudonym], reason="player")
     assert_purged_equals_old_minus(rolled_over, root, {RECEIPTS[0]})
-    assert result.log_entry is not None and result.log_entry["video_files_reencoded"] == 0
+    assert result.log_entry is not None and result.log_entry["video_files_rewritten"] == 0
     videos = sorted(p.relative_to(root).as_posix()
                     for p in root.glob("videos/observation.image/*/*.mp4"))
     assert videos == ["videos/observation.image/chunk-000/file-000.mp4",
