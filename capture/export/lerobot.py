@@ -393,8 +393,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                 episodes=writer.total_episodes - first, frames=source.alignment.n_frames))
         card = render_card(name=out.name, fps=rate, width=width, height=height,
                            max_episode_s=max_episode_s, sessions=summaries)
+        quality_record = qlog.write(tmp) if qlog is not None else None  # before the checksums
         writer.finish(card)
-        quality_record = qlog.write(tmp) if qlog is not None else None
         _check_out(out)  # nobody created it meanwhile
         os.replace(tmp, out)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,6 @@ from typing import Any, Literal
 
 import av
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,6 +32,11 @@ from capture.export.card import SessionSummary, render_card
 from capture.export.video import ImageStats, VideoFileWriter
 
 PURGE_LOG_PATH = "meta/purge-log.jsonl"
+# Written by the export once LeRobot conformance lands (layout names them then).
+CONSENT_PATH = getattr(layout, "CONSENT_PATH", "meta/consent.json")
+CHECKSUMS_PATH = getattr(layout, "CHECKSUMS_PATH", "meta/checksums.json")
+CONSENT_SCHEMA = "dataset-consent.v1.schema.json"
+CHECKSUMS_SCHEMA = "dataset-checksums.v1.schema.json"
 PURGE_LOG_SCHEMA = "dataset-purge-log.v1.schema.json"
 Reason = Literal["receipt", "player", "collector"]
 _VIDEO = layout.VIDEO_KEY
@@ -728,7 +733,8 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
         build.write_table(path.relative_to(src).as_posix(), kept_events)
 
     # tasks unchanged (task_index stays valid); other meta files copied as they are
-    handled = {layout.INFO_PATH, layout.STATS_PATH, layout.CARD_PATH, PURGE_LOG_PATH}
+    handled = {layout.INFO_PATH, layout.STATS_PATH, layout.CARD_PATH, PURGE_LOG_PATH,
+               CONSENT_PATH, CHECKSUMS_PATH}
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src).as_posix()
         if (path.is_file() and rel not in handled
@@ -737,9 +743,12 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
 
     # stats, info, card
     old_stats = json.loads((src / layout.STATS_PATH).read_text(encoding="utf-8"))
-    stats = _numeric_stats(data, old_stats)
-    if _VIDEO in old_stats:
-        stats[_VIDEO] = _image_stats(new_video_paths, data.num_rows, list(old_stats[_VIDEO]))
+    stats = _stats_from_episode_columns(eps, old_stats)
+    if stats is None:  # no per-episode stats columns: computed from the kept data and video
+        stats = _numeric_stats(data, old_stats)
+        if _VIDEO in old_stats:
+            stats[_VIDEO] = _image_stats(new_video_paths, data.num_rows,
+                                         list(old_stats[_VIDEO]))
     stats = {name: stats.get(name, entry) for name, entry in old_stats.items()}
     build.write_text(layout.STATS_PATH, json.dumps(stats, indent=4) + "\n")
     new_info = dict(info, total_episodes=len(keep_old), total_frames=data.num_rows,
@@ -749,6 +758,11 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     old_card_path = src / layout.CARD_PATH
     old_card = old_card_path.read_text(encoding="utf-8") if old_card_path.is_file() else ""
     build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card))
+    if (src / CONSENT_PATH).is_file():
+        consent = _purged_consent(json.loads((src / CONSENT_PATH).read_text(encoding="utf-8")),
+                                  new_of_old)
+        _validate_if_declared(consent, CONSENT_SCHEMA, CONSENT_PATH)
+        build.write_text(CONSENT_PATH, json.dumps(consent, indent=2) + "\n")
 
     entry: dict[str, Any] = {
         "version": 1, "utc": utc_iso(), "reason": plan.reason,
@@ -766,9 +780,74 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     old_log = src / PURGE_LOG_PATH
     previous = old_log.read_text(encoding="utf-8") if old_log.is_file() else ""
     build.write_text(PURGE_LOG_PATH, previous + json.dumps(entry, sort_keys=True) + "\n")
+    if (src / CHECKSUMS_PATH).is_file():  # last: it covers every other file, the log too
+        old_sums = json.loads((src / CHECKSUMS_PATH).read_text(encoding="utf-8"))
+        sums = dict(old_sums, files=_digests(tmp, skip=CHECKSUMS_PATH))
+        _validate_if_declared(sums, CHECKSUMS_SCHEMA, CHECKSUMS_PATH)
+        build.write_text(CHECKSUMS_PATH, json.dumps(sums, indent=2, sort_keys=True) + "\n")
     for d in sorted({p.parent for p in build.written} | {tmp}, key=lambda p: -len(p.parts)):
         _fsync_path(d)
     return entry
+
+
+def _validate_if_declared(obj: Any, schema: str, where: str) -> None:
+    if (formats.schemas_dir() / schema).is_file():
+        formats.validate_json(obj, schema, where)
+
+
+def _digests(root: Path, *, skip: str) -> dict[str, str]:
+    """SHA-256 of every file under root but `skip`, by path relative to root."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and rel != skip:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[rel] = digest.hexdigest()
+    return out
+
+
+def _purged_consent(old: dict[str, Any], new_of_old: dict[int, int]) -> dict[str, Any]:
+    """meta/consent.json without the purged episodes and sessions, episodes renumbered."""
+    episodes = [dict(e, episode_index=new_of_old[e["episode_index"]])
+                for e in old.get("episodes", []) if e["episode_index"] in new_of_old]
+    sessions = {}
+    for session_id, entry in old.get("sessions", {}).items():
+        kept = [new_of_old[i] for i in entry.get("episodes", []) if i in new_of_old]
+        if kept:
+            sessions[session_id] = dict(entry, episodes=kept)
+    return dict(old, episodes=episodes, sessions=sessions)
+
+
+def _lerobot_stats() -> Any:
+    """capture.export.stats (LeRobot's own per-episode statistics and their aggregation) if
+    this version has it, else None."""
+    try:
+        from capture.export import stats
+    except ImportError:
+        return None
+    return stats
+
+
+def _stats_from_episode_columns(eps: pa.Table, old: dict[str, Any]) -> dict[str, Any] | None:
+    """stats.json as LeRobot rebuilds it after deleting episodes: the aggregate of the kept
+    episodes' stats/<feature>/<stat> columns (None if the table has no such columns)."""
+    module = _lerobot_stats()
+    if module is None or not any(c.startswith("stats/") for c in eps.column_names):
+        return None
+    per_episode: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in range(eps.num_rows)]
+    for feature, entry in old.items():
+        for key in entry:
+            column = f"stats/{feature}/{key}"
+            if column not in eps.column_names:
+                return None
+            for row, value in enumerate(eps.column(column).to_pylist()):
+                per_episode[row].setdefault(feature, {})[key] = np.asarray(value)
+    if not per_episode:
+        return None
+    return dict(module.to_lists(module.aggregate_all(per_episode)))
 
 
 def _reindexed_episode_stats(eps: pa.Table, new_from: np.ndarray,
@@ -781,7 +860,10 @@ def _reindexed_episode_stats(eps: pa.Table, new_from: np.ndarray,
             stat = name[len(prefix):]
             values = [np.arange(lo, lo + n) if feature == "index" else np.full(n, ep)
                       for ep, (lo, n) in enumerate(zip(new_from, lengths, strict=True))]
-            column = [_stat_entry(v, [stat]).get(stat) for v in values]
+            module = _lerobot_stats()
+            column = ([np.asarray(module.feature_stats(v)[stat]).tolist() for v in values]
+                      if module is not None else
+                      [_stat_entry(v, [stat]).get(stat) for v in values])
             field_type = eps.schema.field(name).type
             if not (pa.types.is_list(field_type) or pa.types.is_fixed_size_list(field_type)):
                 column = [c[0] if c else None for c in column]
@@ -840,9 +922,3 @@ def purge_from_revocations(dataset: Path | str, revocations: Path | str) -> Purg
     return plan_purge(dataset, receipts=receipts, reason="collector", collector_since_utc=since,
                       collector_checked_utc=checked)
 
-
-def frames_of(dataset: Path | str) -> pd.DataFrame:
-    """All data rows of a dataset (for checks and tests)."""
-    root = Path(dataset)
-    return pd.concat([pd.read_parquet(p) for p in sorted(root.glob("data/*/*.parquet"))],
-                     ignore_index=True)

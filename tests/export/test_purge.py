@@ -252,6 +252,46 @@ def test_purging_a_second_receipt_appends_to_the_log_and_hf_datasets_loads_it(
     assert set(loaded["episode_index"]) == {0, 1}
 
 
+def test_consent_manifest_and_checksums_are_rewritten_when_present(three_players: Path,
+                                                                   tmp_path: Path) -> None:
+    """meta/consent.json and meta/checksums.json (the LeRobot-conformance export writes them):
+    the purged episodes leave the manifest, the rest are renumbered, every digest is new."""
+    root = fresh_copy(three_players, tmp_path)
+    eps = episodes_table(root)
+    data = data_table(root)
+    provenance = ("consent_receipt_id", "license", "player", "synthetic_consent")
+    consent = {"format": "capture-dataset-consent", "version": 1, "episodes": [
+        {"episode_index": int(e["episode_index"]), "session_id": e["session_id"],
+         "segment_index": int(e["segment_index"]), "segment_part": int(e["segment_part"]),
+         "length": int(e["length"]),
+         "first_capture_time_ns": int(data["capture_time_ns"][e["dataset_from_index"]]),
+         "last_capture_time_ns": int(data["capture_time_ns"][e["dataset_to_index"] - 1]),
+         **{k: e[k].item() if hasattr(e[k], "item") else e[k] for k in provenance}}
+        for _, e in eps.iterrows()],
+        "sessions": {s: {**{k: g[k].iloc[0].item() if hasattr(g[k].iloc[0], "item")
+                            else g[k].iloc[0] for k in provenance},
+                         "episodes": g["episode_index"].astype(int).tolist()}
+                     for s, g in eps.groupby("session_id")}}
+    (root / purge.CONSENT_PATH).write_text(json.dumps(consent))
+    sums = {"format": "capture-dataset-checksums", "version": 1, "algorithm": "sha256",
+            "files": tree_digest(root)}
+    (root / purge.CHECKSUMS_PATH).write_text(json.dumps(sums))
+    purge.purge_dataset(root, receipts=[RECEIPTS[0]], reason="receipt")
+    new_eps = episodes_table(root)
+    rewritten = json.loads((root / purge.CONSENT_PATH).read_text())
+    assert [(e["episode_index"], e["session_id"]) for e in rewritten["episodes"]] == list(
+        zip(new_eps["episode_index"], new_eps["session_id"], strict=True))
+    assert {e["consent_receipt_id"] for e in rewritten["episodes"]} == {RECEIPTS[1], RECEIPTS[2]}
+    assert sorted(rewritten["sessions"]) == sorted(set(new_eps["session_id"]))
+    assert sorted(i for s in rewritten["sessions"].values() for i in s["episodes"]) == list(
+        range(len(new_eps)))
+    listed = json.loads((root / purge.CHECKSUMS_PATH).read_text())
+    actual = tree_digest(root)
+    del actual[purge.CHECKSUMS_PATH]
+    assert listed["files"] == actual and purge.PURGE_LOG_PATH in actual
+    assert listed["format"] == "capture-dataset-checksums"
+
+
 def test_nothing_matches_nothing_changes(three_players: Path, tmp_path: Path) -> None:
     root = fresh_copy(three_players, tmp_path)
     result = purge.purge_dataset(root, receipts=["r-nobody"], reason="receipt")
