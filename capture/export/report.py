@@ -1,9 +1,11 @@
 """`capture report`: one self-contained HTML page (inline SVG, no script, no network) per dataset.
 
-lerobot-doctor findings are read from DATASET/meta/doctor.json or a file given with --doctor:
-JSON, either a list of findings or {"tool": ..., "version": ..., "findings": [...]}, each finding
-an object with "severity" (or "level": error / warning / info), "check" (or "name"), "message",
-and optionally "feature" and "doc" (what the finding means for gameplay data).
+lerobot-doctor findings come from a file given with --doctor, else DATASET/meta/doctor.json:
+- lerobot-doctor's own output (`lerobot-doctor check DATASET --json > doctor.json`):
+  {"checks": [{"name", "severity", "messages": [{"severity", "message"}]}], ...};
+- or a list of findings, or {"findings": [...]}, each {"severity" (or "level"), "check" (or
+  "name"), "message", optional "feature" and "doc" (what the finding means for gameplay data)}.
+Keep the file outside the dataset (--doctor) when the dataset lists its files' checksums.
 """
 
 from __future__ import annotations
@@ -150,12 +152,41 @@ def _stack(column: pd.Series, width: int) -> np.ndarray:
     return np.stack(column.to_numpy()) if len(column) else np.zeros((0, width))
 
 
+# lerobot-doctor's checks written for robot joints: on gameplay inputs they fire without anything
+# being wrong (docs/lerobot.md says why, check by check).
+DOCTOR_HEURISTICS = {"Action Quality", "Data Distribution", "Episode Health", "Training Readiness",
+                     "Anomaly Detection", "Per-Episode Summary"}
+HEURISTIC_DOC = ("a content heuristic written for robot joints; expected on gameplay inputs "
+                 "(docs/lerobot.md)")
+
+
+def _from_doctor_checks(checks: list[Any], path: Path) -> list[dict[str, Any]]:
+    """lerobot-doctor --json's checks, one finding per message that is not a PASS."""
+    out: list[dict[str, Any]] = []
+    for check in checks:
+        if not isinstance(check, dict):
+            raise BadInputError("every check must be a JSON object", path)
+        name = str(check.get("name", ""))
+        doc = HEURISTIC_DOC if name in DOCTOR_HEURISTICS else ""
+        messages = [m for m in check.get("messages") or [] if isinstance(m, dict)]
+        shown = [m for m in messages if str(m.get("severity", "")).upper() != "PASS"]
+        if not shown:
+            out.append({"severity": check.get("severity", "info"), "check": name,
+                        "message": "passed" if str(check.get("severity")).upper() == "PASS"
+                        else "", "doc": doc})
+        out += [{"severity": m.get("severity", check.get("severity", "info")), "check": name,
+                 "message": m.get("message", ""), "doc": doc} for m in shown]
+    return out
+
+
 def read_doctor(path: Path) -> list[dict[str, str]]:
     """lerobot-doctor findings, normalised to {severity, check, message, feature, doc}."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BadInputError(f"is not valid JSON ({exc.msg})", path) from None
+    if isinstance(raw, dict) and isinstance(raw.get("checks"), list):
+        raw = _from_doctor_checks(raw["checks"], path)
     items = raw.get("findings") if isinstance(raw, dict) else raw
     if not isinstance(items, list):
         raise BadInputError("needs a list of findings (or {\"findings\": [...]})", path)
@@ -344,8 +375,8 @@ h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-t
 svg.chart{display:block;margin:.3em 0 1em;background:#fafafa;border:1px solid #eee}
 svg text{font:11px system-ui,sans-serif;fill:#333}
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:2px 8px}
-.finding.error td:first-child{color:#c00;font-weight:bold}
-.finding.warning td:first-child{color:#b60}
+.finding.error td:first-child,.finding.fail td:first-child{color:#c00;font-weight:bold}
+.finding.warning td:first-child,.finding.warn td:first-child{color:#b60}
 .summary td:first-child{font-weight:bold}
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -134,6 +135,30 @@ def test_report_reads_doctor_json_in_the_dataset_and_names_no_player(dataset: Pa
     shutil.copytree(dataset, copy)
     (copy / DOCTOR_PATH).write_text(json.dumps(DOCTOR["findings"]))
     assert "action_clipping" in render_report(copy)
+
+
+def test_report_reads_lerobot_doctors_own_json(dataset: Path, tmp_path: Path) -> None:
+    """The shape `lerobot-doctor check DIR --json` prints (lerobot-doctor 0.2.0)."""
+    native = {"total_frames": 363, "checks": [
+        {"name": "Metadata & Format Compliance", "severity": "PASS",
+         "messages": [{"severity": "PASS", "message": "info.json valid"}]},
+        {"name": "Action Quality", "severity": "FAIL",
+         "messages": [{"severity": "FAIL", "message": "action.keys_pressed: clipping detected"},
+                      {"severity": "WARN", "message": "action.keys_held: 97% at minimum"},
+                      {"severity": "PASS", "message": "action.mouse_delta ok"}]}]}
+    path = tmp_path / "doctor.json"
+    path.write_text(json.dumps(native))
+    html = render_report(dataset, doctor=path)
+    rows = re.findall(r'<tr class="finding (\w+)"><td>\w+</td><td>([^<]*)</td><td></td>'
+                      r"<td>([^<]*)</td><td>([^<]*)</td>", html)
+    assert rows == [
+        ("pass", "Metadata &amp; Format Compliance", "passed", ""),
+        ("fail", "Action Quality", "action.keys_pressed: clipping detected",
+         "a content heuristic written for robot joints; expected on gameplay inputs "
+         "(docs/lerobot.md)"),
+        ("warn", "Action Quality", "action.keys_held: 97% at minimum",
+         "a content heuristic written for robot joints; expected on gameplay inputs "
+         "(docs/lerobot.md)")]
 
 
 def test_report_errors_are_plain(tmp_path: Path) -> None:
