@@ -29,7 +29,7 @@ from capture.clock import utc_iso
 from capture.errors import BadInputError, CaptureError
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
-from capture.export.video import ImageStats, VideoFileWriter
+from capture.export.video import VideoFileWriter
 
 PURGE_LOG_PATH = "meta/purge-log.jsonl"
 # Written by the export once LeRobot conformance lands (layout names them then).
@@ -287,28 +287,42 @@ def _numeric_stats(data: pa.Table, old: dict[str, Any]) -> dict[str, Any]:
     return stats
 
 
+def _image_sample_rows(total_frames: int) -> set[int]:
+    """The rows the export samples for image stats: n**0.75 clipped to [min(n, 100), 10000],
+    spread evenly over the dataset."""
+    if total_frames == 0:
+        return set()
+    count = max(min(total_frames, 100), min(int(total_frames ** 0.75), 10_000))
+    return set(np.round(np.linspace(0, total_frames - 1, count)).astype(int).tolist())
+
+
 def _image_stats(videos: list[Path], total_frames: int, keys: list[str]) -> dict[str, list]:
-    """Image stats of the sampled frames (the same rows export samples), shaped [3, 1, 1]."""
-    base = ImageStats()
-    samples = ImageStats.sample_positions(total_frames)
+    """Per-channel stats in [0, 1] of the sampled frames, shaped [3, 1, 1] like LeRobot's;
+    count is the number of frames sampled."""
+    samples = _image_sample_rows(total_frames)
     pixels: list[np.ndarray] = []
     row = 0
     for path in videos:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
                 if row in samples:
-                    base.add(frame)
-                    if any(_QUANTILE.match(k) for k in keys):
-                        pixels.append(_downsampled(frame))
+                    pixels.append(_downsampled(frame))
                 row += 1
-    result = base.result()
-    out: dict[str, list] = {k: result[k] for k in keys if k in result}
-    if pixels:
-        allpix = np.concatenate(pixels)
-        for key in keys:
-            if m := _QUANTILE.match(key):
-                q = np.quantile(allpix, int(m.group(1)) / 100, axis=0)
-                out[key] = [[[float(c)]] for c in q]
+    values = np.concatenate(pixels) if pixels else np.zeros((0, 3))
+    out: dict[str, list] = {}
+    for key in keys:
+        if key == "count":
+            out[key] = [len(pixels)]
+            continue
+        if not len(values):
+            column = np.zeros(3)
+        elif key in ("min", "max", "mean", "std"):
+            column = getattr(values, key)(axis=0)
+        elif m := _QUANTILE.match(key):
+            column = np.quantile(values, int(m.group(1)) / 100, axis=0)
+        else:
+            continue
+        out[key] = [[[float(c)]] for c in column]
     return out
 
 
