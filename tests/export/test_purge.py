@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,8 @@ def episode_pixels(root: Path) -> list[list[np.ndarray]]:
 
 
 def test_a_stream_that_cannot_be_spliced_is_re_encoded_whole(
-        three_players: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        three_players: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        references: References) -> None:
     def refuse(*args: object) -> None:
         raise purge._CannotSplice("open GOPs")
 
@@ -97,7 +98,7 @@ def test_a_stream_that_cannot_be_spliced_is_re_encoded_whole(
     entry = purge.purge_dataset(root, receipts=[RECEIPTS[0]], reason="receipt").log_entry
     assert entry is not None and entry["video_frames_copied"] == 0
     assert entry["video_frames_reencoded"] == entry["frames_after"]
-    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[0]})
+    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[0]}, references)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -133,14 +134,34 @@ def rolled_over(tmp_path_factory: pytest.TempPathFactory, sessions: list[Path]) 
                    limits=layout.FileLimits(data_mb=0.001, video_mb=0.001, chunks_size=2))
 
 
+References = Callable[[set[str]], Path]
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory, sessions: list[Path]) -> References:
+    """The dataset exported afresh from the sessions a purge keeps (by receipts removed)."""
+    made: dict[frozenset[str], Path] = {}
+
+    def reference(removed: set[str]) -> Path:
+        key = frozenset(removed)
+        if key not in made:
+            kept = [s for s, r in zip(sessions, RECEIPTS, strict=True) if r not in removed]
+            made[key] = _export(kept, tmp_path_factory.mktemp("purge-ref") / "ref")
+        return made[key]
+
+    return reference
+
+
 def fresh_copy(src: Path, parent: Path) -> Path:
     dst = parent / src.name
     shutil.copytree(src, dst)
     return dst
 
 
-def assert_purged_equals_old_minus(old: Path, new: Path, receipts: set[str]) -> None:
-    """The new dataset is the old one without those receipts' episodes, re-indexed."""
+def assert_purged_equals_old_minus(old: Path, new: Path, receipts: set[str],
+                                   references: References) -> None:
+    """The new dataset is the old one without those receipts' episodes, re-indexed; its
+    statistics are those of a fresh export of the sessions kept."""
     old_eps, new_eps = episodes_table(old), episodes_table(new)
     kept = old_eps[~old_eps["consent_receipt_id"].isin(receipts)].reset_index(drop=True)
     assert len(new_eps) == len(kept) and not set(new_eps["consent_receipt_id"]) & receipts
@@ -167,7 +188,14 @@ def assert_purged_equals_old_minus(old: Path, new: Path, receipts: set[str]) -> 
     assert stats["action.mouse_delta"]["count"] == [len(new_data)]
     assert stats["action.mouse_delta"]["mean"] == pytest.approx(deltas.mean(axis=0).tolist())
     assert stats["index"]["max"] == [len(new_data) - 1]
-    assert stats["observation.image"]["count"] == [min(len(new_data), 100)]
+    fresh = json.loads((references(receipts) / layout.STATS_PATH).read_text())
+    assert set(stats) == set(fresh)
+    for feature, entry in fresh.items():
+        for key, value in entry.items():
+            close = (dict(rel=0.05, abs=0.03) if feature == layout.VIDEO_KEY and key != "count"
+                     else dict(rel=1e-6, abs=1e-9))  # image: the frames encoded again differ
+            assert np.asarray(stats[feature][key], dtype=float) == pytest.approx(
+                np.asarray(value, dtype=float), **close), (feature, key)
     old_events, new_events = events_table(old), events_table(new)
     kept_sessions = set(kept["session_id"])
     assert len(new_events) == int(old_events["session_id"].isin(kept_sessions).sum())
@@ -185,15 +213,15 @@ def assert_purged_equals_old_minus(old: Path, new: Path, receipts: set[str]) -> 
     assert check.video_frames == len(new_data)
 
 
-def test_purge_by_receipt_removes_that_players_episodes_everywhere(three_players: Path,
-                                                                  tmp_path: Path) -> None:
+def test_purge_by_receipt_removes_that_players_episodes_everywhere(
+        three_players: Path, tmp_path: Path, references: References) -> None:
     root = fresh_copy(three_players, tmp_path)
     before = episodes_table(root)
     plan = purge.plan_purge(root, receipts=[RECEIPTS[1]], reason="receipt")
     assert plan.remove == tuple(before.index[before["consent_receipt_id"] == RECEIPTS[1]])
     assert tree_digest(root) == tree_digest(three_players)  # planning changes nothing
     result = purge.apply_purge(plan)
-    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[1]})
+    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[1]}, references)
     entry = result.log_entry
     assert entry is not None and entry["receipt_ids"] == [RECEIPTS[1]]
     assert entry["episodes_removed"] == len(plan.remove) == 2
@@ -214,12 +242,12 @@ def test_purge_by_receipt_removes_that_players_episodes_everywhere(three_players
             assert b"Bert Example" not in path.read_bytes(), path
 
 
-def test_purge_by_player_over_rolled_over_files_renumbers_them(rolled_over: Path,
-                                                             tmp_path: Path) -> None:
+def test_purge_by_player_over_rolled_over_files_renumbers_them(
+        rolled_over: Path, tmp_path: Path, references: References) -> None:
     root = fresh_copy(rolled_over, tmp_path)
     pseudonym = keyed_pseudonym(PLAYERS[0], PSEUDONYM_KEY)
     result = purge.purge_dataset(root, players=[pseudonym], reason="player")
-    assert_purged_equals_old_minus(rolled_over, root, {RECEIPTS[0]})
+    assert_purged_equals_old_minus(rolled_over, root, {RECEIPTS[0]}, references)
     assert result.log_entry is not None and result.log_entry["video_files_rewritten"] == 0
     videos = sorted(p.relative_to(root).as_posix()
                     for p in root.glob("videos/observation.image/*/*.mp4"))
@@ -236,7 +264,7 @@ def test_purge_by_player_over_rolled_over_files_renumbers_them(rolled_over: Path
 
 
 def test_purging_a_second_receipt_appends_to_the_log_and_hf_datasets_loads_it(
-        three_players: Path, tmp_path: Path) -> None:
+        three_players: Path, tmp_path: Path, references: References) -> None:
     import datasets
 
     root = fresh_copy(three_players, tmp_path)
@@ -245,7 +273,7 @@ def test_purging_a_second_receipt_appends_to_the_log_and_hf_datasets_loads_it(
     log = purge.read_purge_log(root)
     assert [e["receipt_ids"] for e in log] == [[RECEIPTS[0]], [RECEIPTS[2]]]
     assert log[1]["episodes_before"] == log[0]["episodes_after"]
-    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[0], RECEIPTS[2]})
+    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[0], RECEIPTS[2]}, references)
     loaded = datasets.load_dataset("parquet", data_files=str(root / "data/*/*.parquet"),
                                    split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert loaded.num_rows == json.loads((root / layout.INFO_PATH).read_text())["total_frames"]
@@ -347,7 +375,8 @@ def run_cli(*args: str, stdin: str | None = None) -> Any:
     return CliRunner().invoke(cli, list(args), input=stdin)
 
 
-def test_cli_asks_first_and_purges_with_yes(three_players: Path, tmp_path: Path) -> None:
+def test_cli_asks_first_and_purges_with_yes(three_players: Path, tmp_path: Path,
+                                            references: References) -> None:
     root = fresh_copy(three_players, tmp_path)
     answered_no = run_cli("dataset", "purge", str(root), "--receipt", RECEIPTS[2], stdin="n\n")
     assert answered_no.exit_code == 1 and "remove 2 of 6 episodes" in answered_no.output
@@ -357,7 +386,7 @@ def test_cli_asks_first_and_purges_with_yes(three_players: Path, tmp_path: Path)
     assert done.exit_code == 0, done.output
     assert "purged 2 episodes" in done.output
     assert run_cli("dataset", "verify", str(root)).exit_code == 0
-    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[2]})
+    assert_purged_equals_old_minus(three_players, root, {RECEIPTS[2]}, references)
 
 
 def test_cli_refuses_bad_arguments_in_plain_words(tmp_path: Path, three_players: Path) -> None:
