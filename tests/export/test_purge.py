@@ -320,6 +320,25 @@ def test_consent_manifest_and_checksums_are_rewritten_when_present(three_players
     assert listed["format"] == "capture-dataset-checksums"
 
 
+def test_purged_dataset_loads_in_the_real_lerobot(three_players: Path, tmp_path: Path) -> None:
+    """LeRobot 0.6.1 reads every frame of a purged dataset, its DataLoader runs, and
+    lerobot-doctor's format checks pass (runs once the LeRobot conformance tests are merged)."""
+    real = pytest.importorskip("tests.export.test_lerobot_real",
+                               reason="the real-LeRobot test driver is not in this tree yet")
+    root = fresh_copy(three_players, tmp_path)
+    purge.purge_dataset(root, receipts=[RECEIPTS[1]], reason="receipt")
+    n = len(data_table(root))
+    result, _ = real.run_driver(tmp_path, "read", root)
+    assert (result["len"], result["num_episodes"]) == (n, 4)
+    loaded, arrays = real.run_driver(tmp_path, "loader", root)
+    assert sorted(arrays["index"].tolist()) == list(range(n))
+    tags = [t for episode in episode_tags(root) for t in episode]
+    assert [read_frame_tag(im) for im in arrays["images"]] == [tags[i] for i in arrays["index"]]
+    checks = {c["name"]: c for c in real.run_doctor(root, tmp_path)["checks"]}
+    for name in real.DOCTOR_FORMAT_CHECKS:
+        assert checks[name]["severity"] == "PASS", checks[name]
+
+
 def test_nothing_matches_nothing_changes(three_players: Path, tmp_path: Path) -> None:
     root = fresh_copy(three_players, tmp_path)
     result = purge.purge_dataset(root, receipts=["r-nobody"], reason="receipt")
