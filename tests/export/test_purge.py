@@ -330,7 +330,7 @@ def test_purged_dataset_loads_in_the_real_lerobot(three_players: Path, tmp_path:
     n = len(data_table(root))
     result, _ = real.run_driver(tmp_path, "read", root)
     assert (result["len"], result["num_episodes"]) == (n, 4)
-    loaded, arrays = real.run_driver(tmp_path, "loader", root)
+    _, arrays = real.run_driver(tmp_path, "loader", root)
     assert sorted(arrays["index"].tolist()) == list(range(n))
     tags = [t for episode in episode_tags(root) for t in episode]
     assert [read_frame_tag(im) for im in arrays["images"]] == [tags[i] for i in arrays["index"]]
