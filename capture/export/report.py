@@ -1,12 +1,11 @@
-"""`capture report`: one self-contained HTML page (inline SVG, no script, no network) per dataset.
+"""`capture report`: a dataset as one HTML page (inline SVG, no script, no network access)."""
 
-lerobot-doctor findings come from a file given with --doctor, else DATASET/meta/doctor.json:
-- lerobot-doctor's own output (`lerobot-doctor check DATASET --json > doctor.json`):
-  {"checks": [{"name", "severity", "messages": [{"severity", "message"}]}], ...};
-- or a list of findings, or {"findings": [...]}, each {"severity" (or "level"), "check" (or
-  "name"), "message", optional "feature" and "doc" (what the finding means for gameplay data)}.
-Keep the file outside the dataset (--doctor) when the dataset lists its files' checksums.
-"""
+# lerobot-doctor findings come from a file given with --doctor, else DATASET/meta/doctor.json:
+# - lerobot-doctor's own output (`lerobot-doctor check DATASET --json > doctor.json`):
+#   {"checks": [{"name", "severity", "messages": [{"severity", "message"}]}], ...};
+# - or a list of findings, or {"findings": [...]}, each {"severity" (or "level"), "check" (or
+#   "name"), "message", optional "feature" and "doc" (what the finding means for gameplay data)}.
+# Keep the file outside the dataset (--doctor) when the dataset lists its files' checksums.
 
 from __future__ import annotations
 
