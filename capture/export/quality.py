@@ -150,9 +150,23 @@ def sample_pictures(video_path: Path, alignment: Alignment,
     return out
 
 
+HELD_ACTIONS = ("action.keys_held", "action.mouse_buttons", "action.gamepad_buttons")
+STICK_DEADZONE = 0.1  # gamepad axis values within this of 0 are a stick at rest
+
+
 def active_frames(alignment: Alignment, kinds: Sequence[str]) -> list[np.ndarray]:
-    """Per episode: a bool per frame, True where an input event (press, motion...) falls."""
-    out = [np.zeros(e.n_frames, dtype=bool) for e in alignment.episodes]
+    """Per episode: a bool per frame, True where the player gives input: an input event
+    (press, motion, wheel, stick move) falls in it, or a key, button or stick is held."""
+    n = alignment.n_frames
+    held = np.zeros(n, dtype=bool)
+    for name in HELD_ACTIONS:
+        if name in alignment.actions:
+            held |= np.asarray(alignment.actions[name]).reshape(n, -1).any(axis=1)
+    if "action.gamepad_axes" in alignment.actions:
+        axes = np.abs(np.asarray(alignment.actions["action.gamepad_axes"]).reshape(n, -1))
+        held |= (axes > STICK_DEADZONE).any(axis=1)
+    starts = np.cumsum([0] + [e.n_frames for e in alignment.episodes])
+    out = [held[starts[i]:starts[i + 1]].copy() for i in range(len(alignment.episodes))]
     active = np.isin(np.asarray(kinds, dtype=object), list(ACTIVE_KINDS))
     for ep, fr in zip(alignment.event_episode[active], alignment.event_frame[active],
                       strict=True):

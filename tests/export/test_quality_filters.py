@@ -179,6 +179,19 @@ def test_idle_spans_are_trimmed_out(tmp_path: Path, consent_active: None) -> Non
     assert deltas[30:].sum(axis=0).tolist() == [60, 0]
 
 
+def test_a_key_held_down_is_not_idle(tmp_path: Path, consent_active: None) -> None:
+    """Walking forward with W held and the mouse still is play, not idleness."""
+    times, _ = frame_times(120, FPS)
+    events = [motion(t + 5 * MS, 1, 1) for t in times[:30]]
+    events += [key(times[29] + 10 * MS, "w", down=True), key(times[100], "w", down=False)]
+    events += [motion(t + 5 * MS, 2, 0) for t in times[90:]]
+    events.sort(key=lambda e: e["t_ns"])
+    session = build_session(tmp_path, script(sid(1), times, events=events))
+    report = export([session], tmp_path / "ds", QualityFilters(idle_s=1.5, idle_mode="trim"))
+    assert episodes_table(tmp_path / "ds")["length"].tolist() == [120]
+    assert report.quality is not None and report.quality["removed"]["idle"]["frames"] == 0
+
+
 def test_idle_spans_are_flagged_and_kept(tmp_path: Path, consent_active: None) -> None:
     session, _ = idle_session(tmp_path)
     report = export([session], tmp_path / "ds", QualityFilters(idle_s=1.5, idle_mode="flag"))
