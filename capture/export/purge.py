@@ -494,91 +494,91 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
             height: int) -> SpliceStats:
     """Write the frames of `src` in the `keep` [lo, hi) ranges to `dst`: the packets of every
     GOP wholly kept are copied; only GOPs that a cut falls inside are decoded and their kept
-    frames encoded again (each piece starts with its own keyframe). Raises _CannotSplice if
-    the stream does not allow it (open GOPs, different encoder headers, timestamps)."""
-    with av.open(str(src)) as container:
+    frames encoded again (each piece starts with its own keyframe). One GOP is in memory at a
+    time. Raises _CannotSplice if the stream does not allow it (open GOPs, different encoder
+    headers, timestamps); the caller then re-encodes the whole file."""
+    limit = max(hi for _, hi in keep)
+    wanted = np.zeros(limit, dtype=bool)
+    for lo, hi in keep:
+        wanted[lo:hi] = True
+    with av.open(str(src)) as container, av.open(str(dst), "w", format="mp4") as output:
         stream = container.streams.video[0]
-        gops: list[list[av.Packet]] = []
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None:
-                continue
-            if packet.is_keyframe or not gops:
-                if not packet.is_keyframe:
-                    raise _CannotSplice("the file does not start with a keyframe")
-                gops.append([])
-            gops[-1].append(packet)
         extradata = bytes(stream.codec_context.extradata or b"")
-        first_dts = gops[0][0].dts if gops else 0
-        delay = -round(float(first_dts * gops[0][0].time_base) * fps) if gops else 0
         nal_size, parameter_sets = _avcc_parameter_sets(extradata)
         probe = _piece_encoder(fps, width, height)
         if _annexb_nals(bytes(probe.extradata or b"")) != parameter_sets:
             raise _CannotSplice("a new encoder's SPS/PPS differ from the file's")
-        # closed GOPs: a GOP shows exactly the frames from its keyframe up to the next one
-        starts = [_frame_of(g[0], fps) for g in gops]
-        ends = [*starts[1:], max(_frame_of(p, fps) for p in gops[-1]) + 1] if gops else []
-        for gop, lo, hi in zip(gops, starts, ends, strict=True):
+        out_stream = output.add_stream_from_template(stream)
+        state = {"position": 0, "index": 0, "copied": 0, "reencoded": 0, "delay": None}
+
+        def mux(frame_no: int, packet: av.Packet) -> None:
+            dts = state["index"] - state["delay"]
+            if dts > frame_no:
+                raise _CannotSplice("decode order runs ahead of display order")
+            packet.stream = out_stream
+            packet.time_base = Fraction(1, fps)
+            packet.pts, packet.dts, packet.duration = frame_no, dts, 1
+            output.mux(packet)
+            state["index"] += 1
+
+        def finish_gop(gop: list[av.Packet], hi: int) -> None:
+            """Copy, re-encode in part, or skip one closed GOP showing frames [lo, hi)."""
+            lo = _frame_of(gop[0], fps)
             if sorted(_frame_of(p, fps) for p in gop) != list(range(lo, hi)):
                 raise _CannotSplice("open GOPs: frames reference across keyframes")
-        total = ends[-1] if ends else 0
-        wanted = np.zeros(max(total, *(hi for _, hi in keep)), dtype=bool)
-        for lo, hi in keep:
-            wanted[lo:hi] = True
-        if total < len(wanted):
-            raise _CannotSplice(f"the file has {total} frames, the kept episodes need "
-                                f"{len(wanted)}")
-
-        out_packets: list[tuple[int, av.Packet]] = []  # (output frame of pts, packet)
-        position = 0  # next output frame
-        copied = reencoded = 0
-        for gop, lo, hi in zip(gops, starts, ends, strict=True):
-            mask = wanted[lo:hi]
+            mask = np.zeros(hi - lo, dtype=bool)
+            inside = wanted[lo:hi]
+            mask[:len(inside)] = inside
+            position = state["position"]
             if not mask.any():
-                continue
+                return
             if mask.all():
-                shift = position - lo
                 for packet in gop:
-                    out_packets.append((_frame_of(packet, fps) + shift, packet))
-                position += hi - lo
-                copied += hi - lo
-                continue
+                    mux(_frame_of(packet, fps) + position - lo, packet)
+                state["position"] += hi - lo
+                state["copied"] += hi - lo
+                return
             decoder = av.CodecContext.create(stream.codec_context.name, "r")
             decoder.extradata = extradata
             decoded = [frame for packet in [*gop, None] for frame in decoder.decode(packet)]
             if len(decoded) != hi - lo:
                 raise _CannotSplice(f"GOP at frame {lo} decodes to {len(decoded)} frames, "
                                     f"not {hi - lo}")
-            pictures = dict(enumerate(decoded, start=lo))  # closed GOP: display order
-            kept = np.flatnonzero(mask) + lo
-            runs = np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1)
-            for run in runs:
+            kept = np.flatnonzero(mask)  # closed GOP: decoded in display order
+            for run in np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1):
                 encoder = _piece_encoder(fps, width, height)
-                for k, frame_no in enumerate(run.tolist()):
-                    picture = pictures.get(frame_no)
-                    if picture is None:
-                        raise _CannotSplice(f"frame {frame_no} does not decode")
-                    picture = picture.reformat(format=layout.VIDEO_PIX_FMT)
+                pieces: list[tuple[int, av.Packet]] = []
+                for k, offset in enumerate(run.tolist()):
+                    picture = decoded[offset].reformat(format=layout.VIDEO_PIX_FMT)
                     picture.pts, picture.time_base = k, Fraction(1, fps)
                     picture.pict_type = av.video.frame.PictureType.NONE
-                    for packet in encoder.encode(picture):
-                        out_packets.append(_rewrapped(packet, position, nal_size))
-                for packet in encoder.encode(None):
-                    out_packets.append(_rewrapped(packet, position, nal_size))
-                position += len(run)
-                reencoded += len(run)
+                    pieces += [_rewrapped(p, state["position"], nal_size)
+                               for p in encoder.encode(picture)]
+                pieces += [_rewrapped(p, state["position"], nal_size)
+                           for p in encoder.encode(None)]
+                for frame_no, packet in pieces:
+                    mux(frame_no, packet)
+                state["position"] += len(run)
+                state["reencoded"] += len(run)
 
-        with av.open(str(dst), "w", format="mp4") as output:
-            out_stream = output.add_stream_from_template(stream)
-            for index, (frame_no, packet) in enumerate(out_packets):
-                dts = index - delay
-                if dts > frame_no:
-                    raise _CannotSplice("decode order runs ahead of display order")
-                packet.stream = out_stream
-                packet.time_base = Fraction(1, fps)
-                packet.pts, packet.dts = frame_no, dts
-                packet.duration = 1
-                output.mux(packet)
-    return SpliceStats(copied=copied, reencoded=reencoded)
+        gop: list[av.Packet] = []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if state["delay"] is None:
+                if not packet.is_keyframe or packet.dts is None:
+                    raise _CannotSplice("the file does not start with a keyframe")
+                state["delay"] = -round(float(packet.dts * packet.time_base) * fps)
+            if packet.is_keyframe and gop:
+                finish_gop(gop, _frame_of(packet, fps))
+                gop = []
+            gop.append(packet)
+        if gop:
+            finish_gop(gop, max(_frame_of(p, fps) for p in gop) + 1)
+        if state["position"] != int(wanted.sum()):
+            raise _CannotSplice(f"the file holds {state['position']} of the "
+                                f"{int(wanted.sum())} frames the kept episodes need")
+    return SpliceStats(copied=state["copied"], reencoded=state["reencoded"])
 
 
 def _packet_frames(path: Path, fps: int) -> list[int]:
@@ -596,10 +596,8 @@ def _cut_video(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, widt
         cut = _splice(src, dst, keep, fps, width, height)
         if _packet_frames(dst, fps) == list(range(expected)):
             return cut
-    except _CannotSplice:
-        pass
-    except av.error.FFmpegError:
-        pass
+    except (_CannotSplice, av.error.FFmpegError, ValueError):
+        pass  # not spliceable: the whole file is encoded again below
     dst.unlink(missing_ok=True)
     return SpliceStats(copied=0, reencoded=_reencode(src, dst, keep, fps, width, height))
 
@@ -647,37 +645,37 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     new_to = np.cumsum(lengths)
     new_from = new_to - lengths
 
-    # data: every file rewritten (global index shifts), empty files dropped, files renumbered
-    data_files: list[pa.Table] = []
-    data_key_of_episode: dict[int, int] = {}
+    # data: file by file, every file rewritten (global index shifts), empty files dropped,
+    # the rest renumbered in order
+    new_index_of = np.full(old_eps.num_rows, -1, dtype=np.int64)
+    new_index_of[keep_old] = np.arange(len(keep_old))
+    data_key_of_episode: dict[int, tuple[int, int]] = {}
     old_data_keys = list(zip(old_eps.column("data/chunk_index").to_pylist(),
                              old_eps.column("data/file_index").to_pylist(), strict=True))
     ordered_keys = list(dict.fromkeys(old_data_keys))
+    data_paths: list[str] = []
+    total_rows = 0
+    target = (0, 0)
     for key in ordered_keys:
         table = pq.read_table(src / _data_rel(info, *key))
-        episode = table.column("episode_index").to_numpy()
-        mask = np.isin(episode, keep_old)
+        old_ep = table.column("episode_index").to_numpy()
+        mask = new_index_of[old_ep] >= 0
         table = table.filter(pa.array(mask))
         if table.num_rows == 0:
             continue
-        for old in np.unique(episode[mask]).tolist():
-            data_key_of_episode[int(old)] = len(data_files)
-        data_files.append(table)
-    data_seq = _file_sequence(len(data_files), chunks_size)
-    kept_tables = []
-    for position, table in enumerate(data_files):
-        old_ep = table.column("episode_index").to_numpy()
-        new_ep = np.vectorize(new_of_old.get, otypes=[np.int64])(old_ep) if len(old_ep) else old_ep
-        frame_index = table.column("frame_index").to_numpy()
+        new_ep = new_index_of[old_ep[mask]]
+        for old in np.unique(old_ep[mask]).tolist():
+            data_key_of_episode[int(old)] = target
         table = _set(table, "episode_index", new_ep)
-        table = _set(table, "index", new_from[new_ep] + frame_index)
-        build.write_table(_data_rel(info, *data_seq[position]), table)
-        kept_tables.append(table)
-    if not data_files:  # every episode withdrawn: an empty table keeps the layout readable
+        table = _set(table, "index", new_from[new_ep] + table.column("frame_index").to_numpy())
+        data_paths.append(_data_rel(info, *target))
+        build.write_table(data_paths[-1], table)
+        total_rows += table.num_rows
+        target = layout.next_file(*target, chunks_size)
+    if not data_paths:  # every episode withdrawn: an empty table keeps the layout readable
         empty = pq.read_table(src / _data_rel(info, *ordered_keys[0])).slice(0, 0)
-        build.write_table(_data_rel(info, 0, 0), empty)
-        kept_tables.append(empty)
-    data = pa.concat_tables(kept_tables)
+        data_paths.append(_data_rel(info, 0, 0))
+        build.write_table(data_paths[-1], empty)
 
     # videos: unchanged files linked, files with removed episodes re-encoded, empty files gone
     old_vkeys = list(zip(old_eps.column(_V + "chunk_index").to_pylist(),
@@ -716,7 +714,7 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
 
     # episodes
     vfrom = np.array([new_vfrom[i] for i in keep_old], dtype=np.float64)
-    dkeys = [data_seq[data_key_of_episode[i]] for i in keep_old]
+    dkeys = [data_key_of_episode[i] for i in keep_old]
     vkeys_new = [video_seq[old_vkeys[i]] for i in keep_old]
     eps = _set(eps, "episode_index", np.arange(len(keep_old), dtype=np.int64))
     eps = _set(eps, "dataset_from_index", new_from)
@@ -759,13 +757,14 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     old_stats = json.loads((src / layout.STATS_PATH).read_text(encoding="utf-8"))
     stats = _stats_from_episode_columns(eps, old_stats)
     if stats is None:  # no per-episode stats columns: computed from the kept data and video
+        data = pa.concat_tables([pq.read_table(tmp / rel) for rel in data_paths])
         stats = _numeric_stats(data, old_stats)
+        del data
         if _VIDEO in old_stats:
-            stats[_VIDEO] = _image_stats(new_video_paths, data.num_rows,
-                                         list(old_stats[_VIDEO]))
+            stats[_VIDEO] = _image_stats(new_video_paths, total_rows, list(old_stats[_VIDEO]))
     stats = {name: stats.get(name, entry) for name, entry in old_stats.items()}
     build.write_text(layout.STATS_PATH, json.dumps(stats, indent=4) + "\n")
-    new_info = dict(info, total_episodes=len(keep_old), total_frames=data.num_rows,
+    new_info = dict(info, total_episodes=len(keep_old), total_frames=total_rows,
                     splits={"train": f"0:{len(keep_old)}"})
     formats.validate_json(new_info, layout.INFO_SCHEMA, layout.INFO_PATH)
     build.write_text(layout.INFO_PATH, json.dumps(new_info, indent=4) + "\n")
@@ -786,7 +785,7 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
         "events_removed": events_removed, "sessions_removed": len(plan.sessions),
         "receipt_ids": list(plan.receipt_ids), "episodes_before": plan.episodes_before,
         "episodes_after": len(keep_old), "frames_before": plan.frames_before,
-        "frames_after": data.num_rows, "video_files_rewritten": rewritten,
+        "frames_after": total_rows, "video_files_rewritten": rewritten,
         "video_frames_copied": copied_frames, "video_frames_reencoded": reencoded_frames,
         "capture_version": __version__,
     }
