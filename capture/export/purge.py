@@ -581,6 +581,14 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
     return SpliceStats(copied=state["copied"], reencoded=state["reencoded"])
 
 
+def _stream_codec(path: Path) -> str:
+    try:
+        with av.open(str(path)) as container:
+            return str(container.streams.video[0].codec_context.name)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise BadInputError(f"video cannot be opened ({exc})", path) from None
+
+
 def _packet_frames(path: Path, fps: int) -> list[int]:
     with av.open(str(path)) as container:
         return sorted(_frame_of(p, fps) for p in container.demux(video=0)
@@ -592,6 +600,10 @@ def _cut_video(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, widt
     """Cut the removed frames out of a video file: spliced (packets copied, only the GOPs a
     cut falls inside re-encoded) where the stream allows, else the whole file re-encoded."""
     expected = sum(hi - lo for lo, hi in keep)
+    codec = _stream_codec(src)
+    if codec != layout.VIDEO_CODEC_NAME:
+        raise CaptureError(f"cutting {codec} video is not supported (only "
+                           f"{layout.VIDEO_CODEC_NAME}); the dataset was not changed", src)
     try:
         cut = _splice(src, dst, keep, fps, width, height)
         if _packet_frames(dst, fps) == list(range(expected)):
