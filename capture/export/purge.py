@@ -184,9 +184,11 @@ def _read_info(root: Path) -> dict[str, Any]:
 
 
 def plan_purge(dataset: Path | str, *, receipts: Sequence[str] = (), players: Sequence[str] = (),
-               reason: Reason, collector_since_utc: str | None = None,
+               sessions: Sequence[str] = (), reason: Reason,
+               collector_since_utc: str | None = None,
                collector_checked_utc: str | None = None) -> PurgePlan:
-    """Which episodes carry one of `receipts` or one of the pseudonyms `players`."""
+    """Which episodes carry one of `receipts`, one of the pseudonyms `players`, or come from
+    one of `sessions` (the collector lists pending purges by session)."""
     root = Path(dataset)
     if not root.is_dir():
         raise CaptureError("dataset directory does not exist", root)
@@ -194,15 +196,16 @@ def plan_purge(dataset: Path | str, *, receipts: Sequence[str] = (), players: Se
     episodes = _read_episodes(root)
     receipt_col = episodes.column("consent_receipt_id").to_pylist()
     player_col = episodes.column("player").to_pylist()
-    wanted_r, wanted_p = set(receipts), set(players)
-    remove = [i for i, (r, p) in enumerate(zip(receipt_col, player_col, strict=True))
-              if r in wanted_r or p in wanted_p]
+    session_col = episodes.column("session_id").to_pylist()
+    wanted_r, wanted_p, wanted_s = set(receipts), set(players), set(sessions)
+    remove = [i for i, (r, p, s) in enumerate(zip(receipt_col, player_col, session_col,
+                                                  strict=True))
+              if r in wanted_r or p in wanted_p or s in wanted_s]
     lengths = episodes.column("length").to_pylist()
-    sessions = episodes.column("session_id").to_pylist()
     return PurgePlan(
         dataset=root, reason=reason, remove=tuple(remove),
         receipt_ids=tuple(dict.fromkeys(receipt_col[i] for i in remove)),
-        sessions=tuple(dict.fromkeys(sessions[i] for i in remove)),
+        sessions=tuple(dict.fromkeys(session_col[i] for i in remove)),
         frames_removed=sum(lengths[i] for i in remove), episodes_before=episodes.num_rows,
         frames_before=int(info["total_frames"]), collector_since_utc=collector_since_utc,
         collector_checked_utc=collector_checked_utc)
@@ -907,7 +910,8 @@ def apply_purge(plan: PurgePlan, *, progress: Callable[[str], None] | None = Non
         leftovers = cleanup_leftovers(dataset)
         if plan.empty:
             return PurgeResult(dataset=dataset, log_entry=None, leftovers_removed=leftovers)
-        current = plan_purge(dataset, receipts=plan.receipt_ids, players=(), reason=plan.reason)
+        # every selection is by session (a receipt or pseudonym covers whole sessions)
+        current = plan_purge(dataset, sessions=plan.sessions, reason=plan.reason)
         if current.remove != plan.remove:
             raise CaptureError("the dataset changed since the purge was planned; run it again",
                                dataset)
@@ -929,11 +933,12 @@ def apply_purge(plan: PurgePlan, *, progress: Callable[[str], None] | None = Non
 
 
 def purge_dataset(dataset: Path | str, *, receipts: Sequence[str] = (),
-                  players: Sequence[str] = (), reason: Reason,
+                  players: Sequence[str] = (), sessions: Sequence[str] = (), reason: Reason,
                   collector_since_utc: str | None = None,
                   collector_checked_utc: str | None = None) -> PurgeResult:
     """Plan and apply a purge in one call (no question asked)."""
-    plan = plan_purge(dataset, receipts=receipts, players=players, reason=reason,
+    plan = plan_purge(dataset, receipts=receipts, players=players, sessions=sessions,
+                      reason=reason,
                       collector_since_utc=collector_since_utc,
                       collector_checked_utc=collector_checked_utc)
     return apply_purge(plan)

@@ -339,6 +339,28 @@ def test_purged_dataset_loads_in_the_real_lerobot(three_players: Path, tmp_path:
         assert checks[name]["severity"] == "PASS", checks[name]
 
 
+def test_purge_by_session_as_the_collector_lists_pending_purges(three_players: Path,
+                                                                tmp_path: Path) -> None:
+    root = fresh_copy(three_players, tmp_path)
+    session = episodes_table(root)["session_id"].iloc[-1]
+    plan = purge.plan_purge(root, sessions=[session], reason="collector")
+    assert plan.receipt_ids == (RECEIPTS[2],) and plan.sessions == (session,)
+    entry = purge.apply_purge(plan).log_entry
+    assert entry is not None and entry["receipt_ids"] == [RECEIPTS[2]]
+    assert session not in set(episodes_table(root)["session_id"])
+    # one session of a receipt that covers two: only that session goes
+    two = fresh_copy(three_players, tmp_path / "two")
+    eps = episodes_table(two)
+    first = eps["session_id"].iloc[0]
+    pq.write_table(pq.read_table(two / "meta/episodes/chunk-000/file-000.parquet").set_column(
+        eps.columns.get_loc("consent_receipt_id"), "consent_receipt_id",
+        pa.array([RECEIPTS[0]] * len(eps))), two / "meta/episodes/chunk-000/file-000.parquet")
+    entry = purge.purge_dataset(two, sessions=[first], reason="collector").log_entry
+    assert entry is not None and entry["sessions_removed"] == 1
+    assert first not in set(episodes_table(two)["session_id"])
+    assert len(set(episodes_table(two)["session_id"])) == 2
+
+
 def test_nothing_matches_nothing_changes(three_players: Path, tmp_path: Path) -> None:
     root = fresh_copy(three_players, tmp_path)
     result = purge.purge_dataset(root, receipts=["r-nobody"], reason="receipt")
