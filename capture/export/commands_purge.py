@@ -42,8 +42,8 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
         raise click.UsageError("give exactly one of --receipt, --player or --from-collector")
     if from_collector:
         if revocations is None:
-            # TODO(lead): fetch the list from the collector over HTTP (collector branch) when
-            # no file is given; until then the list is exported to a file.
+            # TODO(lead): without a file, ask the collector (see purge.revoked_receipts_since:
+            # its pending purges by session); until then the list comes as a file.
             raise click.UsageError("--from-collector needs --revocations FILE for now")
         plan = purge.purge_from_revocations(dataset, revocations)
     elif receipts:
