@@ -55,7 +55,7 @@ def revoked_receipts_since(source: Path | str, since_utc: str | None) -> list[st
     (purging a receipt no longer in the dataset changes nothing, so this fails closed).
     """
     # TODO(lead): wire the collector here. Its branch keeps pending purges per dataset at
-    # GET /api/v1/admin/purges (admin token): rows {registry_seq, bundle_id, session_id,
+    # GET /v1/admin/purges (admin token): rows {registry_seq, bundle_id, session_id,
     # dataset_id, dataset_name, created_at} not yet done. For those, call
     # plan_purge(dataset, sessions=[...], reason="collector") and then mark them done.
     path = Path(source)
