@@ -12,12 +12,13 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capture import __version__
@@ -120,12 +121,26 @@ def timeline(chart: str, series: dict[str, np.ndarray], *, seconds: float,
 
 
 # --- reading the dataset ----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Dataset:
+    """What the report needs, read data file by data file (an episode never spans two files):
+    per-row mouse deltas (float32), per-episode counts, and rows of the first episodes only."""
+
     root: Path
     info: dict[str, Any]
     episodes: pd.DataFrame
-    data: pd.DataFrame
+    dx: np.ndarray
+    dy: np.ndarray
+    rows: int = 0
+    pressed: np.ndarray = field(default_factory=lambda: np.zeros(len(KEY_NAMES), np.int64))
+    shown: dict[int, int] = field(default_factory=dict)     # episode -> distinct source frames
+    dropped: dict[int, int] = field(default_factory=dict)   # episode -> gaps in capture times
+    timelines: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def _matrix(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
 
 
 def _load(root: Path) -> _Dataset:
@@ -139,16 +154,39 @@ def _load(root: Path) -> _Dataset:
     episode_files = sorted(root.glob("meta/episodes/chunk-*/file-*.parquet"))
     episodes = (pd.concat([pd.read_parquet(p) for p in episode_files], ignore_index=True)
                 if episode_files else pd.DataFrame())
-    columns = ["episode_index", "frame_index", "capture_time_ns", "action.mouse_delta",
-               "action.keys_held", "action.keys_pressed", "action.mouse_buttons"]
-    frames = [pq.read_table(p, columns=columns).to_pandas()
-              for p in sorted(root.glob("data/chunk-*/file-*.parquet"))]
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return _Dataset(root=root, info=info, episodes=episodes, data=data)
-
-
-def _stack(column: pd.Series, width: int) -> np.ndarray:
-    return np.stack(column.to_numpy()) if len(column) else np.zeros((0, width))
+    drawn = set(episodes["episode_index"].head(MAX_TIMELINES).tolist()) if len(episodes) else set()
+    columns = ["episode_index", "capture_time_ns", "action.mouse_delta", "action.keys_held",
+               "action.keys_pressed", "action.mouse_buttons"]
+    ds = _Dataset(root=root, info=info, episodes=episodes, dx=np.zeros(0, np.float32),
+                  dy=np.zeros(0, np.float32))
+    dxs, dys = [], []
+    for path in sorted(root.glob("data/chunk-*/file-*.parquet")):
+        table = pq.read_table(path, columns=columns)
+        ds.rows += table.num_rows
+        deltas = _matrix(table, "action.mouse_delta").astype(np.float32)
+        dxs.append(deltas[:, 0])
+        dys.append(deltas[:, 1])
+        ds.pressed += _matrix(table, "action.keys_pressed").astype(np.int64).sum(axis=0)
+        episode = table.column("episode_index").to_numpy()
+        capture = table.column("capture_time_ns").to_numpy()
+        held = _matrix(table, "action.keys_held")
+        buttons = _matrix(table, "action.mouse_buttons")
+        for ep in np.unique(episode).tolist():
+            rows = episode == ep
+            times = np.unique(capture[rows])
+            ds.shown[ep] = len(times)
+            spacing = np.diff(times)
+            step = float(np.median(spacing)) if len(spacing) else 0.0
+            ds.dropped[ep] = (int(np.clip(np.round(spacing / step) - 1, 0, None).sum())
+                              if step else 0)
+            if ep in drawn:
+                ds.timelines[ep] = {
+                    "mouse |dx|+|dy|": _binned(np.abs(deltas[rows]).sum(axis=1)),
+                    "keys held": _binned(held[rows].sum(axis=1).astype(float)),
+                    "mouse buttons held": _binned(buttons[rows].sum(axis=1).astype(float))}
+    if dxs:
+        ds.dx, ds.dy = np.concatenate(dxs), np.concatenate(dys)
+    return ds
 
 
 # lerobot-doctor's checks written for robot joints: on gameplay inputs they fire without anything
@@ -223,24 +261,14 @@ def _session_rates(ds: _Dataset, fps: int) -> pd.DataFrame:
     times of the frames shown, in units of their median spacing), source frames resampling
     skipped, and exported frames repeating the frame before."""
     rows = []
-    data = ds.data
     for session_id, eps in ds.episodes.groupby("session_id", sort=False):
-        shown, gaps = 0, []
-        for _, ep in eps.iterrows():
-            times = np.unique(data.loc[data["episode_index"] == ep["episode_index"],
-                                       "capture_time_ns"].to_numpy())
-            shown += len(times)
-            gaps.append(np.diff(times))
+        index = eps["episode_index"].tolist()
+        shown = sum(ds.shown.get(e, 0) for e in index)
         seconds = float(eps["length"].sum()) / fps
         skipped = int(eps["alignment/source_frames_dropped"].sum())
-        spacing = np.concatenate(gaps) if gaps else np.zeros(0)
-        dropped = 0
-        if len(spacing):
-            step = float(np.median(spacing))
-            dropped = int(np.clip(np.round(spacing / step) - 1, 0, None).sum()) if step else 0
         rows.append({"session": str(session_id),
                      "fps": (shown + skipped) / seconds if seconds else 0.0,
-                     "dropped": dropped, "skipped": skipped,
+                     "dropped": sum(ds.dropped.get(e, 0) for e in index), "skipped": skipped,
                      "repeated": int(eps["alignment/source_frames_repeated"].sum())})
     return pd.DataFrame(rows, columns=["session", "fps", "dropped", "skipped", "repeated"])
 
@@ -268,10 +296,8 @@ def _rates_section(ds: _Dataset, fps: int) -> str:
 
 
 def _histograms_section(ds: _Dataset) -> str:
-    deltas = _stack(ds.data["action.mouse_delta"], 2).astype(np.float64)
     parts = []
-    for axis, name in ((0, "dx"), (1, "dy")):
-        values = deltas[:, axis] if len(deltas) else np.zeros(0)
+    for values, name in ((ds.dx, "dx"), (ds.dy, "dy")):
         moving = values[values != 0]
         lim = float(np.percentile(np.abs(moving), 99)) if len(moving) else 1.0
         edges = np.linspace(-max(lim, 1.0), max(lim, 1.0), 41)
@@ -279,7 +305,7 @@ def _histograms_section(ds: _Dataset) -> str:
         parts.append(f"<h3>Mouse {name} per frame (raw device units, summed)</h3>"
                      + histogram(f"mouse-{name}", counts, edges,
                                  title=f"mouse {name} histogram"))
-    pressed = _stack(ds.data["action.keys_pressed"], len(KEY_NAMES)).astype(np.int64).sum(axis=0)
+    pressed = ds.pressed
     order = [int(i) for i in np.argsort(-pressed, kind="stable")[:TOP_KEYS] if pressed[i] > 0]
     parts.append(f"<h3>Key presses (top {TOP_KEYS})</h3>" + bar_chart(
         "key-frequency", [KEY_NAMES[i] for i in order], [float(pressed[i]) for i in order],
@@ -289,15 +315,8 @@ def _histograms_section(ds: _Dataset) -> str:
 
 def _timelines_section(ds: _Dataset, fps: int) -> str:
     parts = []
-    data = ds.data
     for _, ep in ds.episodes.head(MAX_TIMELINES).iterrows():
-        rows = data[data["episode_index"] == ep["episode_index"]]
-        deltas = _stack(rows["action.mouse_delta"], 2).astype(np.float64)
-        speed = np.abs(deltas).sum(axis=1) if len(deltas) else np.zeros(0)
-        keys = _stack(rows["action.keys_held"], len(KEY_NAMES)).sum(axis=1).astype(float)
-        buttons = _stack(rows["action.mouse_buttons"], 1).sum(axis=1).astype(float)
-        series = {"mouse |dx|+|dy|": _binned(speed), "keys held": _binned(keys),
-                  "mouse buttons held": _binned(buttons)}
+        series = ds.timelines.get(int(ep["episode_index"]), {})
         seconds = int(ep["length"]) / fps
         parts.append(f'<div class="episode" data-episode="{int(ep["episode_index"])}">'
                      f'<h4>Episode {int(ep["episode_index"])} · {esc(ep["session_id"])} · '
