@@ -361,8 +361,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
             video_path=source.session.video_path, source_fps=source.fps_target,
             events=source.events, dropped_before=source.dropped_before,
             failed_checks=failed_checks(source.manifest))
-    if total_kept(sources) == 0:
-        raise CaptureError("the quality filters removed every episode; nothing was written")
+    if qlog is not None:
+        qlog.refuse_if_nothing_left()
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}
     tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
@@ -409,7 +409,3 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                         events_outside_episodes=outside, fps=rate, width=width, height=height,
                         seconds=time.monotonic() - began, episode_reports=tuple(reports),
                         quality=quality_record)
-
-
-def total_kept(sources: list[_Source]) -> int:
-    return sum(s.alignment.n_frames for s in sources if s.alignment is not None)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from capture import formats
 from capture.align import Alignment, AlignmentStats, EpisodeGrid
-from capture.errors import BadInputError
+from capture.errors import BadInputError, CaptureError
 from capture.session.checks import ACTIVE_KINDS, BLACK_MEAN_LUMA
 from capture.session.manifest import Manifest
 
@@ -21,7 +21,8 @@ QUALITY_PATH = "meta/quality.json"
 QUALITY_SCHEMA = "dataset-quality.v1.schema.json"
 FILTERS = ("require_checks", "segment_length", "black_frozen", "low_fps", "drops", "idle")
 SAMPLES_PER_EPISODE = 8
-FROZEN_MAX_DIFF = 1.0   # mean |difference| of two luma pictures (0-255) below which they are equal
+FROZEN_PIXEL_DELTA = 8        # a pixel whose luma (0-255) moves more than this has changed
+FROZEN_CHANGED_FRACTION = 1e-5  # pictures with fewer changed pixels than this are the same
 IdleMode = Literal["trim", "flag"]
 
 
@@ -58,10 +59,11 @@ class QualityFilters:
 
 @dataclass(frozen=True, slots=True)
 class PictureSample:
-    """Luma of one sampled output frame and of the source frame recorded after it."""
+    """Luma of one sampled output frame, and how much of it the next source frame changed."""
 
     mean_luma: float
-    next_diff: float | None  # mean |luma difference| to the next source frame; None: none
+    changed: float | None  # fraction of pixels whose luma moved > FROZEN_PIXEL_DELTA in the
+    #                        next source frame; None: there is no next frame
 
 
 @dataclass(slots=True)
@@ -144,9 +146,10 @@ def sample_pictures(video_path: Path, alignment: Alignment,
         if luma is None:
             continue
         following = lumas.get(source + 1)
-        diff = float(np.abs(luma - following).mean()) if following is not None else None
+        changed = (float((np.abs(luma - following) > FROZEN_PIXEL_DELTA).mean())
+                   if following is not None else None)
         for place in places:
-            out[place] = PictureSample(mean_luma=float(luma.mean()), next_diff=diff)
+            out[place] = PictureSample(mean_luma=float(luma.mean()), changed=changed)
     return out
 
 
@@ -249,7 +252,7 @@ def filter_session(alignment: Alignment, *, session_id: str, filters: QualityFil
             samples = [pictures[(p, f)] for f in sample_positions(e.n_frames)
                        if pictures is not None and (p, f) in pictures]
             bad = [s.mean_luma < BLACK_MEAN_LUMA
-                   or (s.next_diff is not None and s.next_diff < FROZEN_MAX_DIFF)
+                   or (s.changed is not None and s.changed < FROZEN_CHANGED_FRACTION)
                    for s in samples]
             if samples and sum(bad) > len(bad) / 2:
                 drop(p, "black_frozen")
@@ -356,6 +359,15 @@ class QualityLog:
     def placed(self, session_id: str, first_episode: int) -> None:
         """The writer gave this session's first kept episode dataset index `first_episode`."""
         self.first_episode[session_id] = first_episode
+
+    def refuse_if_nothing_left(self) -> None:
+        """Raise CaptureError, saying what each filter removed, if no frame is left."""
+        if any(o.alignment.n_frames for o in self.outcomes):
+            return
+        took = ", ".join(f"{name} {r.frames} frames" for name, r in self.totals().items()
+                         if r.frames)
+        raise CaptureError(f"the quality filters removed every episode ({took}); nothing was "
+                           "written")
 
     def totals(self) -> dict[str, Removed]:
         out = {name: Removed() for name in FILTERS}

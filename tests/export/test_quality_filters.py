@@ -117,9 +117,17 @@ def black(tag: int, width: int, height: int) -> np.ndarray:
     return np.zeros((height, width, 3), dtype=np.uint8)
 
 
+def sprite(tag: int, width: int, height: int) -> np.ndarray:
+    """A still scene with one small block moving: only ~1 % of the pixels change."""
+    image = np.full((height, width, 3), 90, dtype=np.uint8)
+    x = tag % (width - 4)
+    image[10:14, x:x + 4] = 250
+    return image
+
+
 def test_black_and_frozen_video_is_dropped(tmp_path: Path, consent_active: None) -> None:
     times, _ = frame_times(90, FPS)
-    good = build_session(tmp_path, script(sid(1), times))
+    good = build_session(tmp_path, script(sid(1), times, painter=sprite))
     dark = build_session(tmp_path, script(sid(2), times, painter=black))
     frozen = build_session(tmp_path, script(sid(3), times, frame_tags=[77] * 90))
     report = export([good, dark, frozen], tmp_path / "ds", QualityFilters(drop_black_frozen=True))
@@ -127,7 +135,6 @@ def test_black_and_frozen_video_is_dropped(tmp_path: Path, consent_active: None)
     assert report.quality is not None
     assert report.quality["removed"]["black_frozen"] == {"episodes": 2, "frames": 180,
                                                          "seconds": 6.0, "sessions": 0}
-    assert sorted(set(decoded_tags(tmp_path / "ds"))) == list(range(90))
 
 
 def test_low_fps_and_many_drops_are_dropped(tmp_path: Path, consent_active: None) -> None:
@@ -217,6 +224,7 @@ def test_export_command_takes_the_filters(tmp_path: Path, consent_active: None,
     everything = CliRunner().invoke(cli, ["export", str(session), "--out", str(tmp_path / "no"),
                                           "--min-segment-s", "100"])
     assert everything.exit_code == 1 and "removed every episode" in everything.output
+    assert "segment_length 60 frames" in everything.output
     assert not (tmp_path / "no").exists()
     bounds = CliRunner().invoke(cli, ["export", str(session), "--out", str(tmp_path / "no"),
                                       "--min-segment-s", "5", "--max-segment-s", "1"])
