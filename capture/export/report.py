@@ -280,11 +280,13 @@ def _rates_section(ds: _Dataset, fps: int) -> str:
             f"<p>Source frames captured per second of exported time (dataset: {fps} fps).</p>"
             + bar_chart("fps-per-session", labels, rates["fps"].tolist(), unit="fps",
                         title="fps per session")
-            + "<h3>Frames the recorder dropped per session</h3>"
-            "<p>Estimated from gaps between the capture times of the frames shown.</p>"
-            + bar_chart("dropped-per-session", labels,
+            + "<h3>Gaps in the frames shown, per session</h3>"
+            "<p>Source frame intervals missing between consecutive frames shown (a gap of k "
+            "median intervals counts k - 1): frames the recorder dropped, or that resampling "
+            "skipped.</p>"
+            + bar_chart("gaps-per-session", labels,
                         [float(v) for v in rates["dropped"]], unit="frames",
-                        title="dropped per session")
+                        title="gaps per session")
             + "<h3>Source frames skipped by resampling per session</h3>"
             + bar_chart("skipped-per-session", labels,
                         [float(v) for v in rates["skipped"]], unit="frames",

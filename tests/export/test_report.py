@@ -82,7 +82,7 @@ def test_report_renders_every_plot_in_chromium(served: str, dataset: Path,
             "svg.chart", "els => els.map(e => [e.dataset.chart, e.getBoundingClientRect().width,"
                          " e.getBoundingClientRect().height])")
         names = {c[0] for c in charts}
-        assert {"hours-per-game", "hours-per-player", "fps-per-session", "dropped-per-session",
+        assert {"hours-per-game", "hours-per-player", "fps-per-session", "gaps-per-session",
                 "repeated-per-session", "mouse-dx", "mouse-dy", "key-frequency",
                 "quality-removed"} <= names
         assert all(w > 100 and h > 20 for _, w, h in charts), charts
@@ -111,9 +111,9 @@ def test_report_renders_every_plot_in_chromium(served: str, dataset: Path,
         fps = page.eval_on_selector_all("[data-chart=fps-per-session] .bar",
                                         "els => els.map(e => +e.dataset.value)")
         assert len(fps) == 3 and all(25 < f < 31 for f in fps)
-        dropped = page.eval_on_selector_all("[data-chart=dropped-per-session] .bar",
-                                            "els => els.map(e => +e.dataset.value)")
-        assert dropped == [1, 1, 1]  # gameplay_script drops one slot per session
+        gaps = page.eval_on_selector_all("[data-chart=gaps-per-session] .bar",
+                                         "els => els.map(e => +e.dataset.value)")
+        assert gaps == [1, 1, 1]  # gameplay_script drops one slot per session
         assert page.locator("#quality-table tr[data-filter]").count() == 6
         assert page.locator("#purge-table tr").count() == 2  # header + one purge
         assert page.locator("#doctor-table tr.finding").count() == 2
