@@ -29,6 +29,7 @@ from capture.clock import utc_iso
 from capture.errors import BadInputError, CaptureError
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
+from capture.export.quality import QUALITY_PATH, QUALITY_SCHEMA
 from capture.export.video import VideoFileWriter
 
 PURGE_LOG_PATH = "meta/purge-log.jsonl"
@@ -763,7 +764,7 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
 
     # tasks unchanged (task_index stays valid); other meta files copied as they are
     handled = {layout.INFO_PATH, layout.STATS_PATH, layout.CARD_PATH, PURGE_LOG_PATH,
-               CONSENT_PATH, CHECKSUMS_PATH}
+               CONSENT_PATH, CHECKSUMS_PATH, QUALITY_PATH}
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src).as_posix()
         if (path.is_file() and rel not in handled
@@ -788,6 +789,15 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
     old_card_path = src / layout.CARD_PATH
     old_card = old_card_path.read_text(encoding="utf-8") if old_card_path.is_file() else ""
     build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card))
+    if (src / QUALITY_PATH).is_file():  # the export's filter record: flagged spans re-pointed
+        record = json.loads((src / QUALITY_PATH).read_text(encoding="utf-8"))
+        record["idle_flagged"] = [dict(span, episode_index=new_of_old[span["episode_index"]])
+                                  for span in record["idle_flagged"]
+                                  if span["episode_index"] in new_of_old]
+        record["sessions"] = [s for s in record["sessions"]
+                              if s["session_id"] not in purged_sessions]
+        formats.validate_json(record, QUALITY_SCHEMA, QUALITY_PATH)
+        build.write_text(QUALITY_PATH, json.dumps(record, indent=2) + "\n")
     if (src / CONSENT_PATH).is_file():
         consent = _purged_consent(json.loads((src / CONSENT_PATH).read_text(encoding="utf-8")),
                                   new_of_old)

@@ -361,6 +361,31 @@ def test_purge_by_session_as_the_collector_lists_pending_purges(three_players: P
     assert len(set(episodes_table(two)["session_id"])) == 2
 
 
+def test_the_quality_record_follows_the_purge(tmp_path: Path) -> None:
+    """meta/quality.json's flagged idle spans point at the renumbered episodes; the purged
+    sessions leave its per-session list."""
+    from capture.export.quality import QualityFilters, read_quality
+    from tests.factories import SessionScript, frame_times, motion
+
+    made = []
+    for i in range(2):
+        times, _ = frame_times(120, 30, start_ns=(10 + 100 * i) * 1_000_000_000)
+        events = [motion(t + 5_000_000, 1, 1) for t in times[:30] + times[90:]]
+        made.append(build_session(tmp_path / "s", SessionScript(
+            capture_times_ns=times, events=events, receipt_id=RECEIPTS[i],
+            session_id=f"20250301T12000{i}Z-factorygame-00000{i}")))
+    root = _export(made, tmp_path / "idle", quality=QualityFilters(idle_s=1.5))
+    before = read_quality(root)
+    assert before is not None and [s["episode_index"] for s in before["idle_flagged"]] == [0, 1]
+    purge.purge_dataset(root, receipts=[RECEIPTS[0]], reason="receipt")
+    after = read_quality(root)
+    assert after is not None
+    assert after["idle_flagged"] == [dict(before["idle_flagged"][1], episode_index=0)]
+    assert [s["session_id"] for s in after["sessions"]] == [made[1].name]
+    check = verify_dataset(root)
+    assert check.ok, check.summary()
+
+
 def test_nothing_matches_nothing_changes(three_players: Path, tmp_path: Path) -> None:
     root = fresh_copy(three_players, tmp_path)
     result = purge.purge_dataset(root, receipts=["r-nobody"], reason="receipt")
