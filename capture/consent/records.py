@@ -9,10 +9,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 # --- vocabularies -----------------------------------------------------------------------------
-SCOPE_KINDS: tuple[str, ...] = ("video", "keyboard", "mouse", "gamepad", "audio")
+# The kinds capture records, hence the only ones a new grant may name.
+SCOPE_KINDS: tuple[str, ...] = ("video", "keyboard", "mouse", "gamepad")
+# Kinds once offered that nothing records: old ledger entries naming them still parse (the hash
+# chain is untouched), are shown marked, and a new grant or recording naming them is refused.
+RETIRED_SCOPE_KINDS: dict[str, str] = {
+    "audio": "nothing in capture records sound, so it is not offered",
+}
 COLLECTION_METHODS: tuple[str, ...] = ("cli-interactive", "cli-scripted", "demo-synthetic",
                                        "agent-web")
-ScopeKind = Literal["video", "keyboard", "mouse", "gamepad", "audio"]
+ScopeKind = Literal["video", "keyboard", "mouse", "gamepad", "audio"]  # as recorded
 CollectionMethod = Literal["cli-interactive", "cli-scripted", "demo-synthetic", "agent-web"]
 
 RECORD_VERSION = 1                     # our ledger entry format: schemas/consent-record.v1

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import capture.consent as consent
-from capture.consent.commands import consent as consent_group
+from capture.cli.consent import consent as consent_group
 from capture.consent.terms import terms_text
 
 
