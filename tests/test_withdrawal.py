@@ -87,7 +87,8 @@ def test_withdrawal_deletes_every_readable_session_and_reports_each_damaged_one(
             for _ in range(rng.randint(3, 6))]
     kept = [sessions("alice", "tetris")]  # tetris is not withdrawn below
     others = [sessions("bob", "minetest") for _ in range(2)]
-    kinds = rng.sample(sorted(DAMAGES), k=len(DAMAGES) if seed == 0 else rng.randint(2, len(DAMAGES)))
+    count = len(DAMAGES) if seed == 0 else rng.randint(2, len(DAMAGES))
+    kinds = rng.sample(sorted(DAMAGES), k=count)
     damaged = {}
     for kind in kinds:
         d = sessions(rng.choice(["alice", "bob"]), "minetest")

@@ -38,7 +38,9 @@ PURPOSE_CATEGORY = "research and development"
 TERMINATION = ("until withdrawn with `capture consent revoke`; datasets built after withdrawal "
                "leave the withdrawn data out")
 THIRD_PARTY_NAME = "anyone who receives a dataset exported from this computer"
-SENSITIVE_SCOPE_KINDS = {"audio": "voice"}  # scope kind -> sensitive data category it can carry
+# Scope kind -> sensitive data category it can carry. Empty since audio (voices) was retired;
+# old grants that named audio keep their recorded sensitive_categories.
+SENSITIVE_SCOPE_KINDS: dict[str, str] = {}
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Uuid4 = Annotated[str, StringConstraints(
