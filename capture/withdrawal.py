@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Iterable
@@ -94,15 +95,25 @@ def withdraw(player: str, games: Iterable[str] | None = None, receipt_id: str | 
 
     notes: list[str] = []
     revocation: Revocation | None = None
+    readable = ledger_error is None
     if ledger_error is None:
         _check_request(player, games, receipt_id, entries)
         try:
             revocation = consent.withdraw(player, games or None, receipt_id, method=method,
                                           ledger_path=ledger_path)
         except BadInputError as exc:  # damaged between the two reads
-            ledger_error = exc
+            ledger_error, readable = exc, False
+        except OSError as exc:  # e.g. disk full: the ledger is intact, the entry not written
+            full = " (disk full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            ledger_error = CaptureError(f"the withdrawal could not be written to the ledger"
+                                        f"{full}: {exc.strerror or exc}", exc.filename)
 
-    if ledger_error is not None:
+    if ledger_error is not None and readable:  # not written: delete what was asked for
+        receipt = next((e for e in entries_of(player, entries) if e.receipt_id == receipt_id),
+                       None)
+        to_delete: list[str] | None = games or (list(receipt.games) if receipt else None)
+        kept_games: list[str] = []
+    elif ledger_error is not None:
         if receipt_id is not None and not games:
             notes.append("the ledger cannot be read, so the games of that grant are unknown: "
                          "no local sessions were deleted (pass --game to delete them)")

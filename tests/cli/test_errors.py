@@ -1,0 +1,118 @@
+"""Every CLI path ends in one plain line and an exit code: X display, disk full, bugs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from capture import consent
+from capture.cli import cli
+from capture.cli.main import EXIT_BUG, EXIT_OS_ERROR
+
+
+def capture(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run([str(bin_dir / "capture"), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "CAPTURE_HOME": str(home), **env})
+
+
+def unused_display() -> str:
+    number = next(n for n in range(4321, 4400) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    return f":{number}"
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["record", "--game", "minetest", "--duration", "1"],
+                                     ["agent", "--no-browser"]])
+def test_an_unreachable_x_display_is_one_plain_line(command: list[str],
+                                                    capture_home: Path) -> None:
+    consent.grant("alice", ["minetest"], ["video", "keyboard", "mouse"])
+    display = unused_display()
+    result = capture(*command, "--display", display, home=capture_home)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert line.startswith(f"error: cannot connect to X display '{display}'")
+    assert "--display" in line
+
+
+@pytest.fixture
+def broken_command() -> Iterator[str]:
+    """A command of the real group that fails the way a bug would (a test-only command)."""
+    @click.command("boom")
+    def boom() -> None:
+        {}["missing"]
+
+    cli.add_command(boom)
+    try:
+        yield "boom"
+    finally:
+        cli.commands.pop("boom")
+
+
+def test_an_unexpected_error_says_it_is_a_bug(broken_command: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAPTURE_DEBUG", raising=False)
+    result = CliRunner().invoke(cli, [broken_command])
+    assert result.exit_code == EXIT_BUG
+    line = one_line(result.stderr)
+    assert line.startswith("error: unexpected KeyError: 'missing'. This is a bug in capture")
+    assert "CAPTURE_DEBUG=1" in line
+
+    monkeypatch.setenv("CAPTURE_DEBUG", "1")
+    debug = CliRunner().invoke(cli, [broken_command])
+    assert isinstance(debug.exception, KeyError)  # the traceback is not swallowed
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a real file system that fills up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_disk_full_names_the_file_and_leaves_the_ledger_readable(small_disk: Path) -> None:
+    home = small_disk / "home"
+    grant = ["consent", "grant", "--player", "alice", "--game", "minetest", "--scope", "video",
+             "--yes"]
+    assert capture(*grant, home=home).returncode == 0
+    filler = fill(small_disk)
+    full = capture(*grant, home=home)
+    assert full.returncode == EXIT_OS_ERROR
+    line = one_line(full.stderr)
+    assert line.startswith(f"error: disk full: cannot write {home / 'consent' / 'ledger.jsonl'}")
+    shown = capture("consent", "show", "--json", home=home)
+    assert shown.returncode == 0, shown.stderr  # no torn line: the ledger still reads
+    filler.unlink()
+    assert capture(*grant, home=home).returncode == 0
