@@ -270,7 +270,11 @@ def require_consent(game: str, scope: set[str], player: str | None = None, *,
                 f"(receipt {newest.receipt.receipt_id}); it must be granted again to record")
         others = sorted({s.receipt.player for s in for_game if s.is_active_for(game)})
         hint = f" (players with consent for it: {', '.join(others)})" if others else ""
-        raise ConsentError(f"no consent{who} for game {game!r}{hint}")
+        consented = sorted({g for s in states for g in s.active_games
+                            if player is None or s.receipt.player == player}, key=game_key)
+        named = (f"; consented games{who}: {', '.join(consented)}" if consented
+                 else f"; no game has consent{who} (`capture consent grant` gives it)")
+        raise ConsentError(f"no consent{who} for game {game!r}{hint}{named}")
     covering = [s for s in active if set(scope) <= set(s.receipt.scope)]
     if not covering:
         newest = max(active, key=lambda s: s.receipt.seq)

@@ -43,7 +43,8 @@ def test_no_consent_at_all_is_refused(capture_home: Path) -> None:
 
 def test_consent_for_another_game_is_refused(capture_home: Path) -> None:
     consent.grant("alice", ["minetest"], ["video"])
-    with pytest.raises(ConsentError, match="no consent for game 'quake'"):
+    with pytest.raises(ConsentError, match=r"no consent for game 'quake'; consented games: "
+                                           r"minetest$"):
         consent.require_consent("quake", {"video"})
 
 
