@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,15 +261,24 @@ def _scan(player: str, to_delete: list[str] | None, kept_games: list[str]) -> _S
     return scan
 
 
+KILL_POINT_VARIABLE = "CAPTURE_KILL_POINT"  # tests only: "withdrawal.renamed:N" or ".deleted:N"
+
+
+def _kill_point(name: str, count: int) -> None:
+    """SIGKILL this process at a named point, if a crash test asked for it (see tests)."""
+    if os.environ.get(KILL_POINT_VARIABLE) == f"{name}:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _delete(dirs: list[Path]) -> tuple[list[Path], list[SessionProblem]]:
     deleted, problems = [], []
     for d in dirs:
         try:
-            if d.name.endswith(store.TOMBSTONE_SUFFIX):
-                shutil.rmtree(d)
-            else:
-                store.remove_tree(d)
+            tomb = d if d.name.endswith(store.TOMBSTONE_SUFFIX) else store.to_tombstone(d)
+            _kill_point("withdrawal.renamed", len(deleted) + 1)
+            shutil.rmtree(tomb)
             deleted.append(d)
+            _kill_point("withdrawal.deleted", len(deleted))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             where = f" {exc.filename}" if getattr(exc, "filename", None) else ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -165,3 +167,46 @@ def test_a_session_directory_the_user_cannot_read_is_reported(
         assert lines[1].startswith(f"{locked} | ") and "Permission denied" in lines[1]
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_withdrawal_killed_anywhere_leaves_whole_sessions_and_a_retry_finishes(
+        sessions: Callable[..., Path], capture_home: Path) -> None:
+    """SIGKILL `capture consent revoke` at random moments: the ledger always reads, every
+    session is either whole (its files match the manifest's hashes) or gone from every listing,
+    and running the withdrawal again deletes the rest."""
+    rng = random.Random(7)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "CAPTURE_HOME": str(capture_home)}
+    ledger = capture_home / "consent" / "ledger.jsonl"
+    # Deterministic kill points (after the N-th session was renamed away / removed), then
+    # random times, which also land before the ledger entry or after everything.
+    points: list[str | None] = [f"withdrawal.{step}:{n}" for step in ("renamed", "deleted")
+                                for n in (1, 5, 12)]
+    points += [None] * 4
+    for trial, point in enumerate(points):
+        player = f"player{trial}"
+        consent.grant(player, ["minetest"], ["video"])
+        mine = [sessions(player, "minetest") for _ in range(12)]
+        size = ledger.stat().st_size
+        proc = subprocess.Popen([str(bin_dir / "capture"), "consent", "revoke", "--player",
+                                 player, "--yes"], env={**env, "CAPTURE_KILL_POINT": point or ""},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if point is None:
+            time.sleep(rng.uniform(0.0, 1.5))
+            proc.kill()
+        proc.wait(timeout=60)
+        consent.all_entries()  # the ledger reads: no torn entry
+        left = [d for d in mine if d.exists()]
+        for d in left:
+            bundle.open_session(d)  # whole: every file there and matching its hash
+        assert set(store.session_dirs()) >= set(left)
+        if point is not None:
+            n = int(point.rsplit(":", 1)[1])
+            assert proc.returncode == -signal.SIGKILL and ledger.stat().st_size > size
+            assert len(left) == 12 - n, (point, len(left))
+            assert len(store.tombstones()) == (1 if "renamed" in point else 0)
+        retry = withdraw(player)
+        assert retry.complete and not any(d.exists() for d in mine)
+        assert store.tombstones() == []
+        if point is not None and "renamed" in point:  # the interrupted one is finished too
+            assert len(retry.deleted) == 12 - n + 1

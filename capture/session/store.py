@@ -230,11 +230,16 @@ def delete_session(session_dir: Path, *, while_recording: bool = False) -> None:
 
 def remove_tree(session_dir: Path) -> None:
     """Rename to a tombstone, then remove it; raises OSError if any of it stays on disk."""
+    shutil.rmtree(to_tombstone(session_dir))
+
+
+def to_tombstone(session_dir: Path) -> Path:
+    """Take a session out of every listing in one atomic rename; returns the tombstone."""
     tomb = session_dir.with_name(f".{session_dir.name}{TOMBSTONE_SUFFIX}")
     if tomb.exists():
         shutil.rmtree(tomb)
     os.rename(session_dir, tomb)
-    shutil.rmtree(tomb)
+    return tomb
 
 
 def tombstones() -> list[Path]:
