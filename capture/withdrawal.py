@@ -271,7 +271,8 @@ def _kill_point(name: str, count: int) -> None:
 
 
 def _delete(dirs: list[Path]) -> tuple[list[Path], list[SessionProblem]]:
-    deleted, problems = [], []
+    deleted: list[Path] = []
+    problems: list[SessionProblem] = []
     for d in dirs:
         try:
             tomb = d if d.name.endswith(store.TOMBSTONE_SUFFIX) else store.to_tombstone(d)

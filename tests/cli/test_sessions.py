@@ -131,6 +131,12 @@ def test_list_prints_ids_that_show_export_and_delete_accept(
     unknown = run("export", "nope", "--out", str(tmp_path / "none"))
     assert unknown.exit_code == 1 and "no session called 'nope'" in unknown.stderr
     assert not (tmp_path / "none").exists()
+    damaged = make_session("bob", "quake")
+    (damaged / "manifest.json").write_bytes(b"\xff\xfe")
+    refused = run("export", session.name, damaged.name, "--out", str(tmp_path / "none"))
+    assert refused.exit_code == 4 and refused.stderr.count("\n") == 1
+    assert f"{damaged / 'manifest.json'}: manifest is not UTF-8" in refused.stderr
+    assert not (tmp_path / "none").exists()
 
 
 def test_recover_carries_on_past_an_unreadable_session(capture_home: Path,
