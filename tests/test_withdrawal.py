@@ -11,12 +11,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from capture import consent, formats
-from capture.session import bundle, store
+from capture.session import store
+from capture.session.manifest import read_manifest, write_manifest
+from capture.session.reader import open_session
 from capture.withdrawal import withdraw
 from tests.factories import SessionScript, build_session, frame_times
 
@@ -61,10 +64,9 @@ def sessions(template: Path, capture_home: Path) -> Iterator[Callable[..., Path]
         session_id = f"20250301T1200{n % 60:02d}Z-{game}-{n:06x}"
         target = (root or capture_home / "sessions") / session_id
         shutil.copytree(template, target)
-        manifest = bundle.read_manifest(target)
-        manifest.update(session_id=session_id, player=player)
-        manifest["game"]["name"] = game
-        bundle.write_manifest(target, manifest)
+        manifest = read_manifest(target)
+        write_manifest(target, manifest.updated(session_id=session_id, player=player,
+                                                game=replace(manifest.game, name=game)))
         if root is not None:
             store.register(target)
         made.append(target)
@@ -198,7 +200,7 @@ def test_a_withdrawal_killed_anywhere_leaves_whole_sessions_and_a_retry_finishes
         consent.all_entries()  # the ledger reads: no torn entry
         left = [d for d in mine if d.exists()]
         for d in left:
-            bundle.open_session(d)  # whole: every file there and matching its hash
+            open_session(d)  # whole: every file there and matching its hash
         assert set(store.session_dirs()) >= set(left)
         if point is not None:
             n = int(point.rsplit(":", 1)[1])

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 
+from capture import video
 from capture.cli._common import say, stop_on_signals
 from capture.cli.obs import obs_connection_options, obs_settings_from
 
 
 @click.command()
-@click.option("--backend", type=click.Choice(["builtin", "obs"]), default=None,
+@click.option("--backend", type=click.Choice(video.backend_names()), default=None,
               help="Video backend (default: [agent] backend in the config file, else builtin).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port of the local page on 127.0.0.1 (default: any free port).")
@@ -46,7 +47,7 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
                        open_browser=settings.open_browser and not no_browser,
                        display=display or settings.display)
     obs_settings = obs_settings_from(obs_options) if settings.backend == "obs" else None
-    the_agent = Agent(settings, say=say, obs=obs_settings)
+    the_agent = Agent(settings, say=say, video_options=obs_settings)
     server = WebServer(the_agent, port=settings.port)
     server.start()
     try:

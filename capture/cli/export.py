@@ -36,13 +36,12 @@ def export_cmd(sessions: tuple[str, ...], out: Path, fps: int | None, size: str,
     from tqdm import tqdm
 
     from capture.export import export_dataset, format_report
-
-    from capture.session import store
+    from capture.session.manifest import read_manifest
 
     size_wh = _parse_size(size)
     session_dirs = resolve_sessions(sessions)
     for session_dir in session_dirs:
-        store.read_manifest(session_dir)  # an unreadable one is named before anything is written
+        read_manifest(session_dir)  # an unreadable one is named before anything is written
     with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
         def progress(frames_done: int) -> None:
             bar.update(frames_done - bar.n)

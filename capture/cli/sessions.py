@@ -44,10 +44,10 @@ def sessions_list(as_json: bool) -> None:
 @click.argument("session")
 def sessions_show(session: str) -> None:
     """Show a session's manifest."""
-    from capture.session import store
+    from capture.session.manifest import read_manifest
 
     [session_dir] = resolve_sessions((session,))
-    click.echo(json.dumps(store.read_manifest(session_dir), indent=2))
+    click.echo(json.dumps(read_manifest(session_dir).to_dict(), indent=2))
 
 
 @sessions.command("delete")
@@ -62,12 +62,13 @@ def sessions_delete(session: tuple[str, ...], yes: bool) -> None:
     `capture sessions list`.
     """
     from capture.session import store
+    from capture.session.manifest import read_manifest
 
     dirs = resolve_sessions(session)
     damaged = []
     for d in dirs:
         try:
-            store.read_manifest(d)
+            read_manifest(d)
         except CaptureError:
             damaged.append(d)
     if not yes:
@@ -86,7 +87,7 @@ def sessions_recover(session: tuple[str, ...]) -> None:
     A session that cannot be recovered is reported and the others are still recovered; the
     exit code is then 1.
     """
-    from capture.session import bundle, store
+    from capture.session import store, writer
 
     dirs = (resolve_sessions(session) if session
             else [d for d in store.session_dirs() if _needs_recovery(d)])
@@ -96,15 +97,16 @@ def sessions_recover(session: tuple[str, ...]) -> None:
     failed = 0
     for d in dirs:
         try:
-            m = bundle.recover(d)
-        except CaptureError as exc:
+            m = writer.recover(d)
+        except CaptureError as exc:  # carry on with the others
             failed += 1
             click.echo(f"error: {exc}", err=True)
             continue
-        rec = m.get("recovery") or {}
-        click.echo(f"recovered {d}: {m['qa']['frames']} frames "
-                   f"({rec.get('frames_logged')} logged, {rec.get('frames_decodable')} decodable), "
-                   f"{sum(m['qa']['input_counts'].values())} input events")
+        rec, qa = m.recovery, m.qa
+        assert rec is not None and qa is not None
+        click.echo(f"recovered {d}: {qa.frames} frames "
+                   f"({rec.frames_logged} logged, {rec.frames_decodable} decodable), "
+                   f"{qa.input_total} input events")
     if failed:
         click.echo(f"error: {failed} of {len(dirs)} session(s) could not be recovered", err=True)
         sys.exit(1)
@@ -112,10 +114,9 @@ def sessions_recover(session: tuple[str, ...]) -> None:
 
 def _needs_recovery(session_dir: Path) -> bool:
     """A crashed recording (a session whose manifest cannot be read is not one)."""
-    from capture.session import bundle, store
+    from capture.session.reader import needs_recovery
 
     try:
-        store.read_manifest(session_dir)
+        return needs_recovery(session_dir)
     except CaptureError:
         return False
-    return bundle.needs_recovery(session_dir)

@@ -11,7 +11,8 @@ from typing import Any
 
 from capture import formats, paths
 from capture.errors import BadInputError, CaptureError
-from capture.session import bundle
+from capture.session.manifest import Manifest, read_manifest
+from capture.session.reader import needs_recovery
 
 TOMBSTONE_SUFFIX = ".deleting"  # a session renamed to ".<name>.deleting" is being deleted
 
@@ -91,38 +92,25 @@ def in_sessions_root(session_dir: Path) -> bool:
     return session_dir.resolve().parent == paths.sessions_dir().resolve()
 
 
-def read_manifest(session_dir: Path) -> dict[str, Any]:
-    """bundle.read_manifest, with unreadable bytes and OS errors reported as BadInputError."""
-    path = session_dir / formats.MANIFEST
-    try:
-        return bundle.read_manifest(session_dir)
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"manifest is not UTF-8 text (byte {exc.start})", path) from None
-    except IsADirectoryError:
-        raise BadInputError("manifest is a directory, not a file", path) from None
-    except OSError as exc:
-        raise BadInputError(f"manifest cannot be read ({exc.strerror or exc})", path) from None
-
-
 @dataclass
 class SessionSummary:
     path: Path
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        m = self.manifest or {}
-        qa = m.get("qa", {})
+        m = self.manifest
+        qa = m.qa if m is not None else None
         return {
-            "id": m.get("session_id", self.path.name),
+            "id": m.session_id if m else self.path.name,
             "path": str(self.path),
-            "game": m.get("game", {}).get("name"),
-            "player": m.get("player"),
-            "start": (m.get("clock", {}).get("start") or {}).get("utc"),
-            "duration_s": qa.get("duration_s"),
-            "frames": qa.get("frames"),
-            "status": m.get("status", "unreadable"),
-            "receipt_id": m.get("consent", {}).get("receipt_id"),
+            "game": m.game.name if m else None,
+            "player": m.player if m else None,
+            "start": m.clock.start.utc if m else None,
+            "duration_s": qa.duration_s if qa else None,
+            "frames": qa.frames if qa else None,
+            "status": m.status if m else "unreadable",
+            "receipt_id": m.consent.receipt_id if m else None,
             "problem": self.problem,
         }
 
@@ -135,15 +123,17 @@ def list_play_sessions() -> list[dict[str, Any]]:
     """
     groups: dict[str, list[SessionSummary]] = {}
     for summary in list_sessions():
-        run = (summary.manifest or {}).get("run") or {}
-        groups.setdefault(run.get("id") or summary.path.name, []).append(summary)
+        run = summary.manifest.run if summary.manifest else None
+        groups.setdefault(run.id if run else summary.path.name, []).append(summary)
     out = []
     for run_id, members in groups.items():
-        members.sort(key=lambda s: ((s.manifest or {}).get("run") or {}).get("segment", 0))
+        members.sort(key=lambda s: s.manifest.run.segment if s.manifest and s.manifest.run
+                     else 0)
         segments = []
         for member in members:
             row = member.to_dict()
-            row["checks"] = ((member.manifest or {}).get("qa") or {}).get("checks", [])
+            qa = member.manifest.qa if member.manifest else None
+            row["checks"] = [c.to_dict() for c in qa.checks] if qa else []
             segments.append(row)
         statuses = {s["status"] for s in segments}
         out.append({
@@ -166,7 +156,7 @@ def list_sessions() -> list[SessionSummary]:
     for d in candidate_dirs():
         try:
             manifest = read_manifest(d)
-            problem = "needs recovery" if bundle.needs_recovery(d) else None
+            problem = "needs recovery" if needs_recovery(d) else None
             out.append(SessionSummary(d, manifest, problem))
         except BadInputError as exc:
             out.append(SessionSummary(d, None, exc.problem))
@@ -215,14 +205,14 @@ def delete_session(session_dir: Path, *, while_recording: bool = False) -> None:
             f"refusing to delete: not one of capture's sessions (those are in "
             f"{paths.sessions_dir()} or were recorded with --out)", session_dir)
     try:
-        manifest: dict[str, Any] | None = read_manifest(session_dir)
+        manifest: Manifest | None = read_manifest(session_dir)
     except BadInputError as exc:
         if not in_sessions_root(session_dir):
             raise CaptureError(f"refusing to delete: its manifest cannot be checked "
                                f"({exc.problem})", session_dir) from None
         manifest = None
-    if (manifest is not None and manifest.get("status") == "recording" and not while_recording
-            and not bundle.needs_recovery(session_dir)):
+    if (manifest is not None and manifest.status == "recording" and not while_recording
+            and not needs_recovery(session_dir)):
         raise CaptureError("refusing to delete: this session is still being recorded; delete "
                            "it once recording stops", session_dir)
     remove_tree(session_dir)

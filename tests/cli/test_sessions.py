@@ -158,6 +158,6 @@ def test_record_summary_prints_each_failed_check(capture_home: Path,
     failed = [line for line in lines if line.startswith("check failed: ")]
     assert any(line.startswith("check failed: length: ") for line in failed), lines
     assert any(line.startswith("check failed: input_activity: ") for line in failed), lines
-    manifest = store.read_manifest(session)
+    manifest = json.loads((session / "manifest.json").read_text())
     assert len(failed) == sum(not c["ok"] for c in manifest["qa"]["checks"])
     shutil.rmtree(session)
