@@ -111,7 +111,8 @@ def test_disk_full_names_the_file_and_leaves_the_ledger_readable(small_disk: Pat
     full = capture(*grant, home=home)
     assert full.returncode == EXIT_OS_ERROR
     line = one_line(full.stderr)
-    assert line.startswith(f"error: disk full: cannot write {home / 'consent' / 'ledger.jsonl'}")
+    assert line.startswith("error: ") and "disk full" in line
+    assert str(home / "consent" / "ledger.jsonl") in line
     shown = capture("consent", "show", "--json", home=home)
     assert shown.returncode == 0, shown.stderr  # no torn line: the ledger still reads
     filler.unlink()
