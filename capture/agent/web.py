@@ -210,9 +210,10 @@ class WebServer:
             self.media.forget(gone.name)
         if result.ledger_error is not None:
             raise HttpError(HTTPStatus.CONFLICT,
-                            f"the withdrawal could not be recorded because the consent ledger is "
-                            f"damaged ({result.ledger_error}); {len(result.deleted)} local "
-                            f"session(s) were deleted anyway")
+                            f"the withdrawal could not be recorded in the consent ledger "
+                            f"({result.ledger_error}); {len(result.deleted)} local "
+                            f"session(s) were deleted anyway"
+                            + "".join(f"; {note}" for note in result.notes))
         warning = self._tell_agent() if result.revocation is not None else None
         return {"withdrawn": [{"receipt_id": receipt, "games": list(withdrawn_games)}
                               for receipt, withdrawn_games in result.withdrawn],

@@ -249,8 +249,8 @@ def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
     result = withdraw(player, list(games) or None, receipt_id,
                       method="cli-scripted" if yes else "cli-interactive")
     if result.ledger_error is not None:
-        click.echo("The withdrawal could not be recorded: the consent ledger is damaged.",
-                   err=True)
+        click.echo("The withdrawal could not be recorded in the consent ledger (the last line "
+                   "says why); what you asked to delete is deleted below.", err=True)
     elif result.revocation is None:
         click.echo(f"No active consent of {player!r} {what}; nothing new was revoked.")
     else:
