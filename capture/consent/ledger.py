@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from .records import (
     game_key,
     parse_entry,
 )
+
+log = logging.getLogger(__name__)
 
 if sys.platform != "win32":
     import fcntl
@@ -194,8 +197,11 @@ def append_entry(ledger: Path, build: EntryBuilder) -> Entry | None:
         _append_line(ledger, canonical_json(obj) + b"\n")
         try:
             _write_head(ledger, entry.seq, entry.hash)
-        except OSError as exc:  # the ledger may run ahead of its head file: the entry stands
-            raise OSError(exc.errno, exc.strerror, str(head_path(ledger))) from None
+        except OSError as exc:
+            # The entry is durable and stands: the ledger may run ahead of its head file (as
+            # after a crash between the two writes); the next append brings the head up to date.
+            log.warning("%s: not updated (%s); the entry seq %d is recorded",
+                        head_path(ledger), exc.strerror or exc, entry.seq)
         return entry
 
 

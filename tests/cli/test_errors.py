@@ -104,11 +104,12 @@ def fill(disk: Path) -> Path:
 
 def test_disk_full_names_the_file_and_leaves_the_ledger_readable(small_disk: Path) -> None:
     home = small_disk / "home"
-    grant = ["consent", "grant", "--player", "alice", "--game", "minetest", "--scope", "video",
-             "--yes"]
-    assert capture(*grant, home=home).returncode == 0
+    grant = ["consent", "grant", "--player", "alice", "--scope", "video", "--yes"]
+    assert capture(*grant, "--game", "minetest", home=home).returncode == 0
     filler = fill(small_disk)
-    full = capture(*grant, home=home)
+    # a ~6 KB entry: longer than the free end of the ledger's last page
+    many = [arg for i in range(30) for arg in ("--game", f"game-{i:02d}-" + "x" * 170)]
+    full = capture(*grant, *many, home=home)
     assert full.returncode == EXIT_OS_ERROR
     line = one_line(full.stderr)
     assert line.startswith("error: ") and "disk full" in line
@@ -116,4 +117,33 @@ def test_disk_full_names_the_file_and_leaves_the_ledger_readable(small_disk: Pat
     shown = capture("consent", "show", "--json", home=home)
     assert shown.returncode == 0, shown.stderr  # no torn line: the ledger still reads
     filler.unlink()
+    assert capture(*grant, *many, home=home).returncode == 0
+
+
+def test_a_withdrawal_on_a_full_disk_still_deletes_and_says_why_it_was_not_recorded(
+        small_disk: Path) -> None:
+    from tests.factories import SessionScript, build_session, frame_times
+
+    home = small_disk / "home"
+    # 30 long game names make the revocation's ledger line (~6 KB) longer than the free end of
+    # the ledger's last page, so on the full disk it cannot be written (not even in part).
+    games = ["minetest", *(f"game-{i:02d}-" + "x" * 170 for i in range(29))]
+    grant = ["consent", "grant", "--player", "alice", "--scope", "video", "--yes"]
+    grant += [arg for game in games for arg in ("--game", game)]
     assert capture(*grant, home=home).returncode == 0
+    times, _ = frame_times(3, 30)
+    session = build_session(home / "sessions", SessionScript(
+        capture_times_ns=times, player="alice", game="minetest", width=32, height=24))
+    ledger_before = (home / "consent" / "ledger.jsonl").read_bytes()
+    filler = fill(small_disk)
+    result = capture("consent", "revoke", "--player", "alice", "--yes", home=home)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "could not be written to the ledger (disk full)" in last
+    assert not session.exists() and "Deleted 1 local session(s)" in result.stdout
+    assert (home / "consent" / "ledger.jsonl").read_bytes() == ledger_before  # no torn line
+    filler.unlink()
+    again = capture("consent", "revoke", "--player", "alice", "--yes", home=home)
+    assert again.returncode == 0, again.stderr
+    assert consent.all_entries(ledger_path=home / "consent" / "ledger.jsonl")[-1].kind == "revoke"
