@@ -127,7 +127,7 @@ def withdraw(player: str, games: Iterable[str] | None = None, receipt_id: str | 
 
     scan = _scan(player, to_delete, kept_games)
     if ledger_error is None and not entries_of(player, entries) and not scan.matches:
-        raise _unknown_player(player, entries)
+        raise _unknown_player(player, entries, scan.problems)
     deleted, problems = _delete(scan.matches)
     problems = scan.problems + problems + _delete(scan.others_interrupted)[1]
     return WithdrawalResult(player, revocation, ledger_error, tuple(deleted), tuple(scan.kept),
@@ -140,11 +140,15 @@ def entries_of(player: str, entries: Iterable[ConsentReceipt | Revocation]
     return [e for e in entries if isinstance(e, ConsentReceipt) and e.player == player]
 
 
-def _unknown_player(player: str, entries: list[ConsentReceipt | Revocation]) -> ConsentError:
+def _unknown_player(player: str, entries: list[ConsentReceipt | Revocation],
+                    unreadable: list[SessionProblem]) -> ConsentError:
     known = sorted({e.player for e in entries if isinstance(e, ConsentReceipt)})
     listing = ", ".join(repr(p) for p in known) if known else "none yet"
+    unknown = (f"; {len(unreadable)} session(s) could not be read, so could not be checked: "
+               + ", ".join(str(p.path) for p in unreadable)) if unreadable else ""
     return ConsentError(f"no consent of player {player!r} is on record and no local session is "
-                        f"theirs; nothing was withdrawn (players with consent: {listing})")
+                        f"theirs; nothing was withdrawn (players with consent: {listing})"
+                        f"{unknown}")
 
 
 def _check_request(player: str, games: list[str], receipt_id: str | None,

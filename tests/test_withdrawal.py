@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from capture import consent, formats
+from capture.errors import ConsentError
 from capture.session import store
 from capture.session.manifest import read_manifest, write_manifest
 from capture.session.reader import open_session
@@ -212,3 +213,26 @@ def test_a_withdrawal_killed_anywhere_leaves_whole_sessions_and_a_retry_finishes
         assert store.tombstones() == []
         if point is not None and "renamed" in point:  # the interrupted one is finished too
             assert len(retry.deleted) == 12 - n + 1
+
+
+def test_an_unknown_player_is_refused_naming_players_and_unreadable_sessions(
+        sessions: Callable[..., Path], capture_home: Path) -> None:
+    consent.grant("alice", ["minetest"], ["video"])
+    damaged = sessions("alice", "minetest")
+    (damaged / formats.MANIFEST).write_text("[]")
+    with pytest.raises(ConsentError) as refused:
+        withdraw("alcie")
+    message = str(refused.value)
+    assert "'alcie'" in message and "players with consent: 'alice'" in message
+    assert f"could not be checked: {damaged}" in message
+    assert len(consent.all_entries()) == 1 and damaged.exists()
+
+
+def test_an_unknown_player_with_local_sessions_gets_them_deleted(
+        sessions: Callable[..., Path], capture_home: Path) -> None:
+    """Sessions of a player the ledger does not know (e.g. a ledger from elsewhere) are theirs
+    to delete: the withdrawal deletes them and records nothing."""
+    orphan = sessions("carol", "minetest")
+    result = withdraw("carol")
+    assert result.revocation is None and result.deleted == (orphan,) and not orphan.exists()
+    assert consent.all_entries() == []
