@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import errno
-import json
-import os
 import shutil
-import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from capture import consent
 from capture.consent.ledger import grant_states
 from capture.consent.records import ConsentReceipt, Revocation, game_key
 from capture.errors import BadInputError, CaptureError, ConsentError
-from capture.formats import MANIFEST
 from capture.session import store
+from capture.session.manifest import read_manifest
 
 
 @dataclass(frozen=True)
@@ -189,45 +185,16 @@ def _games_to_delete(player: str, games: list[str], receipt_id: str | None,
     return [g for g in unique if game_key(g) not in still_consented], kept
 
 
-def whose(manifest: Any) -> tuple[str, set[str]]:
-    """(player, game names as keys) of a manifest read as loosely as possible.
+def whose(session_dir: Path) -> tuple[str, set[str]]:
+    """(player, game names as compared) of a session, from its manifest.
 
-    Raises ValueError if the manifest does not say whose session it is or of which game.
+    Raises BadInputError naming the problem if the manifest cannot be read or validated: then
+    it cannot be told whose session it is.
     """
-    if not isinstance(manifest, dict):
-        raise ValueError(f"manifest is a JSON {type(manifest).__name__}, not an object")
-    player, game = manifest.get("player"), manifest.get("game")
-    if not isinstance(player, str) or not isinstance(game, dict):
-        raise ValueError("manifest does not say whose session it is or of which game")
-    names = [game.get("name"), game.get("executable"), *(game.get("window_class") or [])]
-    keys = {game_key(n) for n in names if isinstance(n, str) and n.strip()}
-    if not keys:
-        raise ValueError("manifest does not name the game")
-    return player, keys
-
-
-def _read_loosely(session_dir: Path) -> Any:
-    """The manifest's JSON (any shape); ValueError/OSError with a plain reason otherwise."""
-    path = session_dir / MANIFEST
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ValueError("manifest.json is missing") from None
-    except IsADirectoryError:
-        raise ValueError("manifest.json is a directory, not a file") from None
-    except OSError as exc:
-        raise ValueError(f"manifest.json cannot be read ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"manifest.json is not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"manifest.json is not valid JSON ({exc.msg} at line {exc.lineno}; "
-                         "truncated?)") from None
-    except RecursionError:
-        raise ValueError("manifest.json is nested too deeply") from None
+    manifest = read_manifest(session_dir)
+    game = manifest.game
+    names = [game.name, *game.window_class, *([game.executable] if game.executable else [])]
+    return manifest.player, {game_key(n) for n in names if n.strip()}
 
 
 def _scan(player: str, to_delete: list[str] | None, kept_games: list[str]) -> _Scan:
@@ -245,10 +212,11 @@ def _scan(player: str, to_delete: list[str] | None, kept_games: list[str]) -> _S
         return scan
     for d in candidates:
         try:
-            owner, keys = whose(_read_loosely(d))
-        except ValueError as exc:
+            owner, keys = whose(d)
+        except BadInputError as exc:
             scan.problems.append(SessionProblem(
-                d, f"{exc}, so it cannot be told whose session it is; it was not deleted"))
+                d, f"{exc.problem}, so it cannot be told whose session it is; it was not "
+                   "deleted"))
             continue
         if owner != player:
             continue
@@ -258,20 +226,11 @@ def _scan(player: str, to_delete: list[str] | None, kept_games: list[str]) -> _S
             scan.kept.append(d)
     for tomb in store.tombstones():  # deletions a crash or an error interrupted: finish them
         try:
-            mine = whose(_read_loosely(tomb))[0] == player
-        except ValueError:
+            mine = whose(tomb)[0] == player
+        except BadInputError:
             mine = False
         (scan.matches if mine else scan.others_interrupted).append(tomb)
     return scan
-
-
-KILL_POINT_VARIABLE = "CAPTURE_KILL_POINT"  # tests only: "withdrawal.renamed:N" or ".deleted:N"
-
-
-def _kill_point(name: str, count: int) -> None:
-    """SIGKILL this process at a named point, if a crash test asked for it (see tests)."""
-    if os.environ.get(KILL_POINT_VARIABLE) == f"{name}:{count}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _delete(dirs: list[Path]) -> tuple[list[Path], list[SessionProblem]]:
@@ -280,10 +239,8 @@ def _delete(dirs: list[Path]) -> tuple[list[Path], list[SessionProblem]]:
     for d in dirs:
         try:
             tomb = d if d.name.endswith(store.TOMBSTONE_SUFFIX) else store.to_tombstone(d)
-            _kill_point("withdrawal.renamed", len(deleted) + 1)
             shutil.rmtree(tomb)
             deleted.append(d)
-            _kill_point("withdrawal.deleted", len(deleted))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             where = f" {exc.filename}" if getattr(exc, "filename", None) else ""

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +21,7 @@ from capture.session.manifest import read_manifest, write_manifest
 from capture.session.reader import open_session
 from capture.withdrawal import withdraw
 from tests.factories import SessionScript, build_session, frame_times
+from tests.killpoints import run_killed_at
 
 DAMAGES: dict[str, Callable[[Path], None]] = {
     "json list": lambda d: (d / formats.MANIFEST).write_text("[]"),
@@ -172,47 +171,41 @@ def test_a_session_directory_the_user_cannot_read_is_reported(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_a_withdrawal_killed_anywhere_leaves_whole_sessions_and_a_retry_finishes(
-        sessions: Callable[..., Path], capture_home: Path) -> None:
-    """SIGKILL `capture consent revoke` at random moments: the ledger always reads, every
-    session is either whole (its files match the manifest's hashes) or gone from every listing,
-    and running the withdrawal again deletes the rest."""
-    rng = random.Random(7)
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "CAPTURE_HOME": str(capture_home)}
-    ledger = capture_home / "consent" / "ledger.jsonl"
-    # Deterministic kill points (after the N-th session was renamed away / removed), then
-    # random times, which also land before the ledger entry or after everything.
-    points: list[str | None] = [f"withdrawal.{step}:{n}" for step in ("renamed", "deleted")
-                                for n in (1, 5, 12)]
-    points += [None] * 4
-    for trial, point in enumerate(points):
-        player = f"player{trial}"
+def test_a_withdrawal_killed_at_every_file_operation_leaves_whole_sessions(
+        sessions: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the withdrawal right before each of its file operations in turn (ledger append,
+    head file, each rename and removal): the ledger always reads, every session is either whole
+    (its files match the manifest's hashes) or out of every listing, and running the withdrawal
+    again deletes the rest and leaves no tombstone."""
+    point, killed = 0, 0
+    while True:
+        point += 1
+        home = tmp_path / f"home-{point}"  # a fresh data dir for each kill point
+        monkeypatch.setenv("CAPTURE_HOME", str(home))
+        player = "alice"
         consent.grant(player, ["minetest"], ["video"])
-        mine = [sessions(player, "minetest") for _ in range(12)]
-        size = ledger.stat().st_size
-        proc = subprocess.Popen([str(bin_dir / "capture"), "consent", "revoke", "--player",
-                                 player, "--yes"], env={**env, "CAPTURE_KILL_POINT": point or ""},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if point is None:
-            time.sleep(rng.uniform(0.0, 1.5))
-            proc.kill()
-        proc.wait(timeout=60)
-        consent.all_entries()  # the ledger reads: no torn entry
+        consent.grant("bob", ["minetest"], ["video"])
+        mine = [sessions(player, "minetest", root=home / "sessions") for _ in range(3)]
+        others = [sessions("bob", "minetest", root=home / "sessions")]
+        entries_before = len(consent.all_entries())
+        outcome = run_killed_at(point, lambda p=player: withdraw(p), tmp_path)
+        assert outcome.error is None, outcome.error
+        entries = consent.all_entries()  # the ledger reads: no torn entry
+        assert len(entries) in (entries_before, entries_before + 1)
         left = [d for d in mine if d.exists()]
         for d in left:
             open_session(d)  # whole: every file there and matching its hash
-        assert set(store.session_dirs()) >= set(left)
-        if point is not None:
-            n = int(point.rsplit(":", 1)[1])
-            assert proc.returncode == -signal.SIGKILL and ledger.stat().st_size > size
-            assert len(left) == 12 - n, (point, len(left))
-            assert len(store.tombstones()) == (1 if "renamed" in point else 0)
+        assert set(store.session_dirs()) >= {*left, *others}
+        if len(entries) == entries_before:  # killed before the revocation was recorded
+            assert left == mine, f"kill point {point}: deleted before the ledger said so"
         retry = withdraw(player)
-        assert retry.complete and not any(d.exists() for d in mine)
-        assert store.tombstones() == []
-        if point is not None and "renamed" in point:  # the interrupted one is finished too
-            assert len(retry.deleted) == 12 - n + 1
+        assert retry.complete and not any(d.exists() for d in mine), (point, retry)
+        assert store.tombstones() == [] and all(d.exists() for d in others)
+        assert consent.all_entries()[-1].kind == "revoke"
+        if not outcome.killed:
+            break
+        killed += 1
+    assert killed >= 3 * 3, f"only {killed} kill points: the deletions were not all visited"
 
 
 def test_an_unknown_player_is_refused_naming_players_and_unreadable_sessions(

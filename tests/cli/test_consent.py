@@ -293,7 +293,7 @@ def test_a_damaged_manifest_does_not_stop_the_withdrawal(
     first = run("revoke", "--player", "alice", "--yes")
     assert first.exit_code == 1, first.output
     assert not good.exists() and damaged.exists()
-    assert f"not deleted: {damaged}: manifest is a JSON list" in first.stderr
+    assert f"not deleted: {damaged}: manifest is not a JSON object" in first.stderr
     assert "Traceback" not in first.output
     again = run("revoke", "--player", "alice", "--yes")
     assert again.exit_code == 1 and "nothing new was revoked" in again.stdout
