@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capture import consent
+from capture import consent, paths
 from capture.consent.ledger import grant_states
 from capture.consent.records import ConsentReceipt, Revocation, game_key
 from capture.errors import BadInputError, CaptureError, ConsentError
@@ -207,7 +207,7 @@ def _scan(player: str, to_delete: list[str] | None, kept_games: list[str]) -> _S
     try:
         candidates = store.candidate_dirs()
     except (CaptureError, OSError) as exc:
-        scan.problems.append(SessionProblem(Path(str(getattr(exc, "path", "") or "?")),
+        scan.problems.append(SessionProblem(paths.sessions_dir(),
                                             f"the sessions cannot be listed ({exc})"))
         return scan
     for d in candidates:
@@ -243,7 +243,8 @@ def _delete(dirs: list[Path]) -> tuple[list[Path], list[SessionProblem]]:
             deleted.append(d)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-            problems.append(SessionProblem(d, f"could not be deleted ({reason}:{where}); run the "
+            if exc.filename is not None:
+                reason += f": {exc.filename}"
+            problems.append(SessionProblem(d, f"could not be deleted ({reason}); run the "
                                               "withdrawal again once that is fixed"))
     return deleted, problems
