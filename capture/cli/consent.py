@@ -185,7 +185,9 @@ def show_command(player: str | None, as_json: bool) -> None:
 def _as_json(entries: list[ConsentReceipt | Revocation],
              states: dict[str, GrantState]) -> dict[str, Any]:
     grants = [{**s.receipt.model_dump(mode="json"), "status": s.status,
-               "active_games": list(s.active_games)} for s in states.values()]
+               "active_games": list(s.active_games),
+               "never_recorded": [k for k in s.receipt.scope if k in RETIRED_SCOPE_KINDS]}
+              for s in states.values()]
     revocations = [e.model_dump(mode="json") for e in entries if isinstance(e, Revocation)]
     return {"grants": grants, "revocations": revocations}
 

@@ -154,6 +154,15 @@ def test_grant_cannot_include_audio(capture_home: Path) -> None:
         consent.require_consent("minetest", {"video", "audio"})
 
 
+def test_record_refuses_audio_before_anything_starts(capture_home: Path) -> None:
+    consent.grant("alice", ["minetest"], ["video", "keyboard", "mouse"])
+    result = run_cli("record", "--game", "minetest", "--scope", "video,audio",
+                     "--display", ":4399")
+    assert result.exit_code == 2
+    assert "'audio' cannot be recorded: nothing in capture records sound" in result.stderr
+    assert not (capture_home / "sessions").exists()
+
+
 def test_old_grant_with_audio_still_parses_and_is_shown_as_never_recorded(
         capture_home: Path) -> None:
     """A ledger written before audio was retired: the entry is appended with the hash chain
@@ -172,6 +181,8 @@ def test_old_grant_with_audio_still_parses_and_is_shown_as_never_recorded(
     result = run("show", "--player", "alice")
     assert result.exit_code == 0, result.output
     assert "audio (never recorded: nothing in capture records sound" in result.stdout
+    shown = json.loads(run("show", "--json").stdout)
+    assert [g["never_recorded"] for g in shown["grants"]] == [[], ["audio"]]
     assert consent.require_consent("minetest", {"video"}).player == "alice"
 
 
