@@ -72,9 +72,8 @@ class MediaCache:
 
     def _cached(self, session_dir: Path, manifest: dict[str, Any], name: str,
                 make: Any) -> Path:
-        video = _video_of(session_dir, manifest)
-        digest = str(manifest["files"][video.name]["sha256"])[:16]
-        target = self.root / _dir_name(session_dir.name) / f"{digest}.{name}"
+        video, digest = _video_of(session_dir, manifest)
+        target = self.root / _dir_name(session_dir.name) / f"{digest[:16]}.{name}"
         if target.exists():
             return target
         with _generate_lock:
@@ -98,18 +97,38 @@ def _dir_name(session_id: str) -> str:
     return session_id
 
 
-def _video_of(session_dir: Path, manifest: dict[str, Any]) -> Path:
+def _video_of(session_dir: Path, manifest: dict[str, Any]) -> tuple[Path, str]:
+    """The session's video file and its SHA-256, refused unless it lies inside session_dir."""
     if manifest.get("status") == "recording":
         raise MediaUnavailable("the session is still being recorded")
-    name = str(manifest.get("video", {}).get("file") or formats.VIDEO)
-    if name not in manifest.get("files", {}):
+    video_info, files = manifest.get("video"), manifest.get("files")
+    if not isinstance(video_info, dict) or not isinstance(files, dict):
+        raise MediaUnavailable("the session's manifest does not describe its video")
+    name = video_info.get("file") or formats.VIDEO
+    entry = files.get(name) if isinstance(name, str) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
+            or not re.fullmatch(r"[0-9a-f]{16,64}", entry["sha256"]):
         raise MediaUnavailable("the session has no video file")
     if not (manifest.get("qa") or {}).get("frames"):
         raise MediaUnavailable("nothing was captured in this session (the game never had focus)")
-    video = session_dir / name
+    video = inside_session(session_dir, name)
     if not video.is_file():
         raise MediaUnavailable("the session's video file is missing")
-    return video
+    return video, entry["sha256"]
+
+
+def inside_session(session_dir: Path, name: str) -> Path:
+    """`session_dir / name` with links resolved, refused unless it stays inside session_dir (a
+    manifest naming an absolute path, `..` or a link out would expose other files)."""
+    root = session_dir.resolve()
+    try:
+        path = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
+        raise MediaUnavailable(f"the session's video {name[:80]!r} cannot be found") from None
+    if path == root or not path.is_relative_to(root):
+        raise MediaUnavailable(f"the session's manifest names a video outside its folder "
+                               f"({name[:80]!r}): refused")
+    return path
 
 
 # --- making pictures --------------------------------------------------------------------------
