@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from capture.agent.agent import Agent
 from capture.agent.settings import KEY_DOCS, AgentSettings, documented_config, load_agent_settings
 from capture.cli import cli
+from capture.config import CONFIG_TABLES
 from capture.errors import CaptureError
 from capture.session import bundle
 from tests.factories import gameplay_script
@@ -77,3 +78,56 @@ def test_agent_recovers_crashed_sessions_on_start(xvfb, capture_home: Path) -> N
     assert agent.recover_crashed() == [crashed]
     assert bundle.read_manifest(crashed)["status"] == "recovered"
     assert any("recovered" in line for line in said)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[agnet]\nfps = 30\n", "unknown table [agnet]"),
+    ("[agent]\nfps = 30\n[collector.s3]\nbucket = 'x'\n", "unknown table [collector]"),
+    ("fps = 30\n[agent]\n", "`fps` is outside any table"),
+])
+def test_unknown_tables_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(CaptureError) as err:
+        load_agent_settings(path)
+    assert words in str(err.value) and str(path) in str(err.value)
+    assert all(f"[{t}]" in str(err.value) for t in CONFIG_TABLES)
+
+
+def test_every_known_table_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("".join(f"[{t}]\n" for t in CONFIG_TABLES))
+    assert load_agent_settings(path) == AgentSettings()
+
+
+def test_non_utf8_config_is_a_plain_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'[agent]\nbackend = "builtin"\n# caf\xe9 in latin-1\n')
+    with pytest.raises(CaptureError) as err:
+        load_agent_settings(path)
+    assert str(path) in str(err.value) and "not UTF-8" in str(err.value)
+    assert "line 3" in str(err.value)
+    monkeypatch.setenv("CAPTURE_CONFIG", str(path))
+    result = CliRunner().invoke(cli, ["agent", "--print-config"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "not UTF-8" in result.output and str(path) in result.output
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[agent]\nfps = 1000\n", "agent.fps"),
+    ("[agnet]\n", "unknown table [agnet]"),
+    ("[obs]\nport = 0\n", "obs.port"),
+    ("[agent\n", "not valid TOML"),
+])
+def test_print_config_checks_the_file_first(tmp_path: Path, monkeypatch, text: str,
+                                            words: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    monkeypatch.setenv("CAPTURE_CONFIG", str(path))
+    result = CliRunner().invoke(cli, ["agent", "--print-config"])
+    assert result.exit_code != 0, result.output
+    assert words in result.output and str(path) in result.output
+    assert "[agent]\n# video backend" not in result.output, "no defaults printed for a bad file"
+    path.write_text("[agent]\nfps = 60\n[obs]\nport = 4455\n")
+    result = CliRunner().invoke(cli, ["agent", "--print-config"])
+    assert result.exit_code == 0 and "checked, no problems" in result.output
