@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from capture import paths
 from capture.agent.agent import Agent
 from capture.agent.settings import KEY_DOCS, AgentSettings, documented_config, load_agent_settings
 from capture.cli import cli
@@ -131,3 +132,38 @@ def test_print_config_checks_the_file_first(tmp_path: Path, monkeypatch, text: s
     path.write_text("[agent]\nfps = 60\n[obs]\nport = 4455\n")
     result = CliRunner().invoke(cli, ["agent", "--print-config"])
     assert result.exit_code == 0 and "checked, no problems" in result.output
+
+
+def test_start_up_recovery_carries_on_past_sessions_it_cannot_read(capture_home: Path) -> None:
+    root = capture_home / "sessions"
+    ids = [f"20250301T12000{i}Z-factorygame-00000{i}" for i in range(4)]
+    bad_bytes, bad_journal, unreadable, good = (
+        _crashed_session(root, gameplay_script(seconds=1, session_id=i), extra_logged_frames=1)
+        for i in ids)
+    manifest = bad_bytes / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"recording"', b'"recording\xff"', 1)
+                         .replace(b'"game": "', b'"game": "\xe9', 1))
+    with open(bad_journal / "events.jsonl", "r+b") as f:  # damage inside, not a cut-off tail
+        f.seek(5)
+        f.write(b"\xff\xfe{{{")
+    (unreadable / "frames.jsonl").unlink()
+    (unreadable / "frames.jsonl").mkdir()  # reading it fails with an OSError
+    said: list[str] = []
+    agent = Agent(AgentSettings(), display=":99", say=said.append)
+    assert agent.recover_crashed() == [good]
+    assert bundle.read_manifest(good)["status"] == "recovered"
+    warnings = [line for line in said if line.startswith("warning")]
+    assert any(str(bad_journal) in w for w in warnings), said
+    assert any(str(unreadable) in w for w in warnings), said
+    assert not any("Traceback" in line for line in said)
+    assert (bad_journal / "events.jsonl").exists() and bad_bytes.exists(), "nothing deleted"
+
+
+def test_start_up_recovery_survives_an_unreadable_index(capture_home: Path) -> None:
+    index = paths.session_index_path()
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_bytes(b'{"path": "/x\xff"}\n')
+    said: list[str] = []
+    recovered = Agent(AgentSettings(), display=":99", say=said.append).recover_crashed()
+    assert recovered == [] or said == [], said  # skipped with a warning, or read past
+    assert all(line.startswith("warning") for line in said)
