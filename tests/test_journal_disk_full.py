@@ -1,0 +1,110 @@
+"""Journals on a really full filesystem (a small tmpfs): whole lines, nothing after a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capture.errors import DiskFullError
+from capture.journal import JournalDamage, JournalWriter, read_journal
+
+RECORD_PAD = "y" * 40
+
+
+class SmallDisk:
+    """A tmpfs of `size` bytes mounted on a fresh directory (needs root), with a filler file."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root, self.size = root, size
+        self.filler = root / "filler"
+
+    def fill(self, leave: int) -> None:
+        """Leave about `leave` bytes free."""
+        free = os.statvfs(self.root).f_bavail * os.statvfs(self.root).f_frsize
+        with open(self.filler, "ab") as f:
+            f.write(b"x" * max(0, free - leave))
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+def mount_small_disk(where: Path, size: int) -> Iterator[SmallDisk]:
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield SmallDisk(where, size)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    yield from mount_small_disk(tmp_path / "disk", 1024 * 1024)
+
+
+def record(i: int) -> dict[str, object]:
+    return {"t_ns": i, "kind": "motion", "dx": 1, "dy": 2, "pad": RECORD_PAD}
+
+
+def test_full_disk_keeps_whole_lines_and_writes_nothing_after(small_disk: SmallDisk) -> None:
+    small_disk.fill(leave=40 * 1024)
+    path = small_disk.root / "events.jsonl"
+    thread_errors: list[threading.ExceptHookArgs] = []
+    old_hook, threading.excepthook = threading.excepthook, thread_errors.append
+    try:
+        writer = JournalWriter(path, flush_interval_ns=5_000_000)
+        for i in range(8000):
+            writer.append(record(i))
+            if i == 4000:
+                assert writer.error is not None, "40 kB cannot hold 4000 records"
+                small_disk.free()  # space comes back: still nothing more may be written
+            if i % 50 == 0:
+                time.sleep(0.002)
+        size_after_error = path.stat().st_size
+        writer.close()
+    finally:
+        threading.excepthook = old_hook
+    assert not thread_errors, "no thread died with a traceback"
+    assert isinstance(writer.error, DiskFullError)
+    assert str(writer.error).startswith(f"{path}: disk full")
+    with pytest.raises(DiskFullError):
+        writer.raise_if_failed()
+    kept = [r["t_ns"] for r in read_journal(path)]  # strict: every line whole
+    assert kept == list(range(len(kept))), "the records kept are the first ones, with no gap"
+    assert 100 < len(kept) < 4000
+    assert writer.dropped == 8000 - len(kept) and writer.count == 8000
+    assert path.stat().st_size == size_after_error, "nothing written after the failure"
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_reopening_a_journal_with_a_torn_last_line_drops_it(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(record(i)) + "\n" for i in range(3)) + '{"t_ns": 3, "ki')
+    writer = JournalWriter(path)
+    assert writer.torn_tail_dropped
+    writer.append(record(4))
+    writer.close()
+    assert [r["t_ns"] for r in read_journal(path)] == [0, 1, 2, 4]
+    clean = JournalWriter(path)
+    clean.close()
+    assert not clean.torn_tail_dropped and len(list(read_journal(path))) == 4
+
+
+def test_salvage_drops_only_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"t_ns": 0}\n{"t_ns": 1}\n{"t_ns": 2, "k\xff')
+    damage = JournalDamage()
+    assert [r["t_ns"] for r in read_journal(path, salvage=True, damage=damage)] == [0, 1]
+    assert damage.truncated_tail
