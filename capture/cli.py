@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from capture import __version__
-from capture.errors import CaptureError
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.sizes import parse_size
 from capture.video.obs.commands import obs_connection_options, obs_settings_from
 
@@ -28,6 +28,12 @@ class _Group(click.Group):
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            problem = DiskFullError(exc.filename, "free some space and run the command again")
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(problem.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -108,3 +108,34 @@ def test_salvage_drops_only_a_torn_last_line(tmp_path: Path) -> None:
     damage = JournalDamage()
     assert [r["t_ns"] for r in read_journal(path, salvage=True, damage=damage)] == [0, 1]
     assert damage.truncated_tail
+
+
+def test_recover_on_a_full_disk_is_a_plain_error_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from capture.cli import cli
+    from capture.session import bundle
+    from tests.factories import gameplay_script
+    from tests.session.test_bundle import _crashed_session
+
+    for disk in mount_small_disk(tmp_path / "disk", 8 * 1024 * 1024):
+        monkeypatch.setenv("CAPTURE_HOME", str(disk.root / "home"))
+        session = _crashed_session(disk.root / "home" / "sessions",
+                                   gameplay_script(seconds=2), extra_logged_frames=1)
+        before = {p.name: p.read_bytes() for p in session.iterdir()}
+        disk.fill(leave=0)
+        result = CliRunner().invoke(cli, ["sessions", "recover", str(session)])
+        assert result.exit_code != 0
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+        assert "disk full" in result.output and "free some space" in result.output, \
+            result.output
+        after = {p.name: p.read_bytes() for p in session.iterdir()}
+        assert after == before, "every file of the session is as it was, and no other"
+        assert bundle.read_manifest(session)["status"] == "recording"
+
+        disk.free()
+        result = CliRunner().invoke(cli, ["sessions", "recover", str(session)])
+        assert result.exit_code == 0, result.output
+        manifest = bundle.read_manifest(session)
+        assert manifest["status"] == "recovered" and manifest["qa"]["frames"] > 0
