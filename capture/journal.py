@@ -115,7 +115,7 @@ class JournalWriter:
         self.dropped += self._buffered
         self._buffer.clear()
         self._buffered = 0
-        log.warning("%s", self.error)
+        log.debug("%s", self.error)  # the owner of the recording reports it (see `error`)
 
     def _drop_torn_tail(self) -> int:
         """Cut a last line without its newline (a write a crash or a full disk cut off) from an

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from capture import consent, paths
 from capture.consent import records, terms
 from capture.consent.commands import _games_to_delete  # which sessions a withdrawal deletes
-from capture.errors import BadInputError, CaptureError
+from capture.errors import BadInputError, CaptureError, DiskFullError, is_disk_full
 from capture.session import bundle, store
 
 from .media import MediaCache, MediaUnavailable
@@ -478,8 +478,13 @@ class _Handler(BaseHTTPRequestHandler):
             except _CLIENT_GONE:
                 raise
             except Exception as exc:
-                log.exception("page request failed")
                 self.close_connection = True
+                if is_disk_full(exc):
+                    problem = DiskFullError(getattr(exc, "filename", None),
+                                            "free some space and try again")
+                    self._send_json({"error": str(problem)}, HTTPStatus.INSUFFICIENT_STORAGE)
+                    return
+                log.exception("page request failed")
                 self._send_json({"error": f"the agent failed to answer ({type(exc).__name__}: "
                                           f"{exc})"}, HTTPStatus.INTERNAL_SERVER_ERROR)
         except _CLIENT_GONE as exc:  # the browser closed the tab or cancelled a preview

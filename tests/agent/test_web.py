@@ -571,3 +571,20 @@ def test_media_of_a_malformed_manifest_is_a_404(client: Client, capture_home: Pa
     manifest["files"]["video.mkv"]["sha256"] = "../../x"
     (session / "manifest.json").write_text(json.dumps(manifest))
     assert client.get(f"/api/thumbnail/{session.name}").status == 404
+
+
+def test_full_disk_is_a_plain_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     agent: FakeAgent) -> None:
+    from tests.test_journal_disk_full import mount_small_disk
+
+    for disk in mount_small_disk(tmp_path / "disk", 1024 * 1024):
+        monkeypatch.setenv("CAPTURE_HOME", str(disk.root / "home"))
+        (disk.root / "home").mkdir()
+        disk.fill(leave=0)
+        with WebServer(agent) as server:
+            reply = Client(server).post("/api/grant", grant_body())
+            assert reply.status == 507, reply.body
+            assert reply.json()["error"] == "disk full: free some space and try again"
+            assert consent.active_grants() == []
+            disk.free()
+            assert Client(server).post("/api/grant", grant_body()).status == 200
