@@ -122,6 +122,8 @@ class ConfigTable:
 
 def config_table(name: str, path: Path | None = None) -> ConfigTable:
     """The `[name]` table (empty if the file or the table is missing)."""
+    if name not in CONFIG_TABLES:
+        raise ValueError(f"[{name}] is not in CONFIG_TABLES: add it there first")
     path = path or config_path()
     values = load_config(path).get(name, {})
     if not isinstance(values, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import os
@@ -588,3 +589,16 @@ def test_full_disk_is_a_plain_answer(tmp_path: Path, monkeypatch: pytest.MonkeyP
             assert consent.active_grants() == []
             disk.free()
             assert Client(server).post("/api/grant", grant_body()).status == 200
+
+
+def test_enter_in_the_terminal_prints_a_new_one_time_address(client: Client,
+                                                             server: WebServer) -> None:
+    printed: list[str] = []
+    server.hand_out_login_urls(io.StringIO("\n\n"), printed.append)
+    deadline = time.monotonic() + 5
+    while len(printed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(printed) == 2 and printed[0] != printed[1]
+    for url in printed:
+        assert login(client, url).status == 303
+        assert login(client, url).status == 403
