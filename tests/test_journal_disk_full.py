@@ -115,7 +115,7 @@ def test_recover_on_a_full_disk_is_a_plain_error_and_changes_nothing(
     from click.testing import CliRunner
 
     from capture.cli import cli
-    from capture.session import bundle
+    from capture.session.manifest import read_manifest
     from tests.factories import gameplay_script
     from tests.session.test_bundle import _crashed_session
 
@@ -132,10 +132,10 @@ def test_recover_on_a_full_disk_is_a_plain_error_and_changes_nothing(
             result.output
         after = {p.name: p.read_bytes() for p in session.iterdir()}
         assert after == before, "every file of the session is as it was, and no other"
-        assert bundle.read_manifest(session)["status"] == "recording"
+        assert read_manifest(session).status == "recording"
 
         disk.free()
         result = CliRunner().invoke(cli, ["sessions", "recover", str(session)])
         assert result.exit_code == 0, result.output
-        manifest = bundle.read_manifest(session)
-        assert manifest["status"] == "recovered" and manifest["qa"]["frames"] > 0
+        manifest = read_manifest(session)
+        assert manifest.status == "recovered" and manifest.qa is not None and manifest.qa.frames > 0

@@ -16,7 +16,9 @@ from capture.agent.settings import AgentSettings
 from capture.clock import utc_iso
 from capture.consent import ConsentReceipt
 from capture.errors import CaptureError
-from capture.session import bundle, store
+from capture.session import store, writer
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,13 @@ class Agent:
 
     def __init__(self, settings: AgentSettings, *, display: str | None = None,
                  say: Callable[[str], None] = print,
-                 obs: Any | None = None) -> None:
+                 video_options: Any | None = None) -> None:
         self.settings = settings
         self.display = display or settings.display or os.environ.get("DISPLAY")
         if not self.display:
             raise CaptureError("no X display to watch: set DISPLAY or [agent] display")
         self.say = say
-        self.obs = obs
+        self.video_options = video_options
         self._lock = threading.RLock()
         self._active: _Active | None = None
         self._watchers: dict[str, inputs.InputBackend] = {}
@@ -136,9 +138,9 @@ class Agent:
             return recovered
         for session_dir in candidates:
             try:
-                if not bundle.needs_recovery(session_dir):
+                if not needs_recovery(session_dir):
                     continue
-                bundle.recover(session_dir)
+                writer.recover(session_dir)
             except Exception as exc:  # one bad session never hides the rest
                 log.debug("recovering %s failed", session_dir, exc_info=True)
                 self.say(f"warning: could not recover {session_dir}: {_plain(exc)}")
@@ -183,7 +185,8 @@ class Agent:
                 scope = frozenset(grant.scope) & RECORDABLE
                 opts = RecordOptions(
                     game=game, backend=self.settings.backend, fps=self.settings.fps,
-                    scope=scope, player=grant.player, display=self.display, obs=self.obs,
+                    scope=scope, player=grant.player, display=self.display,
+                    video_options=self.video_options,
                     idle_pause_s=self.settings.idle_pause_seconds,
                     max_segment_s=self.settings.segment_minutes * 60)
                 backend = inputs.backend()(game, keyboard="keyboard" in scope,
@@ -223,7 +226,8 @@ class Agent:
     def _report_checks(self, session_dir: Path) -> None:
         """Show the record-time checks right after a segment is finalised."""
         try:
-            checks = bundle.read_manifest(session_dir)["qa"].get("checks", [])
+            qa = read_manifest(session_dir).qa
+            checks = [c.to_dict() for c in qa.checks] if qa else []
         except CaptureError as exc:
             self.say(f"warning: {exc}")
             return

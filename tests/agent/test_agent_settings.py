@@ -14,7 +14,8 @@ from capture.agent.settings import KEY_DOCS, AgentSettings, documented_config, l
 from capture.cli import cli
 from capture.config import CONFIG_TABLES
 from capture.errors import CaptureError
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery
 from tests.factories import gameplay_script
 from tests.session.test_bundle import _crashed_session
 
@@ -73,11 +74,11 @@ def test_documented_config_covers_every_key_and_parses(tmp_path: Path) -> None:
 def test_agent_recovers_crashed_sessions_on_start(xvfb, capture_home: Path) -> None:
     crashed = _crashed_session(capture_home / "sessions", gameplay_script(seconds=1),
                                extra_logged_frames=2)
-    assert bundle.needs_recovery(crashed)
+    assert needs_recovery(crashed)
     said: list[str] = []
     agent = Agent(AgentSettings(), display=xvfb.display, say=said.append)
     assert agent.recover_crashed() == [crashed]
-    assert bundle.read_manifest(crashed)["status"] == "recovered"
+    assert read_manifest(crashed).status == "recovered"
     assert any("recovered" in line for line in said)
 
 
@@ -151,7 +152,7 @@ def test_start_up_recovery_carries_on_past_sessions_it_cannot_read(capture_home:
     said: list[str] = []
     agent = Agent(AgentSettings(), display=":99", say=said.append)
     assert agent.recover_crashed() == [good]
-    assert bundle.read_manifest(good)["status"] == "recovered"
+    assert read_manifest(good).status == "recovered"
     warnings = [line for line in said if line.startswith("warning")]
     assert any(str(bad_journal) in w for w in warnings), said
     assert any(str(unreadable) in w for w in warnings), said

@@ -562,7 +562,7 @@ def test_media_only_from_inside_the_session(client: Client, capture_home: Path, 
     for kind in ("thumbnail", "preview"):
         reply = client.get(f"/api/{kind}/{session.name}")
         assert reply.status == 404, (kind, reply.body)
-        assert "outside its folder" in reply.json()["error"]
+        assert "outside its session" in reply.json()["error"]
     assert not list((capture_home / "cache").rglob("*.jpg")), "nothing was decoded"
 
 
