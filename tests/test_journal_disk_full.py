@@ -139,3 +139,38 @@ def test_recover_on_a_full_disk_is_a_plain_error_and_changes_nothing(
         assert result.exit_code == 0, result.output
         manifest = read_manifest(session)
         assert manifest.status == "recovered" and manifest.qa is not None and manifest.qa.frames > 0
+
+
+@pytest.mark.x11
+@pytest.mark.slow
+def test_recording_onto_a_disk_that_fills_keeps_what_was_written(tmp_path: Path) -> None:
+    """A real recording (the demo's game on a private Xvfb) into a tmpfs with ~250 kB free."""
+    import sys
+
+    from capture import formats
+    from capture.session.manifest import read_manifest
+
+    for disk in mount_small_disk(tmp_path / "disk", 4 * 1024 * 1024):
+        disk.fill(leave=250 * 1024)
+        out = disk.root / "demo"
+        env = {**os.environ, "CAPTURE_HOME": str(out / "home")}
+        done = subprocess.run([sys.executable, "-m", "capture", "demo", "--out", str(out),
+                               "--duration", "8"], env=env, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode != 0, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, \
+            done.stderr[-4000:]
+        assert "disk full" in done.stderr.splitlines()[-1], done.stderr[-2000:]
+        (session,) = (out / "sessions").iterdir()
+        for name in (formats.EVENTS_JOURNAL, formats.FRAMES_JOURNAL):
+            if (session / name).exists():  # every line whole: readable without salvage
+                assert list(read_journal(session / name)), name
+
+        disk.free()
+        recovered = subprocess.run([sys.executable, "-m", "capture", "sessions", "recover",
+                                    str(session)], env=env, capture_output=True, text=True,
+                                   timeout=120)
+        assert recovered.returncode == 0, recovered.stderr
+        manifest = read_manifest(session)
+        assert manifest.status == "recovered" and manifest.qa is not None
+        assert manifest.qa.frames > 0
