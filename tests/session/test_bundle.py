@@ -17,17 +17,13 @@ from capture import consent, formats
 from capture.cli import cli
 from capture.errors import BadInputError
 from capture.journal import JournalWriter, read_journal
-from capture.session import store, writer
+from capture.session import store
 from capture.session.manifest import (
-    ComponentInfo,
-    ConsentRef,
-    GameInfo,
-    InputInfo,
     read_manifest,
     write_manifest,
 )
 from capture.session.reader import needs_recovery, open_session
-from tests.factories import SessionScript, build_session, gameplay_script, write_video
+from tests.factories import SessionScript, build_recording, build_session, gameplay_script
 
 
 def _schema(name: str) -> dict:
@@ -94,34 +90,10 @@ def test_journal_cut_off_at_the_end_is_salvaged(tmp_path: Path) -> None:
 
 def _crashed_session(root: Path, script: SessionScript, extra_logged_frames: int) -> Path:
     """A bundle as a killed recorder leaves it: manifest 'recording', journals, a dead pid."""
-    session_dir = root / script.session_id
-    from capture.clock import ClockPair
-
-    writer.create_session(session_dir, writer.initial_manifest(
-        session_id=script.session_id, player=script.player,
-        consent=ConsentRef(receipt_id=script.receipt_id, license="CC-BY-4.0",
-                           scope=("keyboard", "mouse", "video"), synthetic=True),
-        game=GameInfo(name=script.game), video_backend="builtin",
-        input_info=InputInfo(backend=ComponentInfo(name="xorg-xi2")), fps=script.fps,
-        start=ClockPair(script.start_ns, "2025-03-01T12:00:00.000000Z")))
-    pts = write_video(session_dir / formats.VIDEO, script)
-    frames = JournalWriter(session_dir / formats.FRAMES_JOURNAL)
-    times = script.capture_times_ns
-    for i in range(len(times) + extra_logged_frames):
-        t = times[min(i, len(times) - 1)] + max(0, i - len(times) + 1) * 33_000_000
-        frames.append({"frame_index": i, "capture_time_ns": t, "grab_duration_ns": 1,
-                       "dropped_before": 0, "repeated": False, "pts": pts[min(i, len(pts) - 1)]})
-    frames.close()
-    events = JournalWriter(session_dir / formats.EVENTS_JOURNAL)
-    for record in script.events:
-        events.append(record)
-    events.close()
-    with open(session_dir / formats.EVENTS_JOURNAL, "a") as f:
-        f.write('{"t_ns": 99, "kind": "mot')  # the write the crash cut off
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (session_dir / formats.LOCK).write_text(str(dead.pid))
-    return session_dir
+    return build_recording(root, script, extra_logged_frames=extra_logged_frames,
+                           torn_event=True, recorder_pid=dead.pid)
 
 
 def test_recover_salvages_journals_and_keeps_only_decodable_frames(tmp_path, capture_home) -> None:
