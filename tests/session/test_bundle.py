@@ -12,6 +12,8 @@ import jsonschema
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from capture import consent, formats
 from capture.cli import cli
@@ -164,3 +166,53 @@ def test_cli_help_reads_well() -> None:
                          text=True, env=env, check=True).stdout
     for command in ("consent", "record", "sessions", "export", "dataset", "demo"):
         assert command in out
+
+
+def test_unreadable_manifests_are_named_and_the_rest_carry_on(tmp_path, capture_home) -> None:
+    sessions = capture_home / "sessions"
+    good = build_session(sessions, gameplay_script(seconds=1, session_id="20250301T120000Z-g-1"))
+    bad = build_session(sessions, gameplay_script(seconds=1, session_id="20250301T120000Z-g-2"))
+    raw = (bad / formats.MANIFEST).read_bytes()
+    (bad / formats.MANIFEST).write_bytes(raw[:40] + b"\xff\xfe" + raw[42:])
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["sessions", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert good.name in listed.output and "not UTF-8" in listed.output
+    shown = runner.invoke(cli, ["sessions", "show", str(bad)])
+    assert shown.exit_code == BadInputError.exit_code
+    assert str(bad / formats.MANIFEST) in shown.output and "Traceback" not in shown.output
+    recovered = runner.invoke(cli, ["sessions", "recover"])
+    assert recovered.exit_code == 0 and "no session needs recovery" in recovered.output
+    exported = runner.invoke(cli, ["export", str(bad), "--out", str(tmp_path / "d")])
+    assert exported.exit_code == BadInputError.exit_code
+    assert "not UTF-8" in exported.output and "Traceback" not in exported.output
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_manifest_is_refused_by_name_or_read_whole(tmp_path_factory, data) -> None:
+    """Fuzzed manifests (bytes flipped, cut, inserted): reading either returns a valid record
+    or raises BadInputError naming the file; never another exception."""
+    root = tmp_path_factory.getbasetemp() / "fuzz-manifest"
+    session_dir = root / "s"
+    if not session_dir.exists():
+        build_session(root, gameplay_script(seconds=1, session_id="s"))
+        (root / "original.json").write_bytes((session_dir / formats.MANIFEST).read_bytes())
+    raw = bytearray((root / "original.json").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del raw[at:at + data.draw(st.integers(1, 200))]
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    (session_dir / formats.MANIFEST).write_bytes(bytes(raw))
+    try:
+        manifest = read_manifest(session_dir)
+    except BadInputError as exc:
+        assert str(session_dir / formats.MANIFEST) in str(exc)
+    else:
+        assert manifest.to_dict()["session_id"] == manifest.session_id

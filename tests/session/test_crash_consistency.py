@@ -141,7 +141,7 @@ def test_finalise_and_recovery_killed_at_random_instants(recordings, tmp_path,
                                                          consent_active) -> None:
     """Kills at random wall-clock instants (inside pyarrow's and PyAV's own writes too)."""
     rng = random.Random(8)
-    for trial in range(12):
+    for trial in range(40):
         kind = "clean" if trial % 2 == 0 else "crashed"
         work = _copy(recordings[kind], tmp_path / f"random-{trial}")
 
