@@ -55,12 +55,16 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
 
 
 def check_config() -> None:
-    """Read every table of the config file in use as the agent would (its [agent] and [obs]
-    tables); a problem raises CaptureError naming the file and key."""
-    from capture.video.obs.settings import resolve as obs_settings
-
+    """Read every table of the config file in use as the agent would: its own, and each video
+    backend's (made with its defaults, a backend reads its table); CaptureError names the
+    problem."""
     load_agent_settings()
-    obs_settings()
+    for name in video.backend_names():
+        try:
+            backend = video.backend(name)
+        except ImportError:  # a backend that cannot be loaded here reads no table
+            continue
+        backend.create(None)
 
 
 def documented_config() -> str:
