@@ -12,7 +12,7 @@ from capture import paths
 from capture.agent.agent import Agent
 from capture.agent.settings import KEY_DOCS, AgentSettings, documented_config, load_agent_settings
 from capture.cli import cli
-from capture.config import CONFIG_TABLES
+from capture.config import config_tables
 from capture.errors import CaptureError
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
@@ -93,12 +93,12 @@ def test_unknown_tables_are_refused(tmp_path: Path, text: str, words: str) -> No
     with pytest.raises(CaptureError) as err:
         load_agent_settings(path)
     assert words in str(err.value) and str(path) in str(err.value)
-    assert all(f"[{t}]" in str(err.value) for t in CONFIG_TABLES)
+    assert all(f"[{t}]" in str(err.value) for t in config_tables())
 
 
 def test_every_known_table_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    path.write_text("".join(f"[{t}]\n" for t in CONFIG_TABLES))
+    path.write_text("".join(f"[{t}]\n" for t in config_tables()))
     assert load_agent_settings(path) == AgentSettings()
 
 
