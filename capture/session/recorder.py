@@ -106,7 +106,7 @@ class _EventWriter:
             self.focus = event if event.kind == "focus_in" else None
 
     def _switch(self, journal: JournalWriter, t_ns: int) -> None:
-        def copy(event: InputEvent, kind: str) -> dict:
+        def copy(event: InputEvent, kind: str) -> dict[str, Any]:
             record = event.to_record()
             record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
             return record
