@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -28,8 +29,9 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
     It waits for a game you consented to, records it while its window has focus (pausing when
     another window has focus or after a while without input), splits long play into segments,
     checks each segment right after it is recorded, and stops when the game exits. It serves a
-    page on 127.0.0.1 (the address, with its access token, is printed on a line of its own) to
-    give or withdraw consent and to see, check and delete recordings. Stop it with Ctrl-C.
+    page on 127.0.0.1 (a one-time sign-in address is printed on a line of its own; press Enter
+    for a new one) to give or withdraw consent and to see, check and delete recordings. Stop it
+    with Ctrl-C.
     """
     from dataclasses import replace
 
@@ -51,7 +53,10 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
     server = WebServer(the_agent, port=settings.port)
     server.start()
     try:
-        click.echo(server.url)
+        click.echo(server.login_url())
+        say(f"Open the address above (it works once, within a minute); then {server.url} "
+            "is the page. Press Enter here for a new address.")
+        server.hand_out_login_urls(sys.stdin, click.echo)
         if settings.open_browser:
             server.open_browser()
         the_agent.run(stop_on_signals())

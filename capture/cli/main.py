@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from typing import Any, NoReturn
@@ -10,7 +9,7 @@ from typing import Any, NoReturn
 import click
 
 from capture import __version__
-from capture.errors import CaptureError
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 
 EXIT_BUG = 70        # EX_SOFTWARE: an unexpected error, i.e. a bug in capture
 EXIT_OS_ERROR = 74   # EX_IOERR: the operating system refused a read or write (disk full, ...)
@@ -48,12 +47,10 @@ def _x_display_problem(exc: BaseException) -> str | None:
 
 
 def _os_error_line(exc: OSError) -> str:
-    where = exc.filename if exc.filename is not None else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full: cannot write {where}".rstrip() + (
-            "; free some space and run it again (what was written before is kept)")
+    if is_disk_full(exc):
+        return str(DiskFullError(exc.filename, "free some space and run the command again"))
     reason = exc.strerror or str(exc)
-    return f"{where}: {reason}" if where else reason
+    return f"{exc.filename}: {reason}" if exc.filename is not None else reason
 
 
 class _Group(click.Group):
@@ -70,7 +67,7 @@ class _Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except CaptureError as exc:
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), EXIT_OS_ERROR if isinstance(exc, DiskFullError) else exc.exit_code)
         except OSError as exc:
             if _debugging():
                 raise
