@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from capture import __version__, formats
 from capture.clock import CLOCK_NAME, ClockPair, utc_iso
 from capture.errors import BadInputError, CaptureError
+from capture.inputs import EventKind
 from capture.journal import JournalDamage, read_journal
 from capture.session.checks import run_checks
 
@@ -169,9 +170,9 @@ def quality_summary(events: pa.Table, frames: pa.Table, fps_target: float,
     if events.num_rows:
         for kind, t in zip(events.column("kind").to_pylist(), events.column("t_ns").to_pylist(),
                            strict=True):
-            if kind == "focus_in" and focus_since is None:
+            if kind == EventKind.FOCUS_IN and focus_since is None:
                 focus_since = t
-            elif kind == "focus_out" and focus_since is not None:
+            elif kind == EventKind.FOCUS_OUT and focus_since is not None:
                 focused_ns += t - focus_since
                 focus_since = None
     if focus_since is not None:
