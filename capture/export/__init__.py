@@ -1,8 +1,7 @@
-"""Dataset export: consented session bundles -> LeRobot v3.0 datasets, and their verification.
+"""Dataset export: consented session bundles -> LeRobot v3.0 datasets, and their verification."""
 
-The names below are imported on first use (PEP 562), so `capture.export.vocabulary` and
-`capture.export.layout` can be imported without PyAV, OpenCV or pandas.
-"""
+# The names below are imported on first use (PEP 562), so `capture.export.vocabulary` and
+# `capture.export.layout` can be imported without PyAV, OpenCV or pandas.
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""The dataset's action vocabulary: feature names, the names of their slots, and their dtypes.
+"""The dataset's action vocabulary: feature names, the names of their slots, and their dtypes."""
 
-Input backends name buttons, axes and keys with these names, align.py turns them into per-frame
-slots, and export/layout.py lists them in info.json. Imports nothing, so any layer may read it.
-Appending a name keeps existing slots stable; reordering or removing names changes the dataset
-format and needs a new dataset schema version.
-"""
+# Input backends name buttons, axes and keys with these names, align.py turns them into
+# per-frame slots, and export/layout.py lists them in info.json. This module imports nothing, so
+# any layer may read it. Appending a name keeps existing slots stable; reordering or removing
+# names changes the dataset format and needs a new dataset schema version.
 
 from __future__ import annotations
 
