@@ -231,9 +231,12 @@ class InputBackend(ABC):
         thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         thread.start()
         self._ready.wait(self.start_timeout_s)
-        if self._setup_error is not None:
+        with self._start_lock:
+            self._start_returned = True
+            error = self._setup_error
+        if error is not None:
             thread.join()
-            raise self._setup_error
+            raise error
         self._thread = thread
 
     def stop(self) -> None:
@@ -278,6 +281,8 @@ class InputBackend(ABC):
         self._sink = sink
         self._on_focus = on_focus
         self._ready = threading.Event()
+        self._start_lock = threading.Lock()
+        self._start_returned = False
         self._setup_error: BaseException | None = None
         self._focused = False
         self._focus_window: WindowInfo | None = None
@@ -293,7 +298,10 @@ class InputBackend(ABC):
         try:
             self._open()
         except BaseException as exc:
-            self._setup_error = exc
+            with self._start_lock:
+                self._setup_error = exc
+                if self._start_returned:  # start gave up waiting: nobody will raise it
+                    self.notes.append(f"input capture could not start: {exc!r}")
             with contextlib.suppress(Exception):  # the error to report is the first one
                 self._close()
             self._ready.set()

@@ -49,7 +49,6 @@ class XorgInputBackend(InputBackend):
 
     name = "xorg-xi2"
     thread_name = "xorg-input"
-    start_timeout_s = 2.0
 
     def __init__(self, game: str, *, keyboard: bool = True, mouse: bool = True,
                  display: str | None = None) -> None:
