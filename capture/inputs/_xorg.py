@@ -17,6 +17,7 @@ from capture.clock import now_ns
 from capture.errors import CaptureError
 from capture.inputs import x11window
 from capture.inputs._base import EventKind, InputBackend, InputEvent, WindowInfo
+from capture.inputs._x11focus import GameFocus
 from capture.inputs._xi2 import (
     BUTTON_NUMBERS,
     RawEvent,
@@ -33,18 +34,15 @@ RAW_KEY_MASK = xinput.RawKeyPressMask | xinput.RawKeyReleaseMask
 RAW_MOUSE_MASK = xinput.RawButtonPressMask | xinput.RawButtonReleaseMask | xinput.RawMotionMask
 BUTTON_NAMES = {number: name for name, number in BUTTON_NUMBERS.items()}
 WHEEL_CLICKS = {4: (0.0, 1.0), 5: (0.0, -1.0), 6: (-1.0, 0.0), 7: (1.0, 0.0)}  # button: (dx, dy)
-# Focus details that say nothing about whether focus is inside the window (PointerRoot mode).
-POINTER_DETAILS = (X.NotifyPointer, X.NotifyPointerRoot, X.NotifyDetailNone)
 
 
 class XorgInputBackend(InputBackend):
     """XInput2 raw input on the root window, gated on the game's top-level window having focus.
 
-    Focus counts when X input focus is inside a top-level window matching `game` and, where a
-    window manager sets _NET_ACTIVE_WINDOW, that names the same window. PointerRoot focus counts
-    as unfocused. Raw events, focus events and property changes come over one connection, so a
-    focus change splits the event stream exactly; a 100 ms poll finds late windows and catches
-    changes that no event reported. Raw events carry the X server's time (time_source x_server).
+    What counts as focus is GameFocus's (capture/inputs/_x11focus.py). Raw events, focus events
+    and property changes come over one connection, so a focus change splits the event stream
+    exactly; a 100 ms poll finds late windows and catches changes that no event reported. Raw
+    events carry the X server's time (time_source x_server).
     """
 
     name = "xorg-xi2"
@@ -91,7 +89,7 @@ class XorgInputBackend(InputBackend):
                               "no raw events while another client grabs the device")
         self.clock = ServerClock.calibrate(dpy, self.notes)
         self.root = dpy.screen().root
-        self.net_active_window = dpy.intern_atom("_NET_ACTIVE_WINDOW")
+        self.focus = GameFocus(dpy, self.game, self.notes)
         raw_mask = (RAW_KEY_MASK if self.keyboard else 0) | (RAW_MOUSE_MASK if self.mouse else 0)
         masks = [(xinput.AllDevices, xinput.HierarchyChangedMask)]
         if raw_mask:
@@ -102,12 +100,6 @@ class XorgInputBackend(InputBackend):
         dpy.sync()
         with self._wake_lock:
             self._wake_pipe = os.pipe()
-
-        self.game_windows: dict[int, WindowInfo] = {}   # top-level id -> info, all selected on
-        self.checked_top_levels: set[int] = set()
-        self.x_focus_top_level: int | None = None        # a game top-level holding X focus
-        self.active_window_ok = True                     # _NET_ACTIVE_WINDOW unset or the game
-        self.grabbed_elsewhere = False                   # another client grabbed the keyboard
         self.devices: dict[int, tuple[str, bool]] = {}   # sourceid -> (name, absolute axes)
         self._poll_focus()  # input that follows start() must meet a known focus state
         self.next_poll_ns = now_ns() + FOCUS_POLL_NS
@@ -182,30 +174,13 @@ class XorgInputBackend(InputBackend):
                 self.devices.clear()
             elif xinput.RawKeyPress <= event.evtype <= xinput.RawMotion:
                 self._on_raw(event.evtype, parse_raw_event(bytes(event.data)), receive_ns)
-        elif kind in (X.FocusIn, X.FocusOut):
-            self._on_focus_event(event, receive_ns)
-        elif kind == X.PropertyNotify and event.atom == self.net_active_window:
-            t_ns, source = self.clock.host_ns(event.time, receive_ns)
-            self.active_window_ok = self._active_window_is_game(x11window.active_window(self.dpy))
-            self._update_focus(t_ns, source)
-        elif kind == X.DestroyNotify and (
-                destroyed := x11window.resource_id(event.window)) in self.game_windows:
-            del self.game_windows[destroyed]
-            if self.x_focus_top_level == destroyed:
-                self.x_focus_top_level = None
-                self._update_focus(receive_ns, "receive")
-        elif kind == X.MapNotify:
-            self.checked_top_levels.discard(x11window.resource_id(event.window))
-        elif kind == X.ReparentNotify:
-            # A window manager framed a client (or let one go): the frame is the top-level now.
-            moved = x11window.resource_id(event.window)
-            self.checked_top_levels.discard(moved)
-            self.checked_top_levels.discard(x11window.resource_id(event.parent))
-            if self.game_windows.pop(moved, None) is not None and self.x_focus_top_level == moved:
-                self.x_focus_top_level = None
-                self._update_focus(receive_ns, "receive")
         elif kind == X.MappingNotify:
             self.dpy.refresh_keyboard_mapping(event)
+        elif self.focus.handle(event):
+            if kind == X.PropertyNotify:  # the active window changed: the server stamped it
+                self._update_focus(*self.clock.host_ns(event.time, receive_ns))
+            else:
+                self._update_focus(receive_ns, "receive")
 
     def _on_raw(self, evtype: int, raw: RawEvent, receive_ns: int) -> None:
         assert self.dpy is not None
@@ -258,69 +233,19 @@ class XorgInputBackend(InputBackend):
 
     # --- focus ----------------------------------------------------------------------------
 
-    def _on_focus_event(self, event: rq.Event, receive_ns: int) -> None:
-        top_level = x11window.resource_id(event.window)
-        if top_level not in self.game_windows or event.detail in POINTER_DETAILS:
-            return
-        if event.type == X.FocusOut and event.detail == X.NotifyInferior:
-            return  # focus (or a grab) moved to a child: still inside the game
-        if event.type == X.FocusIn:
-            self.x_focus_top_level = top_level
-            if event.mode != X.NotifyWhileGrabbed:
-                self.grabbed_elsewhere = False
-        elif event.mode == X.NotifyGrab:
-            # Keys now go to another client's grab, though GetInputFocus still names the game.
-            if not self.grabbed_elsewhere:
-                self.notes.append("keyboard grabbed outside the game window while it had "
-                                  "focus: input dropped until the grab ended")
-            self.grabbed_elsewhere = True
-        else:
-            self.x_focus_top_level = None
-        self._update_focus(receive_ns, "receive")
-
     def _poll_focus(self) -> None:
         """Find new game windows and re-read focus, in case an event was missed."""
         assert self.dpy is not None
-        self._find_game_windows()
+        self.focus.find_game_windows()
         observed_ns = now_ns()
         reply = self.dpy.get_input_focus()
         focus_top_level = x11window.top_level_of_focus(self.dpy, reply.focus)
-        active_ok = self._active_window_is_game(x11window.active_window(self.dpy))
+        active_ok = self.focus.active_window_is_game(x11window.active_window(self.dpy))
         self._process_events_before(reply.sequence_number)
-        self.x_focus_top_level = focus_top_level if focus_top_level in self.game_windows else None
-        self.active_window_ok = active_ok
+        self.focus.polled(focus_top_level, active_ok)
         self._update_focus(observed_ns, "receive")
 
-    def _find_game_windows(self) -> None:
-        """Look at new top-levels, and at those mapped or given a client since we last looked."""
-        assert self.dpy is not None
-        present = set(x11window.top_level_windows(self.dpy, viewable_only=False))
-        self.checked_top_levels &= present
-        for top_level in present - self.checked_top_levels:
-            self.checked_top_levels.add(top_level)
-            info = x11window.window_info(self.dpy, top_level)
-            if info is not None and info.matches(self.game):
-                catch = error.CatchError(error.BadWindow)
-                x11window.window(self.dpy, top_level).change_attributes(
-                    event_mask=X.FocusChangeMask | X.StructureNotifyMask, onerror=catch)
-                self.dpy.sync()
-                if not catch.get_error():
-                    self.game_windows[top_level] = info
-
-    def _active_window_is_game(self, active: int | None) -> bool:
-        if active is None:
-            return True
-        if active in self.game_windows or any(
-                info.window_id == active for info in self.game_windows.values()):
-            return True
-        return x11window.top_level_of(self.dpy, active) in self.game_windows
-
     def _update_focus(self, t_ns: int, time_source: str) -> None:
-        focused = (self.x_focus_top_level is not None and self.active_window_ok
-                   and not self.grabbed_elsewhere)
-        window = None
-        if focused and not self._focused and self.x_focus_top_level is not None:
-            # Fresh geometry and title for on_focus; what was found at discovery may be stale.
-            window = (x11window.window_info(self.dpy, self.x_focus_top_level)
-                      or self.game_windows[self.x_focus_top_level])
+        focused = self.focus.focused
+        window = self.focus.focused_window() if focused and not self._focused else None
         self._set_focus(focused, window, t_ns, time_source)
