@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Callable
 from ctypes import wintypes
 from typing import Any
@@ -14,6 +13,7 @@ from capture.inputs import _rawinput as raw
 from capture.inputs import win32_focus
 from capture.inputs._base import InputBackend, WindowInfo
 from capture.inputs._rawinput import RAWINPUTDEVICE, KeyState, ScreenArea
+from capture.inputs._win32api import callback_types, libraries, os_error
 
 __all__ = ["Win32InputBackend"]
 
@@ -28,70 +28,6 @@ FOCUS_TIMER_ID, POINTER_TIMER_ID = 1, 2
 FOCUS_POLL_MS = 100                # catches what no foreground event reported
 POINTER_TIMER_MS = 10             # a throttled cursor report follows this much later
 START_TIMEOUT_S = 5.0
-
-
-@functools.cache
-def _callback_types() -> tuple[Any, Any, Any]:
-    """WNDPROC, WINEVENTPROC and WNDCLASSEXW (made on first use: WINFUNCTYPE is Windows-only)."""
-    w, functype = wintypes, win32_focus.function_type()
-    window_proc = functype(w.LPARAM, w.HWND, w.UINT, w.WPARAM, w.LPARAM)
-    win_event_proc = functype(None, w.HANDLE, w.DWORD, w.HWND, w.LONG, w.LONG, w.DWORD, w.DWORD)
-
-    class WNDCLASSEXW(ctypes.Structure):
-        _fields_ = [("cbSize", w.UINT), ("style", w.UINT), ("lpfnWndProc", window_proc),
-                    ("cbClsExtra", ctypes.c_int), ("cbWndExtra", ctypes.c_int),
-                    ("hInstance", w.HINSTANCE), ("hIcon", w.HICON), ("hCursor", w.HANDLE),
-                    ("hbrBackground", w.HBRUSH), ("lpszMenuName", w.LPCWSTR),
-                    ("lpszClassName", w.LPCWSTR), ("hIconSm", w.HICON)]
-
-    return window_proc, win_event_proc, WNDCLASSEXW
-
-
-_libraries: win32_focus.Libraries | None = None
-
-
-def libraries() -> win32_focus.Libraries:
-    """user32 and kernel32 with the prototypes the message loop uses; tests put fakes here."""
-    global _libraries
-    if _libraries is None:
-        w, pointer = wintypes, ctypes.POINTER
-        _, win_event_proc, window_class = _callback_types()
-        user32 = win32_focus.load_library("user32", {
-            "RegisterClassExW": (w.ATOM, [pointer(window_class)]),
-            "UnregisterClassW": (w.BOOL, [w.LPCWSTR, w.HINSTANCE]),
-            "CreateWindowExW": (w.HWND, [w.DWORD, w.LPCWSTR, w.LPCWSTR, w.DWORD, ctypes.c_int,
-                                         ctypes.c_int, ctypes.c_int, ctypes.c_int, w.HWND,
-                                         w.HMENU, w.HINSTANCE, w.LPVOID]),
-            "DestroyWindow": (w.BOOL, [w.HWND]),
-            "DefWindowProcW": (w.LPARAM, [w.HWND, w.UINT, w.WPARAM, w.LPARAM]),
-            "GetMessageW": (w.BOOL, [pointer(w.MSG), w.HWND, w.UINT, w.UINT]),
-            "DispatchMessageW": (w.LPARAM, [pointer(w.MSG)]),
-            "PostMessageW": (w.BOOL, [w.HWND, w.UINT, w.WPARAM, w.LPARAM]),
-            "PostQuitMessage": (None, [ctypes.c_int]),
-            "RegisterRawInputDevices": (w.BOOL, [pointer(RAWINPUTDEVICE), w.UINT, w.UINT]),
-            "GetRawInputData": (w.UINT, [w.HANDLE, w.UINT, w.LPVOID, pointer(w.UINT), w.UINT]),
-            "GetRawInputDeviceInfoW": (w.UINT, [w.HANDLE, w.UINT, w.LPVOID, pointer(w.UINT)]),
-            "SetTimer": (ctypes.c_size_t, [w.HWND, ctypes.c_size_t, w.UINT, w.LPVOID]),
-            "KillTimer": (w.BOOL, [w.HWND, ctypes.c_size_t]),
-            "SetWinEventHook": (w.HANDLE, [w.DWORD, w.DWORD, w.HMODULE, win_event_proc, w.DWORD,
-                                           w.DWORD, w.DWORD]),
-            "UnhookWinEvent": (w.BOOL, [w.HANDLE]),
-            "GetForegroundWindow": (w.HWND, []),
-            "GetCursorPos": (w.BOOL, [pointer(w.POINT)]),
-            "GetSystemMetrics": (ctypes.c_int, [ctypes.c_int]),
-            "GetKeyboardLayout": (w.HKL, [w.DWORD]),
-            "MapVirtualKeyExW": (w.UINT, [w.UINT, w.UINT, w.HKL]),
-            "SetThreadDpiAwarenessContext": (w.HANDLE, [w.HANDLE]),  # Windows 10 1607+
-        })
-        kernel32 = win32_focus.load_library(
-            "kernel32", {"GetModuleHandleW": (w.HMODULE, [w.LPCWSTR])})
-        _libraries = win32_focus.Libraries(user32=user32, kernel32=kernel32)
-    return _libraries
-
-
-def _os_error(function: str) -> OSError:
-    code = ctypes.get_last_error() if hasattr(ctypes, "get_last_error") else 0
-    return OSError(code, f"{function} failed (Windows error {code})")
 
 
 class Win32InputBackend(InputBackend):
@@ -146,7 +82,7 @@ class Win32InputBackend(InputBackend):
             dpi_aware = None
         if not dpi_aware:
             self.notes.append("not per-monitor DPI aware: cursor positions may be scaled")
-        window_proc_type, win_event_proc_type, window_class_type = _callback_types()
+        window_proc_type, win_event_proc_type, window_class_type = callback_types()
         window_proc = window_proc_type(self.window_proc)
         on_win_event = win_event_proc_type(self._on_foreground_event)
         self.callbacks += [window_proc, on_win_event]
@@ -155,12 +91,12 @@ class Win32InputBackend(InputBackend):
                                          lpfnWndProc=window_proc, hInstance=self.instance,
                                          lpszClassName=self.class_name)
         if not user32.RegisterClassExW(window_class):
-            raise _os_error("RegisterClassExW")
+            raise os_error("RegisterClassExW")
         self.class_registered = True
         self.hwnd = user32.CreateWindowExW(0, self.class_name, "capture raw input", 0, 0, 0, 0,
                                            0, HWND_MESSAGE, None, self.instance, None) or 0
         if not self.hwnd:
-            raise _os_error("CreateWindowExW")
+            raise os_error("CreateWindowExW")
         usages = ([raw.USAGE_MOUSE] if self.mouse else []) + (
             [raw.USAGE_KEYBOARD] if self.keyboard else [])
         if usages:
@@ -172,7 +108,7 @@ class Win32InputBackend(InputBackend):
         if not self.win_event_hook:
             self.notes.append("no foreground-change events: focus polled every 100 ms")
         if not user32.SetTimer(self.hwnd, FOCUS_TIMER_ID, FOCUS_POLL_MS, None):
-            raise _os_error("SetTimer")
+            raise os_error("SetTimer")
         self._check_foreground(now_ns())
 
     def _register(self, usages: list[int], flags: int, target: int | None) -> None:
@@ -181,14 +117,14 @@ class Win32InputBackend(InputBackend):
               for usage in usages))
         if not libraries().user32.RegisterRawInputDevices(devices, len(usages),
                                                           ctypes.sizeof(RAWINPUTDEVICE)):
-            raise _os_error("RegisterRawInputDevices")
+            raise os_error("RegisterRawInputDevices")
 
     def _pump(self) -> None:
         user32 = libraries().user32
         message = wintypes.MSG()
         while (result := user32.GetMessageW(message, None, 0, 0)) != 0:
             if result == -1:
-                raise _os_error("GetMessageW")
+                raise os_error("GetMessageW")
             user32.DispatchMessageW(message)
         if self.failure is not None:
             raise self.failure

@@ -20,7 +20,7 @@ import pytest
 from capture import inputs
 from capture.align import key_slot
 from capture.export.vocabulary import KEY_NAMES, OTHER
-from capture.inputs import _rawinput, _win32, win32_focus
+from capture.inputs import _rawinput, _win32, _win32api, win32_focus
 from capture.inputs._base import InputEvent, WindowInfo
 from capture.inputs._rawinput import (
     RAWINPUT,
@@ -574,7 +574,7 @@ def desk(monkeypatch: pytest.MonkeyPatch) -> FakeWindows:
     libraries = Libraries(user32=FakeUser32(desk), kernel32=FakeKernel32(desk),
                           dwmapi=FakeDwmapi(desk))
     monkeypatch.setattr(win32_focus, "_libraries", libraries)
-    monkeypatch.setattr(_win32, "_libraries", libraries)
+    monkeypatch.setattr(_win32api, "_libraries", libraries)
     return desk
 
 
@@ -785,10 +785,10 @@ def test_every_dll_function_called_has_a_prototype(monkeypatch: pytest.MonkeyPat
             return self.functions.setdefault(function, type(function, (), {})())
 
     monkeypatch.setattr(ctypes, "WinDLL", StandInDll, raising=False)
-    for module in (win32_focus, _win32):
+    for module, caller in ((win32_focus, win32_focus), (_win32api, _win32)):
         monkeypatch.setattr(module, "_libraries", None)
         loaded = module.libraries()
-        source = Path(module.__file__ or "").read_text()
+        source = Path(caller.__file__ or "").read_text()
         for dll in ("user32", "kernel32", "dwmapi"):
             called = set(re.findall(rf"\b{dll}\.([A-Z]\w+)", source))
             functions = getattr(loaded, dll).functions if called else {}
