@@ -20,7 +20,7 @@ from capture.export.vocabulary import (
     MULTI_HOT_DTYPE,
     OTHER,
 )
-from capture.inputs import EventKind
+from capture.inputs import HOLDS, EventKind
 
 NS_PER_S = 1_000_000_000
 GAP_FACTOR = 3  # consecutive frames further apart than this many source intervals: a pause
@@ -300,7 +300,7 @@ def _hold_intervals(t: np.ndarray, slots: np.ndarray, identity: np.ndarray,
 def _held_feature(events: pa.Table, t: np.ndarray, frames: _Frames, press_kind: EventKind,
                   name_column: str, table: str, width: int, missing: int) -> np.ndarray:
     """Multi-hot of what `press_kind` events hold until their releases (see _hold_intervals)."""
-    press, release = _mask(events, press_kind), _mask(events, press_kind.release_of())
+    press, release = _mask(events, press_kind), _mask(events, HOLDS[press_kind])
     rows = np.flatnonzero(press | release)
     slots, identity = _slots(events.column(name_column).take(rows), table, missing)
     known = slots >= 0
