@@ -115,7 +115,7 @@ class TimelineJournal:
         return JournalWriter(self.path)
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> int:
-        """Replace the whole timeline atomically (a backend that learns it at stop, like OBS);
+        """Replace the whole timeline atomically (a backend that learns it only at stop);
         returns the number of records."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         count = 0

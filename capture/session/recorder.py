@@ -221,7 +221,8 @@ class Recording:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
         # Input starts first, so the first segment opens knowing whether the game has focus
-        # (pausing a just-started OBS output and resuming it at once can hang OBS 29).
+        # (pausing an external recorder right after its start and resuming it at once has
+        # been seen to hang it).
         self.input_backend.start(self._sink, self._on_focus)
         self.focused.wait(0.5)
         try:
@@ -283,8 +284,8 @@ class Recording:
         old = self.segment
         assert old is not None and self.events is not None
         if not old.video.capabilities.overlapping_segments:
-            # OBS records one file at a time and restarting it between segments proved
-            # unreliable on OBS 29 (a restarted output could hang): keep one segment.
+            # A backend that records one file at a time cannot overlap two segments, and
+            # restarting it between segments proved unreliable: keep one segment.
             self.opts.max_segment_s = None
             self.say(f"note: the {old.video.name} backend records one file at a time; this "
                      "play session stays in one segment")
@@ -312,7 +313,7 @@ class Recording:
         """Stop everything and finalise the last segment; returns every segment's directory."""
         with self._lock:
             self._frozen = True  # capture state stays as it is while everything stops (a
-            # paused OBS output does not always stop cleanly)
+            # paused external recorder does not always stop cleanly)
         if self.gamepad is not None:
             self.gamepad.stop()  # before the journal closes, so its closing releases are kept
         self.input_backend.stop()
