@@ -112,6 +112,8 @@ def _video_of(session_dir: Path, manifest: Manifest) -> Path:
         video = file_in_session(session_dir, name)
     except BadInputError as exc:
         raise MediaUnavailable(exc.problem) from None
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte in the name
+        raise MediaUnavailable(f"the session's video {name[:80]!r} cannot be found") from None
     if not video.is_file():
         raise MediaUnavailable("the session's video file is missing")
     return video

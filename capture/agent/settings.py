@@ -54,10 +54,30 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
                             else getattr(defaults, f.name) for f in fields(AgentSettings)})
 
 
+def check_config() -> None:
+    """Read every table of the config file in use as the agent would: its own, and each video
+    backend's (made with its defaults, a backend reads its table); CaptureError names the
+    problem."""
+    load_agent_settings()
+    for name in video.backend_names():
+        try:
+            backend = video.backend(name)
+        except ImportError:  # a backend that cannot be loaded here reads no table
+            continue
+        backend.create(None)
+
+
 def documented_config() -> str:
-    """A config file with every agent key at its default, each with its documentation."""
+    """A config file with every agent key at its default, each with its documentation.
+
+    The file in use is checked first: a bad file raises CaptureError (naming file and key)
+    rather than printing defaults that would not be what the agent runs with.
+    """
+    check_config()
     defaults = AgentSettings()
-    lines = [f"# capture config: {config_path()}", "[agent]"]
+    path = config_path()
+    state = "checked, no problems" if path.exists() else "no such file yet: all defaults"
+    lines = [f"# capture config: {path} ({state})", "[agent]"]
     for key, doc in KEY_DOCS.items():
         value = getattr(defaults, key)
         shown = ("true" if value else "false") if isinstance(value, bool) else \

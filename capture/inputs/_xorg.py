@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import threading
+import warnings
 from typing import Any
 
 from Xlib import X, error
@@ -36,6 +38,20 @@ BUTTON_NAMES = {number: name for name, number in BUTTON_NUMBERS.items()}
 WHEEL_CLICKS = {4: (0.0, 1.0), 5: (0.0, -1.0), 6: (-1.0, 0.0), 7: (1.0, 0.0)}  # button: (dx, dy)
 
 
+def open_display(name: str | None) -> Display:
+    """A connection to X display `name`; one plain CaptureError naming it if it is unreachable."""
+    with warnings.catch_warnings():  # Xlib leaves the socket of a failed attempt unclosed
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            return Display(name)
+        except (error.DisplayError, OSError) as exc:  # DisplayConnectionError, DisplayNameError
+            reason = str(getattr(exc, "msg", None) or exc)
+        gc.collect()
+    shown = name or os.environ.get("DISPLAY") or "(none: $DISPLAY is not set)"
+    raise CaptureError(f"cannot connect to X display {shown} ({reason}): is the X server "
+                       "running, and is it the right display?")
+
+
 class XorgInputBackend(InputBackend):
     """XInput2 raw input on the root window, gated on the game's top-level window having focus.
 
@@ -59,9 +75,10 @@ class XorgInputBackend(InputBackend):
         self.dpy: Display | None = None  # the capture thread's connection while it runs
 
     def find_game_window(self) -> WindowInfo | None:
+        """The consented game's window, or None; CaptureError if the display cannot be reached."""
         with self._lookup_lock:
             if self._lookup_display is None:
-                self._lookup_display = Display(self.display)
+                self._lookup_display = open_display(self.display)
             found = x11window.find_window(self._lookup_display, self.game)
         return found[1] if found else None
 
@@ -76,7 +93,7 @@ class XorgInputBackend(InputBackend):
 
     def _open(self) -> None:
         self._stopping.clear()
-        self.dpy = dpy = Display(self.display)
+        self.dpy = dpy = open_display(self.display)
         extension = dpy.query_extension("XInputExtension")
         if not extension.present:
             raise CaptureError(f"X server {self.display or ''} has no XInput extension")
