@@ -250,7 +250,7 @@ class _Frames:
 
 
 def _mask(events: pa.Table, kind: EventKind) -> np.ndarray:
-    return pc.equal(events.column("kind"), kind.value).to_numpy(zero_copy_only=False)
+    return np.asarray(pc.equal(events.column("kind"), kind.value).to_numpy(zero_copy_only=False))
 
 
 def _slots(column: pa.ChunkedArray, table: str, missing: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +268,8 @@ def _slots(column: pa.ChunkedArray, table: str, missing: int) -> tuple[np.ndarra
 
 
 def _floats(events: pa.Table, name: str) -> np.ndarray:
-    return events.column(name).fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+    values = events.column(name).fill_null(0.0).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
 
 
 def _hold_intervals(t: np.ndarray, slots: np.ndarray, identity: np.ndarray,

@@ -41,7 +41,7 @@ def parse_raw_event(data: bytes) -> RawEvent:
     """Parse the bytes after a GenericEvent's evtype: header, valuator mask, values, raw values."""
     deviceid, time_ms, detail, sourceid, mask_words, flags = _RAW_HEADER.unpack_from(data, 0)
     offset = _RAW_HEADER.size
-    valuators = []
+    valuators: list[int] = []
     for word_index, word in enumerate(struct.unpack_from(f"={mask_words}I", data, offset)):
         valuators.extend(word_index * 32 + bit for bit in range(32) if word >> bit & 1)
     # Skip the accelerated axisvalues: the raw ones that follow are the device's own deltas.

@@ -26,7 +26,7 @@ def resource_id(value: Window | int | None) -> int:
     """A window's id; python-xlib gives plain ints for None, PointerRoot and the like."""
     if value is None:
         return X.NONE
-    return value if isinstance(value, int) else value.id
+    return int(value) if isinstance(value, int) else int(value.id)
 
 
 def top_level_windows(display: Display, *, viewable_only: bool = True) -> list[int]:
