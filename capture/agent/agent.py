@@ -47,9 +47,10 @@ class Agent:
                  say: Callable[[str], None] = print,
                  video_options: Any | None = None) -> None:
         self.settings = settings
-        self.display = display or settings.display or os.environ.get("DISPLAY")
-        if not self.display:
+        watched = display or settings.display or os.environ.get("DISPLAY")
+        if not watched:
             raise CaptureError("no X display to watch: set DISPLAY or [agent] display")
+        self.display: str = watched
         self.say = say
         self.video_options = video_options
         self._lock = threading.RLock()

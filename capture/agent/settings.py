@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from capture import video
 from capture.config import config_path, config_table
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +43,20 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
     """Settings from the config file; a bad value raises CaptureError naming file and key."""
     table = config_table("agent", path)
     table.reject_unknown(set(KEY_DOCS))
-    defaults = AgentSettings()
-    values = {
-        "backend": table.choice("backend", video.backend_names()),
-        "fps": table.integer("fps", 1, 240),
-        "idle_pause_seconds": table.number("idle_pause_seconds", 1, 3600),
-        "segment_minutes": table.number("segment_minutes", 1, 60),
-        "port": table.integer("port", 0, 65535),
-        "open_browser": table.boolean("open_browser"),
-        "display": table.string("display"),
-    }
-    return AgentSettings(**{f.name: values[f.name] if values[f.name] is not None
-                            else getattr(defaults, f.name) for f in fields(AgentSettings)})
+    d = AgentSettings()
+
+    def given(value: T | None, default: T) -> T:
+        return default if value is None else value
+
+    return AgentSettings(
+        backend=given(table.choice("backend", video.backend_names()), d.backend),
+        fps=given(table.integer("fps", 1, 240), d.fps),
+        idle_pause_seconds=given(table.number("idle_pause_seconds", 1, 3600),
+                                 d.idle_pause_seconds),
+        segment_minutes=given(table.number("segment_minutes", 1, 60), d.segment_minutes),
+        port=given(table.integer("port", 0, 65535), d.port),
+        open_browser=given(table.boolean("open_browser"), d.open_browser),
+        display=table.string("display") or d.display)
 
 
 def check_config() -> None:
