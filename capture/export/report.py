@@ -26,7 +26,7 @@ from capture.errors import BadInputError, CaptureError
 from capture.export import layout
 from capture.export.purge import read_purge_log
 from capture.export.quality import read_quality
-from capture.keyvocab import KEY_NAMES
+from capture.export.vocabulary import KEY_NAMES
 
 DOCTOR_PATH = "meta/doctor.json"
 MAX_TIMELINES = 60        # episodes drawn as timelines (the first ones, in order)

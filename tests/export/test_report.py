@@ -21,7 +21,7 @@ from capture.export import purge
 from capture.export.lerobot import export_dataset
 from capture.export.quality import QualityFilters
 from capture.export.report import DOCTOR_PATH, render_report
-from capture.keyvocab import KEY_NAMES
+from capture.export.vocabulary import KEY_NAMES
 from tests.agent.browser import open_page
 from tests.factories import build_session, gameplay_script
 

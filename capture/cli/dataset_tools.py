@@ -1,4 +1,4 @@
-"""Click commands for built datasets: `dataset purge`, `report`, the export's quality options."""
+"""`capture dataset purge`, `capture report` and the export's quality filter options."""
 
 from __future__ import annotations
 
