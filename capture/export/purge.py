@@ -646,7 +646,8 @@ def _set(table: pa.Table, name: str, values: Any) -> pa.Table:
     return table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
 
 
-def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
+def _build(plan: PurgePlan, tmp: Path,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the purged dataset into `tmp`; returns the purge-log entry."""
     src = plan.dataset
     info = _read_info(src)
@@ -723,6 +724,8 @@ def _build(plan: PurgePlan, tmp: Path) -> dict[str, Any]:
                 new_vfrom[i] = position / fps
                 position += old_len[i]
             dst = build.path(rel_new)
+            if progress:
+                progress(f"cutting {rel_old} ({sum(old_len[i] for i in kept)} frames kept)")
             cut = _cut_video(src / rel_old, dst, ranges, fps, width, height)
             build.done(dst)
             rewritten += 1
@@ -932,7 +935,7 @@ def apply_purge(plan: PurgePlan, *, progress: Callable[[str], None] | None = Non
         try:
             if progress:
                 progress("writing the purged dataset")
-            entry = _build(plan, tmp)
+            entry = _build(plan, tmp, progress)
             if progress:
                 progress("swapping it into place")
             _exchange(tmp, dataset)
