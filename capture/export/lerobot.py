@@ -360,6 +360,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         source.alignment = qlog.filter(
             source.alignment, session_id=source.session.session_id,
             video_path=source.session.video_path, source_fps=source.fps_target,
+            frame_pts=source.session.frames().column("pts").to_numpy(),
             events=source.events, dropped_before=source.dropped_before,
             failed_checks=failed_checks(source.manifest))
     if qlog is not None:

@@ -121,35 +121,41 @@ def sample_positions(n_frames: int, count: int = SAMPLES_PER_EPISODE) -> list[in
                       .tolist()))
 
 
-def sample_pictures(video_path: Path, alignment: Alignment,
+def sample_pictures(video_path: Path, alignment: Alignment, frame_pts: np.ndarray,
                     count: int = SAMPLES_PER_EPISODE) -> dict[tuple[int, int], PictureSample]:
-    """(episode position, frame) -> luma figures, decoding the session's video once."""
-    from capture.export.video import SourceFrames
+    """(episode position, frame) -> luma figures of a few frames per episode, each reached by
+    seeking to its pts (`frame_pts`: per frame-timeline row) with the frame after it; a long
+    session is not decoded from its start. Frames that cannot be reached are left out."""
+    import av
 
     wanted: dict[int, list[tuple[int, int]]] = {}
     for position, episode in enumerate(alignment.episodes):
         for frame in sample_positions(episode.n_frames, count):
-            source = int(episode.source_index[frame])
-            wanted.setdefault(source, []).append((position, frame))
-    lumas: dict[int, np.ndarray] = {}
-    needed = sorted(set(wanted) | {s + 1 for s in wanted})
-    with SourceFrames(video_path) as video:
-        for source in needed:
-            try:
-                picture = video.at(source)
-            except BadInputError:  # past the last frame: no next frame to compare
-                break
-            lumas[source] = picture.to_ndarray(format="gray").astype(np.float32)
-    out = {}
-    for source, places in wanted.items():
-        luma = lumas.get(source)
-        if luma is None:
-            continue
-        following = lumas.get(source + 1)
-        changed = (float((np.abs(luma - following) > FROZEN_PIXEL_DELTA).mean())
-                   if following is not None else None)
-        for place in places:
-            out[place] = PictureSample(mean_luma=float(luma.mean()), changed=changed)
+            wanted.setdefault(int(episode.source_index[frame]), []).append((position, frame))
+    out: dict[tuple[int, int], PictureSample] = {}
+    try:
+        with av.open(str(video_path)) as container:
+            stream = container.streams.video[0]
+            for row in sorted(wanted):
+                target = int(frame_pts[row])
+                container.seek(target, stream=stream, backward=True)
+                got: list[np.ndarray] = []
+                for frame in container.decode(stream):
+                    if frame.pts is None or frame.pts < target:
+                        continue
+                    if not got and frame.pts != target:
+                        break  # the timeline's frame is not in the file where it says
+                    got.append(frame.to_ndarray(format="gray").astype(np.float32))
+                    if len(got) == 2:
+                        break
+                if not got:
+                    continue
+                changed = (float((np.abs(got[0] - got[1]) > FROZEN_PIXEL_DELTA).mean())
+                           if len(got) == 2 else None)
+                for place in wanted[row]:
+                    out[place] = PictureSample(mean_luma=float(got[0].mean()), changed=changed)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise BadInputError(f"video cannot be sampled ({exc})", video_path) from None
     return out
 
 
@@ -342,12 +348,12 @@ class QualityLog:
         self.episodes_before = 0
 
     def filter(self, alignment: Alignment, *, session_id: str, video_path: Path,
-               source_fps: float, events: pa.Table, dropped_before: np.ndarray,
-               failed_checks: Sequence[str]) -> Alignment:
+               frame_pts: np.ndarray, source_fps: float, events: pa.Table,
+               dropped_before: np.ndarray, failed_checks: Sequence[str]) -> Alignment:
         """Filter one session (sampling its video only if black/frozen is asked for)."""
         self.frames_before += alignment.n_frames
         self.episodes_before += len(alignment.episodes)
-        pictures = (sample_pictures(video_path, alignment)
+        pictures = (sample_pictures(video_path, alignment, frame_pts)
                     if self.filters.drop_black_frozen else None)
         outcome = filter_session(
             alignment, session_id=session_id, filters=self.filters, fps=self.fps,

@@ -137,6 +137,33 @@ def test_black_and_frozen_video_is_dropped(tmp_path: Path, consent_active: None)
                                                          "seconds": 6.0, "sessions": 0}
 
 
+def test_sampled_pictures_are_the_frames_the_episodes_show(tmp_path: Path) -> None:
+    """Seeking to a sample gives the same picture as decoding the video from its start."""
+    from capture.align import align_session
+    from capture.export.quality import sample_pictures, sample_positions
+    from capture.session.reader import open_session
+    from tests.factories import gameplay_script
+
+    session = open_session(build_session(tmp_path, gameplay_script(painter=sprite)))
+    frames = session.frames()
+    times = frames.column("capture_time_ns").to_numpy()
+    alignment = align_session(times, session.events(), source_fps=FPS, fps=FPS,
+                              dropped_before=frames.column("dropped_before").to_numpy())
+    samples = sample_pictures(session.video_path, alignment, frames.column("pts").to_numpy())
+    with av.open(str(session.video_path)) as container:
+        decoded = [f.to_ndarray(format="gray").astype(np.float32)
+                   for f in container.decode(video=0)]
+    expected = {(p, f) for p, e in enumerate(alignment.episodes)
+                for f in sample_positions(e.n_frames)}
+    assert set(samples) == expected and len(expected) == 16
+    for (p, f), sample in samples.items():
+        row = int(alignment.episodes[p].source_index[f])
+        assert sample.mean_luma == pytest.approx(float(decoded[row].mean()))
+        if row + 1 < len(decoded):
+            changed = float((np.abs(decoded[row] - decoded[row + 1]) > 8).mean())
+            assert sample.changed == pytest.approx(changed) and changed > 0
+
+
 def test_low_fps_and_many_drops_are_dropped(tmp_path: Path, consent_active: None) -> None:
     steady, _ = frame_times(90, FPS)
     # every other slot missed: frames arrive at 15 fps and half the grid repeats a frame
