@@ -362,6 +362,7 @@ class Session:
             except (pa.ArrowInvalid, OSError) as exc:
                 raise BadInputError(f"not a readable Parquet file ({exc})", path) from None
             schema = formats.arrow_schema(schema_name)
+            table = formats.with_optional_columns(table, schema)
             formats.validate_table(table, schema, path)
             self._cache[name] = table.cast(schema)
         return self._cache[name]
