@@ -149,14 +149,22 @@ def count_decodable_frames(video: Path) -> int:
 def quality_summary(events: pa.Table, frames: pa.Table, fps_target: float,
                     start_ns: int, end_ns: int) -> dict[str, Any]:
     times = frames.column("capture_time_ns").to_numpy() if frames.num_rows else []
+    missed = frames.column("dropped_before").to_pylist() if frames.num_rows else []
     n = len(times)
     interval_ns = 1e9 / fps_target
     capturing_ns = 0.0
-    for a, b in itertools.pairwise(times):
+    steps = 0
+    for (a, b), dropped_before in zip(itertools.pairwise(times), missed[1:], strict=True):
         gap = b - a
-        if gap <= 3 * interval_ns:  # longer gaps are pauses (focus lost), not slow frames
+        # A gap the recorder did not account for with missed slots is a pause (focus lost),
+        # the rule alignment uses (align.continuous_runs). Frames and time are counted over the
+        # same steps: OBS under render lag repeats a picture at one time, then jumps by the
+        # render gap (with dropped_before), and counting those frames but not that time gave
+        # fps_achieved 1076.8 (issue 8).
+        if gap - dropped_before * interval_ns <= 3 * interval_ns:
             capturing_ns += gap
-    fps_achieved = (n - 1) / (capturing_ns / 1e9) if n > 1 and capturing_ns > 0 else 0.0
+            steps += 1
+    fps_achieved = steps / (capturing_ns / 1e9) if steps and capturing_ns > 0 else 0.0
     kinds = Counter(events.column("kind").to_pylist()) if events.num_rows else Counter()
     event_times = sorted(events.column("t_ns").to_pylist()) if events.num_rows else []
     idle_ns = 0
