@@ -238,11 +238,16 @@ class ObsVideoBackend(VideoBackend):
                     "RecordStateChanged", lambda d: d.get("outputState") in (STARTED, STOPPED),
                     timeout_s=max(0.1, deadline - time.monotonic()))
             except ObsError as exc:
+                if not client.alive():
+                    raise CaptureError(f"OBS went away while starting the recording: {exc}") \
+                        from None
                 left_idle = _abandon_start(client)
                 raise CaptureError(
-                    f"OBS did not start recording within {self.start_timeout_s:g} s ({exc}); "
-                    + ("nothing was recorded and OBS was left idle" if left_idle else
-                       "if OBS starts recording later, stop that recording in OBS")) from None
+                    f"OBS did not start recording within {self.start_timeout_s:g} s (it is "
+                    "overloaded or stuck); the session has no video. "
+                    + ("OBS is not recording now" if left_idle else
+                       "OBS did not answer: if it starts recording later, stop it in OBS")
+                    ) from None
         finally:
             for key, value in saved.items():
                 with contextlib.suppress(ObsError):
