@@ -526,17 +526,20 @@ def _doubts(slots: _Slots, slot_of_frame: IntArray,
     _logged, valid = slots.fingerprints(slot_of_frame)
     doubts[:, 2] = wrong & valid
     doubts[:, 3] = ~valid
-    # Another placement of the whole file that explains its pictures no worse is as likely:
-    # where it gives a frame a time more than one interval away, that frame's time is open.
+    # Another placement that explains the pictures around a frame no worse is as likely there:
+    # where it gives the frame a time more than one interval away, that frame's time is open.
+    # "Around": MATCH_WINDOW frames either side (a lost frame shifts only what follows it).
+    near = np.ones(2 * MATCH_WINDOW + 1)
+    local_wrong = np.convolve(wrong.astype(np.float64), near, mode="same")
     for shift in range(-ALTERNATIVE_SLOTS, ALTERNATIVE_SLOTS + 1):
         if shift == 0:
             continue
         other = slot_of_frame + shift
-        if _mismatches(slots, other, file_fingerprints).sum() > wrong.sum():
-            continue
+        rival = np.convolve(_mismatches(slots, other, file_fingerprints).astype(np.float64),
+                            near, mode="same") <= local_wrong
         other_times = slots.times(other)
         differ = (other_times < 0) | (times < 0) | (np.abs(other_times - times) > slots.interval)
-        doubts[:, 4] |= differ
+        doubts[:, 4] |= rival & differ
     return doubts
 
 
