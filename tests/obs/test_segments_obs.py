@@ -1,4 +1,4 @@
-"""Segments with OBS: it records one file at a time, so a play session stays one segment."""
+"""Segments with OBS: one file at a time, so a play session stays one segment; finalised stays."""
 
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ def test_an_obs_recording_stays_one_segment(xvfb, demo_game, obs, capture_home,
     assert manifest["status"] == "complete", (manifest.get("error"), said)
     assert manifest["qa"]["frames"] > 5 * FPS
     assert any("one file at a time" in line for line in said)
+    # OBS keeps running (and its clock script ticking): nothing may change the finalised files.
+    time.sleep(3.0)
+    assert bundle.hash_files(segments[0]) == manifest["files"]
     motion = [e for e in bundle.open_session(segments[0]).events().to_pylist()
               if e["kind"] == "motion"]
     assert sum(e["dx"] for e in motion) == sent
