@@ -335,7 +335,7 @@ def test_a_stall_at_the_start_does_not_give_stale_pictures_fresh_ticks() -> None
 
 def test_times_are_established_when_pictures_and_ticks_agree() -> None:
     for recording in (Synthetic(), Synthetic(fps=60, lag=dict.fromkeys(range(240), 4), seed=4),
-                      Synthetic(cuts=[(80, 110)], seed=6)):
+                      Synthetic(cuts=[(80, 110)], seed=6), Synthetic(last_slot=60, seed=7)):
         timeline = timeline_of(recording)
         assert capture_times(timeline) == recording.expected_times()
         assert not any(r["time_uncertain"] for r in timeline.records), timeline.notes

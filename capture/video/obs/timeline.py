@@ -529,18 +529,22 @@ def _doubts(slots: _Slots, slot_of_frame: IntArray,
     # Another placement that explains the pictures around a frame no worse is as likely there:
     # where it gives the frame a time more than one interval away, that frame's time is open.
     # "Around": MATCH_WINDOW frames either side (a lost frame shifts only what follows it).
-    near = np.ones(2 * MATCH_WINDOW + 1)
-    local_wrong = np.convolve(wrong.astype(np.float64), near, mode="same")
+    local_wrong = _local_sum(wrong)
     for shift in range(-ALTERNATIVE_SLOTS, ALTERNATIVE_SLOTS + 1):
         if shift == 0:
             continue
         other = slot_of_frame + shift
-        rival = np.convolve(_mismatches(slots, other, file_fingerprints).astype(np.float64),
-                            near, mode="same") <= local_wrong
+        rival = _local_sum(_mismatches(slots, other, file_fingerprints)) <= local_wrong
         other_times = slots.times(other)
         differ = (other_times < 0) | (times < 0) | (np.abs(other_times - times) > slots.interval)
         doubts[:, 4] |= rival & differ
     return doubts
+
+
+def _local_sum(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """For each frame, how many of the frames within MATCH_WINDOW of it are flagged."""
+    summed = np.convolve(flags.astype(np.float64), np.ones(2 * MATCH_WINDOW + 1))
+    return summed[MATCH_WINDOW:MATCH_WINDOW + len(flags)]
 
 
 def _mismatches(slots: _Slots, slot_of_frame: IntArray,
