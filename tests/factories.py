@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -16,7 +15,9 @@ import numpy as np
 from capture import formats
 from capture.clock import ClockPair
 from capture.journal import JournalWriter
-from capture.session import bundle
+from capture.session import writer
+from capture.session.manifest import ComponentInfo, ConsentRef, GameInfo, InputInfo
+from capture.video import VideoResult
 
 START_UTC = "2025-03-01T12:00:00.000000Z"
 TAG_COLUMNS, TAG_ROWS = 4, 3  # frames carry their index as a 12-bit black/white block pattern
@@ -178,16 +179,16 @@ def write_video(path: Path, script: SessionScript) -> list[int]:
 def build_session(root: Path, script: SessionScript) -> Path:
     """Write a finalised session bundle for `script` under root/<session_id>; returns its path."""
     session_dir = root / script.session_id
-    session_dir.mkdir(parents=True)
-    receipt = SimpleNamespace(receipt_id=script.receipt_id, license=script.license,
-                              scope={"video", "keyboard", "mouse", "gamepad"},
-                              synthetic=script.synthetic)
+    consent = ConsentRef(receipt_id=script.receipt_id, license=script.license,
+                         scope=("gamepad", "keyboard", "mouse", "video"),
+                         synthetic=script.synthetic)
     start = ClockPair(monotonic_ns=script.start_ns, utc=START_UTC)
-    manifest = bundle.initial_manifest(
-        session_id=script.session_id, player=script.player, receipt=receipt, game=script.game,
-        window=None, video_backend="factory", input_info={"backend": "factory"},
-        fps=script.fps, start=start)
-    bundle.write_manifest(session_dir, manifest)
+    manifest = writer.initial_manifest(
+        session_id=script.session_id, player=script.player, consent=consent,
+        game=GameInfo(name=script.game), video_backend="factory",
+        input_info=InputInfo(backend=ComponentInfo(name="factory")), fps=script.fps,
+        start=start)
+    writer.create_session(session_dir, manifest)
 
     pts_list = write_video(session_dir / formats.VIDEO, script)
     dropped = script.dropped_before or [0] * len(script.capture_times_ns)
@@ -200,10 +201,10 @@ def build_session(root: Path, script: SessionScript) -> Path:
     for record in script.events:
         events.append(record)
     events.close()
-    video_result = {"backend": "factory", "frames": len(pts_list), "dropped_slots": sum(dropped),
-                    "width": script.width, "height": script.height, "codec": "h264",
-                    "container": "matroska", "cpu_seconds": 0.0, "notes": [], "error": None}
-    bundle.finalise(session_dir, video_result=video_result)
+    video_result = VideoResult(backend="factory", frames=len(pts_list),
+                               dropped_slots=sum(dropped), width=script.width,
+                               height=script.height, codec="h264")
+    writer.finalise(session_dir, video_result=video_result)
     return session_dir
 
 

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 
 from capture import formats
 from capture.align import build_episodes, grid_offsets_ns
-from capture.session import bundle
+from capture.session import writer
+from capture.session.manifest import read_manifest, write_manifest
+from capture.session.reader import open_session
 from tests.factories import build_session, gameplay_script
 
 MS = 1_000_000
@@ -51,9 +53,8 @@ def test_a_frames_table_written_before_time_uncertain_existed_reads_as_all_null(
     path = session_dir / formats.FRAMES_TABLE
     old = pq.read_table(path).drop_columns(["time_uncertain"])
     pq.write_table(old, path)
-    manifest = bundle.read_manifest(session_dir)
-    manifest["files"] = bundle.hash_files(session_dir)
-    bundle.write_manifest(session_dir, manifest)
-    frames = bundle.open_session(session_dir).frames()
+    manifest = read_manifest(session_dir)
+    write_manifest(session_dir, manifest.updated(files=writer.hash_files(session_dir)))
+    frames = open_session(session_dir).frames()
     assert frames.column("time_uncertain").null_count == frames.num_rows == old.num_rows
     assert frames.column("time_uncertain").type == pa.bool_()

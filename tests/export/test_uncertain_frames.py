@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from capture import formats
 from capture.export.lerobot import export_dataset
-from capture.session import bundle
+from capture.session import writer
+from capture.session.manifest import read_manifest, write_manifest
 from tests.factories import build_session, gameplay_script, read_frame_tag
 
 from .conftest import PSEUDONYM_KEY
@@ -26,9 +27,8 @@ def mark_uncertain(session_dir: Path, rows: set[int]) -> None:
     table = table.set_column(table.schema.get_field_index("time_uncertain"),
                              table.schema.field("time_uncertain"), flags)
     pq.write_table(table, path)
-    manifest = bundle.read_manifest(session_dir)
-    manifest["files"] = bundle.hash_files(session_dir)
-    bundle.write_manifest(session_dir, manifest)
+    manifest = read_manifest(session_dir)
+    write_manifest(session_dir, manifest.updated(files=writer.hash_files(session_dir)))
 
 
 def test_uncertain_frames_are_not_on_the_grid(tmp_path: Path, consent_active: None) -> None:

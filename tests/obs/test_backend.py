@@ -17,6 +17,7 @@ from capture.clock import now_ns
 from capture.clockface import UNIT_NS, decode_clock, render_clock_rgb, running_clockface
 from capture.errors import CaptureError
 from capture.journal import read_journal
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoResult, VideoSettings
 from capture.video.obs.backend import CLOCK_LOG, ObsVideoBackend
 from capture.video.obs.obs_clock_script import fingerprint_rows, sample_rows
@@ -128,7 +129,8 @@ def test_records_every_frame_with_its_host_capture_time(obs: ObsInstance, xvfb: 
     session_dir = tmp_path / "session"
     redraw_log = tmp_path / "redraws.npy"
     with running_clockface(xvfb.display, size=(1280, 720), redraw_log=redraw_log) as window:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window), session_dir,
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window),
+                       video_output(session_dir),
                        VideoSettings(fps=FPS))
         assert recorder.alive()
         time.sleep(4.0)
@@ -168,8 +170,8 @@ def test_under_render_lag_every_frame_is_right_or_marked_uncertain(
         redraw_log = tmp_path / "redraws.npy"
         with running_clockface(xvfb.display, size=(1280, 720), redraw_log=redraw_log) as window, \
                 busy_loops(2, max_s=30):
-            recorder.start(CaptureTarget(display=xvfb.display, window_id=window), session_dir,
-                           VideoSettings(fps=fps))
+            recorder.start(CaptureTarget(display=xvfb.display, window_id=window),
+                           video_output(session_dir), VideoSettings(fps=fps))
             time.sleep(4.0)
             result = recorder.stop()
         # Nothing writes into the session once stop() returned, though OBS keeps running.
@@ -228,7 +230,7 @@ def record_with_pauses(recorder: ObsVideoBackend, target: CaptureTarget,
                        session_dir: Path) -> tuple[VideoResult, tuple[int, int, int, int]]:
     """Record with a pause in the middle and a stop while paused; returns the result and the
     moments paused, resumed, paused again and asked to stop."""
-    recorder.start(target, session_dir, VideoSettings(fps=FPS))
+    recorder.start(target, video_output(session_dir), VideoSettings(fps=FPS))
     recorder.set_capturing(False)      # what the recorder does right after start ...
     recorder.set_capturing(True)       # ... and once the game has focus
     time.sleep(1.5)
@@ -253,5 +255,5 @@ def test_an_fps_other_than_obs_records_is_refused_with_the_fix(obs: ObsInstance,
     recorder = backend_for(obs)
     with pytest.raises(CaptureError, match=r"capture obs setup --fps 60"):
         recorder.start(CaptureTarget(display=xvfb.display, window_id=clock_window),
-                       tmp_path / "session", VideoSettings(fps=60))
+                       video_output(tmp_path / "session"), VideoSettings(fps=60))
     assert not recorder.alive()

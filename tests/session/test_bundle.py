@@ -17,7 +17,16 @@ from capture import consent, formats
 from capture.cli import cli
 from capture.errors import BadInputError
 from capture.journal import JournalWriter, read_journal
-from capture.session import bundle, store
+from capture.session import store, writer
+from capture.session.manifest import (
+    ComponentInfo,
+    ConsentRef,
+    GameInfo,
+    InputInfo,
+    read_manifest,
+    write_manifest,
+)
+from capture.session.reader import needs_recovery, open_session
 from tests.factories import SessionScript, build_session, gameplay_script, write_video
 
 
@@ -41,11 +50,10 @@ def test_what_we_write_validates_against_schemas(tmp_path: Path) -> None:
 
 def test_write_manifest_rejects_invalid_manifest(tmp_path: Path) -> None:
     session_dir = build_session(tmp_path, gameplay_script(seconds=1))
-    manifest = bundle.read_manifest(session_dir)
-    manifest["status"] = "finished-ish"
+    manifest = read_manifest(session_dir)
     with pytest.raises(BadInputError, match="status"):
-        bundle.write_manifest(session_dir, manifest)
-    assert bundle.read_manifest(session_dir)["status"] == "complete"  # nothing was damaged
+        write_manifest(session_dir, manifest.updated(status="finished-ish"))
+    assert read_manifest(session_dir).status == "complete"  # nothing was damaged
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -87,14 +95,14 @@ def test_journal_cut_off_at_the_end_is_salvaged(tmp_path: Path) -> None:
 def _crashed_session(root: Path, script: SessionScript, extra_logged_frames: int) -> Path:
     """A bundle as a killed recorder leaves it: manifest 'recording', journals, a dead pid."""
     session_dir = root / script.session_id
-    session_dir.mkdir(parents=True)
-    receipt = type("R", (), {"receipt_id": script.receipt_id, "license": "CC-BY-4.0",
-                             "scope": {"video", "keyboard", "mouse"}, "synthetic": True})
     from capture.clock import ClockPair
 
-    bundle.write_manifest(session_dir, bundle.initial_manifest(
-        session_id=script.session_id, player=script.player, receipt=receipt, game=script.game,
-        window=None, video_backend="builtin", input_info={}, fps=script.fps,
+    writer.create_session(session_dir, writer.initial_manifest(
+        session_id=script.session_id, player=script.player,
+        consent=ConsentRef(receipt_id=script.receipt_id, license="CC-BY-4.0",
+                           scope=("keyboard", "mouse", "video"), synthetic=True),
+        game=GameInfo(name=script.game), video_backend="builtin",
+        input_info=InputInfo(backend=ComponentInfo(name="xorg-xi2")), fps=script.fps,
         start=ClockPair(script.start_ns, "2025-03-01T12:00:00.000000Z")))
     pts = write_video(session_dir / formats.VIDEO, script)
     frames = JournalWriter(session_dir / formats.FRAMES_JOURNAL)
@@ -119,16 +127,17 @@ def _crashed_session(root: Path, script: SessionScript, extra_logged_frames: int
 def test_recover_salvages_journals_and_keeps_only_decodable_frames(tmp_path, capture_home) -> None:
     script = gameplay_script(seconds=2)
     session_dir = _crashed_session(tmp_path, script, extra_logged_frames=3)
-    assert bundle.needs_recovery(session_dir)
+    assert needs_recovery(session_dir)
     result = CliRunner().invoke(cli, ["sessions", "recover", str(session_dir)])
     assert result.exit_code == 0, result.output
-    manifest = bundle.read_manifest(session_dir)
-    assert manifest["status"] == "recovered"
-    rec = manifest["recovery"]
-    assert rec["frames_logged"] == len(script.capture_times_ns) + 3
-    assert rec["frames_decodable"] == len(script.capture_times_ns)
-    assert rec["events_journal_truncated_tail"] is True
-    session = bundle.open_session(session_dir)
+    manifest = read_manifest(session_dir)
+    assert manifest.status == "recovered"
+    rec = manifest.recovery
+    assert rec is not None
+    assert rec.frames_logged == len(script.capture_times_ns) + 3
+    assert rec.frames_decodable == len(script.capture_times_ns)
+    assert rec.events_journal_truncated_tail is True
+    session = open_session(session_dir)
     assert session.frames().num_rows == len(script.capture_times_ns)
     assert session.events().num_rows == len(script.events)
 
@@ -147,7 +156,7 @@ def test_open_session_detects_a_changed_file(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     video.write_bytes(bytes(data))
     with pytest.raises(BadInputError, match="SHA-256") as err:
-        bundle.open_session(session_dir)
+        open_session(session_dir)
     assert str(video) in str(err.value)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from capture import formats
-from capture.session import bundle
+from capture.session.qa import quality_summary
 
 INTERVAL = 16_666_667
 
@@ -29,14 +29,14 @@ def test_render_lag_repeats_do_not_inflate_fps_achieved() -> None:
         for repeat in range(11):
             times.append(10**10 + render * INTERVAL)
             dropped.append(10 if repeat == 0 and render else 0)
-    qa = bundle.quality_summary(no_events(), frames_table(times, dropped), 60, times[0],
+    qa = quality_summary(no_events(), frames_table(times, dropped), 60, times[0],
                                 times[-1])
-    assert 55 <= qa["fps_achieved"] <= 61, qa["fps_achieved"]
+    assert 55 <= qa.fps_achieved <= 61, qa.fps_achieved
 
 
 def test_a_pause_is_still_left_out() -> None:
     times = [10**10 + i * INTERVAL for i in range(60)]
     times += [times[-1] + 2 * 10**9 + i * INTERVAL for i in range(60)]
-    qa = bundle.quality_summary(no_events(), frames_table(times, [0] * 120), 60, times[0],
+    qa = quality_summary(no_events(), frames_table(times, [0] * 120), 60, times[0],
                                 times[-1])
-    assert abs(qa["fps_achieved"] - 60) < 0.1
+    assert abs(qa.fps_achieved - 60) < 0.1
