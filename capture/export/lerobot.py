@@ -291,6 +291,28 @@ def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, i
     return first_episode
 
 
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete what killed exports to `out` left (their process is gone); returns them."""
+    removed = []
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    fps: int | None = None, size: tuple[int, int] | None = None,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
@@ -337,7 +359,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     resize_to = (width, height) if size is not None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits)
     reports: list[EpisodeReport] = []
