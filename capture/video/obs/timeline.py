@@ -11,10 +11,11 @@
 #    slot's, or a repeat of the previous one (render lag or a full frame cache). Its capture time
 #    is the host time of the tick that rendered the picture; repeats keep that time.
 # 4. Every frame is then checked, and marked `time_uncertain` where its time is not established:
-#    its decoded picture must match the logged picture of its slot, no other placement of the
-#    file (frame 0 shifted by up to ALTERNATIVE_SLOTS) may explain the pictures as well while
-#    giving it a time more than one interval away, and its render tick must be logged and come
-#    before the delivery of its picture.
+#    its decoded picture must match the picture logged for its slot (so that picture was on the
+#    screen at the time given, to the fingerprint's resolution), its render tick must be logged
+#    and come before the delivery of its picture, and no placement up to ALTERNATIVE_SLOTS off
+#    that fits its picture equally, with another picture logged and another tick, may be left
+#    open by the pictures around it (see _doubts).
 #
 # Why step 4 exists (issue 8, OBS at 60 fps on 2 loaded cores, 90 % of render ticks lagged): OBS
 # often stalls for a while when a recording starts, so the first MATCH_WINDOW frames of the file
@@ -363,7 +364,7 @@ def build_timeline(log: ClockLog, pts: Sequence[int], time_base: Fraction,
     chosen = list(predicted)
     first_slot = min(max(prior, lo), hi)
     fingerprinted = bool(log.has_fingerprint.any())
-    start_cost = start_margin = None
+    start_cost = start_margin = evidence = None
     if fingerprinted:
         # The first frames often all show one picture (OBS stalls when a recording starts):
         # grow the window until the pictures tell frame 0's candidates apart.
@@ -396,7 +397,10 @@ def build_timeline(log: ClockLog, pts: Sequence[int], time_base: Fraction,
                      "capture times may be off")
     file_fingerprints = (placer.file_fingerprints(list(range(len(numbers))))
                          if fingerprinted else None)
-    records, reasons = _records(slots, numbers, pts_array, slot_of_frame, file_fingerprints)
+    start_proven = evidence is not None and evidence >= START_EVIDENCE if fingerprinted \
+        else False
+    records, reasons = _records(slots, numbers, pts_array, slot_of_frame, file_fingerprints,
+                                start_proven)
     if reasons.get("no render tick logged"):
         notes.append(f"{reasons['no render tick logged']} frames had no logged render tick: "
                      "their times are estimated from the slot time")
@@ -465,10 +469,10 @@ def _place_cuts(placer: _Placer, first_slot: int, chosen: list[Cut | None],
 
 
 def _records(slots: _Slots, numbers: IntArray, pts: IntArray, slot_of_frame: IntArray,
-             file_fingerprints: npt.NDArray[np.uint8] | None
+             file_fingerprints: npt.NDArray[np.uint8] | None, start_proven: bool = False
              ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The frames' records, and how many frames were marked uncertain for each reason."""
-    doubts = _doubts(slots, slot_of_frame, file_fingerprints)
+    doubts = _doubts(slots, slot_of_frame, file_fingerprints, start_proven)
     records: list[dict[str, Any]] = []
     previous_render: int | None = None
     previous_time = 0
@@ -509,8 +513,13 @@ DOUBTS = ("no render tick logged", "render tick after the picture's delivery",
 
 
 def _doubts(slots: _Slots, slot_of_frame: IntArray,
-            file_fingerprints: npt.NDArray[np.uint8] | None) -> npt.NDArray[np.bool_]:
-    """(frames, len(DOUBTS)) booleans: why each frame's time is not established (see DOUBTS)."""
+            file_fingerprints: npt.NDArray[np.uint8] | None,
+            start_proven: bool = False) -> npt.NDArray[np.bool_]:
+    """(frames, len(DOUBTS)) booleans: why each frame's time is not established (see DOUBTS).
+
+    `start_proven`: frame 0's slot was decided by the pictures (START_EVIDENCE), so the shift
+    of the first stretch starts at 0 and can only grow.
+    """
     n = len(slot_of_frame)
     doubts = np.zeros((n, len(DOUBTS)), dtype=bool)
     times = slots.times(slot_of_frame)
@@ -523,28 +532,51 @@ def _doubts(slots: _Slots, slot_of_frame: IntArray,
         doubts[:, 3] = True
         return doubts
     wrong = _mismatches(slots, slot_of_frame, file_fingerprints)
-    _logged, valid = slots.fingerprints(slot_of_frame)
+    logged, valid = slots.fingerprints(slot_of_frame)
     doubts[:, 2] = wrong & valid
     doubts[:, 3] = ~valid
-    # Another placement that explains the pictures around a frame no worse is as likely there:
-    # where it gives the frame a time more than one interval away, that frame's time is open.
-    # "Around": MATCH_WINDOW frames either side (a lost frame shifts only what follows it).
-    local_wrong = _local_sum(wrong)
-    for shift in range(-ALTERNATIVE_SLOTS, ALTERNATIVE_SLOTS + 1):
-        if shift == 0:
-            continue
+    # A placement a few slots off that explains a frame's picture as well, where another picture
+    # was logged (further than FRAME_MISMATCH from ours), leaves open which of the two the frame
+    # shows. The same logged picture leaves nothing open: it was on the screen at our tick too
+    # (to the fingerprint's resolution). Such a rival is ruled out by pictures elsewhere: within
+    # a stretch of consecutive slots the true slot is ours + a shift that can only grow along
+    # the file (a wrong frame 0 or pause edge: a constant; a frame the encoder lost: +1 from
+    # there on). So a frame whose picture matches ours and no slot 1-3 before it proves the
+    # shift is not negative there and at every later frame of the stretch; one that matches
+    # ours and no slot 1-3 after it proves it is not positive there and at every earlier frame.
+    stretch = np.concatenate(([0], np.cumsum(np.diff(slot_of_frame) != 1)))
+    not_earlier, not_later = ~wrong, ~wrong
+    shifts = [shift for shift in range(-ALTERNATIVE_SLOTS, ALTERNATIVE_SLOTS + 1) if shift]
+    rivals: dict[int, npt.NDArray[np.bool_]] = {}
+    for shift in shifts:
         other = slot_of_frame + shift
-        rival = _local_sum(_mismatches(slots, other, file_fingerprints)) <= local_wrong
+        other_wrong = _mismatches(slots, other, file_fingerprints)
+        if shift < 0:
+            not_earlier = not_earlier & other_wrong
+        else:
+            not_later = not_later & other_wrong
+        other_logged, _valid = slots.fingerprints(other)
         other_times = slots.times(other)
         differ = (other_times < 0) | (times < 0) | (np.abs(other_times - times) > slots.interval)
-        doubts[:, 4] |= rival & differ
+        other_picture = fingerprint_distance(other_logged, logged) > FRAME_MISMATCH
+        rivals[shift] = ~other_wrong & other_picture & differ
+    proven_before = _seen_in_stretch(not_earlier, stretch) | (start_proven & (stretch == 0))
+    proven_after = _seen_in_stretch(not_later[::-1], stretch[::-1])[::-1]
+    for shift, rival in rivals.items():
+        doubts[:, 4] |= rival & ~(proven_before if shift < 0 else proven_after)
     return doubts
 
 
-def _local_sum(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
-    """For each frame, how many of the frames within MATCH_WINDOW of it are flagged."""
-    summed = np.convolve(flags.astype(np.float64), np.ones(2 * MATCH_WINDOW + 1))
-    return summed[MATCH_WINDOW:MATCH_WINDOW + len(flags)]
+def _seen_in_stretch(flags: npt.NDArray[np.bool_], stretch: IntArray) -> npt.NDArray[np.bool_]:
+    """For each frame: whether a flagged frame came at or before it in its stretch."""
+    seen = np.zeros(len(flags), dtype=bool)
+    last_stretch, found = None, False
+    for index, (flag, group) in enumerate(zip(flags.tolist(), stretch.tolist(), strict=True)):
+        if group != last_stretch:
+            last_stretch, found = group, False
+        found = found or flag
+        seen[index] = found
+    return seen
 
 
 def _mismatches(slots: _Slots, slot_of_frame: IntArray,
