@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from capture.demo.game import WINDOW_CLASS
+from capture.inputs import x11window
 from capture.xserver import Xvfb
 
 
@@ -48,9 +49,8 @@ def demo_game(xvfb) -> Iterator[int]:
         deadline = time.monotonic() + 15
         window = None
         while window is None and time.monotonic() < deadline:
-            for child in d.screen().root.query_tree().children:
-                if WINDOW_CLASS in (child.get_wm_class() or ()):
-                    window = int(child.id)
+            found = x11window.find_window(d, WINDOW_CLASS)  # survives windows that vanish
+            window = found[0] if found else None
             time.sleep(0.1)
         assert window is not None, "demo game window did not appear"
         yield window
