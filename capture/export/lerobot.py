@@ -366,7 +366,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
             video_path=source.session.video_path, source_fps=source.fps_target,
             frame_pts=source.session.frames().column("pts").to_numpy(),
             events=source.events, dropped_before=source.dropped_before,
-            failed_checks=failed_checks(source.manifest))
+            failed_checks=failed_checks(source.manifest), time_uncertain=source.time_uncertain)
     if qlog is not None:
         qlog.refuse_if_nothing_left()
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)

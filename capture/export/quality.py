@@ -198,8 +198,11 @@ def idle_runs(active: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
 
 
 # --- the pure filter ---------------------------------------------------------------------------
-def _sub_episode(e: EpisodeGrid, lo: int, hi: int, part: int) -> EpisodeGrid:
-    """Frames [lo, hi) of an episode as an episode of their own."""
+def _sub_episode(e: EpisodeGrid, lo: int, hi: int, part: int,
+                 time_uncertain: np.ndarray | None) -> EpisodeGrid:
+    """Frames [lo, hi) of an episode as an episode of their own. Its alignment figures are
+    recomputed from the frames it shows (source frames spanned, unshown among them,
+    repeats, offsets, frames whose time is uncertain)."""
     bounds = e.bounds_ns
     source = e.source_index[lo:hi]
     capture = e.capture_time_ns[lo:hi]
@@ -210,7 +213,9 @@ def _sub_episode(e: EpisodeGrid, lo: int, hi: int, part: int) -> EpisodeGrid:
         offset_ms_p95=float(np.percentile(offsets, 95)),
         offset_ms_max=float(offsets.max()), source_frames=spanned,
         dropped=spanned - len(np.unique(source)),
-        repeated=int(np.count_nonzero(np.diff(source) == 0)))
+        repeated=int(np.count_nonzero(np.diff(source) == 0)),
+        uncertain_sources=(int(np.count_nonzero(np.asarray(time_uncertain)[source]))
+                           if time_uncertain is not None else 0))
     return EpisodeGrid(segment_index=e.segment_index, part_index=part, start_ns=int(bounds[lo]),
                        end_ns=int(bounds[hi]), fps=e.fps, source_index=source,
                        capture_time_ns=capture, stats=stats)
@@ -219,8 +224,8 @@ def _sub_episode(e: EpisodeGrid, lo: int, hi: int, part: int) -> EpisodeGrid:
 def filter_session(alignment: Alignment, *, session_id: str, filters: QualityFilters,
                    fps: int, source_fps: float, kinds: Sequence[str],
                    dropped_before: np.ndarray, failed_checks: Sequence[str] = (),
-                   pictures: dict[tuple[int, int], PictureSample] | None = None
-                   ) -> SessionOutcome:
+                   pictures: dict[tuple[int, int], PictureSample] | None = None,
+                   time_uncertain: np.ndarray | None = None) -> SessionOutcome:
     """Apply `filters` to one aligned session (pure: every input is given).
 
     Filters run in FILTERS order and each counts only what it removed itself: a session
@@ -300,13 +305,14 @@ def filter_session(alignment: Alignment, *, session_id: str, filters: QualityFil
                 removed["idle"].episodes += 1
         else:
             pieces.append((p, 0, e.n_frames))
-    new = _rebuild(alignment, pieces)
+    new = _rebuild(alignment, pieces, time_uncertain)
     return SessionOutcome(session_id=session_id, alignment=new, removed=removed,
                           idle_spans=idle, kept_from=[p for p, _, _ in pieces],
                           failed_checks=tuple(failed_checks))
 
 
-def _rebuild(alignment: Alignment, pieces: list[tuple[int, int, int]]) -> Alignment:
+def _rebuild(alignment: Alignment, pieces: list[tuple[int, int, int]],
+             time_uncertain: np.ndarray | None = None) -> Alignment:
     """The alignment holding only `pieces`; events elsewhere are placed in no episode."""
     episodes = alignment.episodes
     whole = [(p, lo, hi) == (p, 0, episodes[p].n_frames) for p, lo, hi in pieces]
@@ -321,7 +327,7 @@ def _rebuild(alignment: Alignment, pieces: list[tuple[int, int, int]]) -> Alignm
         part = part_of.get(e.segment_index, 0)
         part_of[e.segment_index] = part + 1
         new_eps.append(e if (lo, hi) == (0, e.n_frames) and e.part_index == part
-                       else _sub_episode(e, lo, hi, part))
+                       else _sub_episode(e, lo, hi, part, time_uncertain))
         rows.append(np.arange(starts[p] + lo, starts[p] + hi))
         new_index[n] = (p, lo, hi)
     take = np.concatenate(rows) if rows else np.empty(0, np.int64)
@@ -349,7 +355,8 @@ class QualityLog:
 
     def filter(self, alignment: Alignment, *, session_id: str, video_path: Path,
                frame_pts: np.ndarray, source_fps: float, events: pa.Table,
-               dropped_before: np.ndarray, failed_checks: Sequence[str]) -> Alignment:
+               dropped_before: np.ndarray, failed_checks: Sequence[str],
+               time_uncertain: np.ndarray | None = None) -> Alignment:
         """Filter one session (sampling its video only if black/frozen is asked for)."""
         self.frames_before += alignment.n_frames
         self.episodes_before += len(alignment.episodes)
@@ -358,7 +365,8 @@ class QualityLog:
         outcome = filter_session(
             alignment, session_id=session_id, filters=self.filters, fps=self.fps,
             source_fps=source_fps, kinds=events.column("kind").to_pylist(),
-            dropped_before=dropped_before, failed_checks=failed_checks, pictures=pictures)
+            dropped_before=dropped_before, failed_checks=failed_checks, pictures=pictures,
+            time_uncertain=time_uncertain)
         self.outcomes.append(outcome)
         return outcome.alignment
 
