@@ -62,6 +62,16 @@ def _add_obs() -> None:
 _add_obs()
 
 
+def _add_collector() -> None:
+    from capture.collector.commands import collector, enroll, upload
+
+    for command in (collector, enroll, upload):
+        cli.add_command(command)
+
+
+_add_collector()
+
+
 def _parse_scope(value: str) -> frozenset[str]:
     kinds = [k.strip().lower() for k in value.split(",") if k.strip()]
     bad = [k for k in kinds if k not in SCOPE_KINDS]
