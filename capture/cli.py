@@ -227,8 +227,7 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 
 
 @cli.command("export")
-@click.argument("session_dirs", nargs=-1, required=True,
-                type=click.Path(path_type=Path))
+@click.argument("session_dirs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Dataset directory to create (must not exist or be empty).")
 @click.option("--fps", type=click.IntRange(1, 240), default=None,
@@ -236,20 +235,36 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 @click.option("--size", default="native", show_default=True, help="WxH or native.")
 @click.option("--max-episode-s", type=float, default=600.0, show_default=True,
               help="Split sessions into episodes of at most this length.")
-def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size: str,
+def export_cmd(session_dirs: tuple[str, ...], out: Path, fps: int | None, size: str,
                max_episode_s: float) -> None:
-    """Export sessions as a LeRobot v3.0 dataset with per-frame actions."""
+    """Export sessions as a LeRobot v3.0 dataset with per-frame actions.
+
+    Inputs are session directories, or accepted sessions of a collector:
+    collector+http://HOST:PORT/STUDY (admin token in $CAPTURE_COLLECTOR_ADMIN_TOKEN; add
+    ?game=G&since=YYYY-MM-DD&until=YYYY-MM-DD to narrow) or its store (s3://BUCKET/PREFIX,
+    store+file:///DIR).
+    """
+    import tempfile
+
     from tqdm import tqdm
 
+    from capture.collector.source import downloaded, is_collector_input
     from capture.export import export_dataset, format_report
 
     size_wh = _parse_size(size)
-    with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
-        def progress(frames_done: int) -> None:
-            bar.update(frames_done - bar.n)
+    remote = [s for s in session_dirs if is_collector_input(s)]
+    with tempfile.TemporaryDirectory(prefix="capture-collected-") as tmp, \
+            downloaded(remote, Path(tmp), progress=lambda m: click.echo(m, err=True)) as got:
+        dirs = [Path(s) for s in session_dirs if not is_collector_input(s)] + got.session_dirs
+        with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
+            def progress(frames_done: int) -> None:
+                bar.update(frames_done - bar.n)
 
-        report = export_dataset(list(session_dirs), out, fps=fps, size=size_wh,
-                                max_episode_s=max_episode_s, progress=progress)
+            report = export_dataset(dirs, out, fps=fps, size=size_wh,
+                                    max_episode_s=max_episode_s, progress=progress,
+                                    consent_status=got.consent_status if remote else None)
+        for register in got.register:
+            register(Path(out).name, [str(d) for d in got.session_dirs])
     click.echo(format_report(report))
 
 

@@ -220,8 +220,8 @@ def enroll(url: str, code: str, player: str | None, yes: bool) -> None:
                                    method="cli-scripted" if yes else "cli-interactive")
     click.echo(f"Consent recorded: receipt {receipt.receipt_id} (study {enrolled.study}); "
                f"you are {enrolled.pseudonym!r} to the collector.")
-    click.echo(f"Withdraw any time: capture consent revoke --player {shlex.quote(enrolled.pseudonym)} "
-               f"--receipt {receipt.receipt_id}")
+    click.echo("Withdraw any time: capture consent revoke --player "
+               f"{shlex.quote(enrolled.pseudonym)} --receipt {receipt.receipt_id}")
 
 
 @click.command("upload")

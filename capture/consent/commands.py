@@ -236,6 +236,10 @@ def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
         click.echo(f"Revoked {len(revocation.withdrawn)} grant(s):")
         for item in revocation.withdrawn:
             click.echo(f"  {item.receipt_id}: {', '.join(item.games)}")
+        from capture.upload.outbox import notify_and_describe  # to capture/withdrawal.py at merge
+
+        for line in notify_and_describe(revocation):
+            click.echo(line)
     to_delete, kept = _games_to_delete(player, games, receipt_id, revocation)
     if kept:
         click.echo(f"Kept local sessions of {', '.join(kept)}: another active grant of "

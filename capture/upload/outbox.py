@@ -92,3 +92,24 @@ def _write(path: Path, obj: dict[str, Any]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def notify_and_describe(revocation: Revocation | None) -> list[str]:
+    """notify_collector_of_revocation(), as lines for the player; never raises on delivery."""
+    from capture.errors import CaptureError
+
+    try:
+        deliveries = notify_collector_of_revocation(revocation)
+    except CaptureError as exc:
+        return [f"The collector could not be told yet ({exc}); it stays queued and is retried "
+                "by `capture upload`."]
+    lines = []
+    for d in deliveries:
+        if d.status == "acknowledged":
+            lines.append(f"Collector {d.collector} confirmed the withdrawal: {d.detail}.")
+        elif d.status == "queued":
+            lines.append(f"Collector {d.collector} is unreachable; the withdrawal is queued and "
+                         "retried by `capture upload` and the agent.")
+        else:
+            lines.append(f"Collector {d.collector} refused the withdrawal: {d.detail}")
+    return lines
