@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 import sqlalchemy as sa
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -299,6 +299,37 @@ class _Body:
         await self.app(scope, replay, send)
 
 
+# --- authentication ---------------------------------------------------------------------------
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", "send a token: Authorization: Bearer TOKEN")
+    return token.strip()
+
+
+def require_admin(request: Request) -> None:
+    settings: Settings = request.app.state.settings
+    if not hmac.compare_digest(_bearer(request).encode(), settings.admin_token.encode()):
+        raise ApiError(401, "bad_token", "the admin token is wrong")
+
+
+def require_player(request: Request) -> Any:
+    settings: Settings = request.app.state.settings
+    digest = token_hash(_bearer(request))
+    with settings.engine.connect() as conn:
+        row = conn.execute(sa.select(db.players).where(db.players.c.token_hash == digest)).first()
+    if row is None:
+        raise ApiError(401, "bad_token", "the device token is not known to this collector")
+    if db.aware(row.token_expires_at) <= db.now():
+        raise ApiError(401, "expired_token", "the device token has expired; enroll again")
+    return row
+
+
+AdminAuth = Annotated[None, Depends(require_admin)]  # checked before the body is read
+PlayerAuth = Annotated[Any, Depends(require_player)]
+
+
 # --- the application --------------------------------------------------------------------------
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="capture collector", version=__version__,
@@ -308,6 +339,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "Uploads follow tus 1.0 (core + checksum extension).",
                   openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None)
     engine, store, limits = settings.engine, settings.store, settings.limits
+    app.state.settings = settings
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, err: ApiError) -> JSONResponse:
@@ -322,33 +354,9 @@ def create_app(settings: Settings) -> FastAPI:
         where = "/".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error_response(ApiError(422, "invalid", f"{where}: {first.get('msg', 'invalid')}"))
 
-    # -- authentication --
-    def _bearer(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthenticated", "send a token: Authorization: Bearer TOKEN")
-        return token.strip()
-
-    def require_admin(request: Request) -> None:
-        if not hmac.compare_digest(_bearer(request).encode(), settings.admin_token.encode()):
-            raise ApiError(401, "bad_token", "the admin token is wrong")
-
-    def require_player(request: Request) -> Any:
-        digest = token_hash(_bearer(request))
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(db.players)
-                               .where(db.players.c.token_hash == digest)).first()
-        if row is None:
-            raise ApiError(401, "bad_token", "the device token is not known to this collector")
-        if db.aware(row.token_expires_at) <= db.now():
-            raise ApiError(401, "expired_token", "the device token has expired; enroll again")
-        return row
-
     # -- studies and invites (admin) --
     @app.post(f"{API}/studies", response_model=Study, status_code=201, tags=["admin"])
-    def create_study(body: StudyCreate, request: Request) -> Study:
-        require_admin(request)
+    def create_study(body: StudyCreate, _admin: AdminAuth) -> Study:
         unknown = [k for k in body.scope if k not in SCOPE_KINDS]
         if unknown:
             raise ApiError(422, "invalid", f"unknown kind {unknown[0]!r} "
@@ -371,16 +379,14 @@ def create_app(settings: Settings) -> FastAPI:
         return _study_model(_Obj(values))
 
     @app.get(f"{API}/studies", response_model=list[Study], tags=["admin"])
-    def list_studies(request: Request) -> list[Study]:
-        require_admin(request)
+    def list_studies(_admin: AdminAuth) -> list[Study]:
         with engine.connect() as conn:
             return [_study_model(r) for r in conn.execute(sa.select(db.studies)
                                                           .order_by(db.studies.c.id))]
 
     @app.post(f"{API}/studies/{{study}}/invites", response_model=Invite, status_code=201,
               tags=["admin"])
-    def create_invite(study: str, request: Request) -> Invite:
-        require_admin(request)
+    def create_invite(study: str, _admin: AdminAuth) -> Invite:
         code = secrets.token_urlsafe(18)
         expires = db.now() + timedelta(days=limits.invite_days)
         with engine.begin() as conn:
@@ -482,8 +488,9 @@ def create_app(settings: Settings) -> FastAPI:
         return state
 
     @app.post(f"{API}/bundles", response_model=BundleState, tags=["upload"])
-    def create_bundle(body: BundleCreate, request: Request, response: Response) -> BundleState:
-        player = require_player(request)
+    def create_bundle(body: BundleCreate,
+                      response: Response,
+                      player: PlayerAuth) -> BundleState:
         try:
             manifest = bundlecheck.parse_manifest(body.manifest_text)
         except Rejected as exc:
@@ -526,23 +533,20 @@ def create_app(settings: Settings) -> FastAPI:
         return _final(state)
 
     @app.get(f"{API}/bundles", response_model=list[BundleState], tags=["upload"])
-    def list_bundles(request: Request) -> list[BundleState]:
-        player = require_player(request)
+    def list_bundles(player: PlayerAuth) -> list[BundleState]:
         with engine.connect() as conn:
             rows = conn.execute(sa.select(db.bundles).where(db.bundles.c.player_id == player.id)
                                 .order_by(db.bundles.c.created_at)).all()
             return [_bundle_state(conn, r) for r in rows]
 
     @app.get(f"{API}/bundles/{{bundle_id}}", response_model=BundleState, tags=["upload"])
-    def get_bundle(bundle_id: str, request: Request) -> BundleState:
-        player = require_player(request)
+    def get_bundle(bundle_id: str, player: PlayerAuth) -> BundleState:
         with engine.connect() as conn:
             return _bundle_state(conn, _own_bundle(conn, player, bundle_id))
 
     @app.post(f"{API}/bundles/{{bundle_id}}/complete", response_model=BundleState,
               tags=["upload"])
-    def complete_bundle(bundle_id: str, request: Request) -> BundleState:
-        player = require_player(request)
+    def complete_bundle(bundle_id: str, player: PlayerAuth) -> BundleState:
         with engine.connect() as conn:
             bundle = _own_bundle(conn, player, bundle_id)
             state = _bundle_state(conn, bundle)
@@ -640,16 +644,14 @@ def create_app(settings: Settings) -> FastAPI:
         return row, row.status
 
     @app.options(f"{API}/uploads", tags=["upload"], status_code=204)
-    def tus_options(request: Request) -> Response:
-        require_player(request)
+    def tus_options(_player: PlayerAuth) -> Response:
         return Response(status_code=204, headers=_tus_headers(
             **{"Tus-Version": TUS_VERSION, "Tus-Extension": "checksum",
                "Tus-Checksum-Algorithm": ",".join(TUS_CHECKSUMS),
                "Tus-Max-Size": str(limits.max_bundle_bytes)}))
 
     @app.head(f"{API}/uploads/{{upload_id}}", tags=["upload"])
-    def tus_head(upload_id: str, request: Request) -> Response:
-        player = require_player(request)
+    def tus_head(upload_id: str, player: PlayerAuth) -> Response:
         with engine.connect() as conn:
             row, _status = _own_upload(conn, player, upload_id)
         return Response(status_code=200, headers=_tus_headers(
@@ -659,8 +661,9 @@ def create_app(settings: Settings) -> FastAPI:
                openapi_extra={"requestBody": {"required": True, "content": {
                    "application/offset+octet-stream": {"schema": {"type": "string",
                                                                   "format": "binary"}}}}})
-    async def tus_patch(upload_id: str, request: Request) -> Response:
-        player = require_player(request)
+    async def tus_patch(upload_id: str,
+                        request: Request,
+                        player: PlayerAuth) -> Response:
         if request.headers.get("tus-resumable") != TUS_VERSION:
             raise ApiError(412, "tus_version", f"send Tus-Resumable: {TUS_VERSION}")
         if request.headers.get("content-type") != "application/offset+octet-stream":
@@ -722,8 +725,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- withdrawal (player) --
     @app.post(f"{API}/revocations", response_model=RevocationAck, tags=["consent"])
-    def revoke(body: RevocationIn, request: Request) -> RevocationAck:
-        player = require_player(request)
+    def revoke(body: RevocationIn, player: PlayerAuth) -> RevocationAck:
         entry = _checked_entry(body.entry, "revoke")
         if entry["player"] != player.pseudonym:
             raise ApiError(403, "not_yours", "this revocation is by another player")
@@ -821,8 +823,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- builder's views (admin) --
     @app.get(f"{API}/admin/sessions", response_model=list[SessionRow], tags=["admin"])
-    def admin_sessions(request: Request, study: str | None = None) -> list[SessionRow]:
-        require_admin(request)
+    def admin_sessions(_admin: AdminAuth, study: str | None = None) -> list[SessionRow]:
         query = sa.select(db.bundles).where(db.bundles.c.status == "accepted")
         if study is not None:
             query = query.where(db.bundles.c.study_id == study)
@@ -841,8 +842,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get(f"{API}/admin/bundles/{{bundle_id}}/files/{{name}}", tags=["admin"],
              response_class=StreamingResponse)
-    def admin_file(bundle_id: str, name: str, request: Request) -> StreamingResponse:
-        require_admin(request)
+    def admin_file(bundle_id: str,
+                   name: str,
+                   _admin: AdminAuth) -> StreamingResponse:
         if not bundlecheck.SAFE_NAME.match(name):
             raise ApiError(400, "bad_name", f"{name!r} is not a safe file name")
         with engine.connect() as conn:
@@ -866,13 +868,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get(f"{API}/admin/receipts/{{receipt_id}}", response_model=ReceiptStatus,
              tags=["admin"])
-    def admin_receipt(receipt_id: str, request: Request) -> ReceiptStatus:
-        require_admin(request)
+    def admin_receipt(receipt_id: str, _admin: AdminAuth) -> ReceiptStatus:
         return _receipt_status(receipt_id)
 
     @app.post(f"{API}/admin/datasets", response_model=Dataset, status_code=201, tags=["admin"])
-    def admin_dataset(body: DatasetCreate, request: Request) -> Dataset:
-        require_admin(request)
+    def admin_dataset(body: DatasetCreate, _admin: AdminAuth) -> Dataset:
         dataset_id = str(uuid.uuid4())
         with engine.begin() as conn:
             found = set(conn.execute(sa.select(db.bundles.c.id).where(
@@ -890,8 +890,7 @@ def create_app(settings: Settings) -> FastAPI:
                        bundles=len(set(body.bundle_ids)))
 
     @app.get(f"{API}/admin/purges", response_model=list[Purge], tags=["admin"])
-    def admin_purges(request: Request) -> list[Purge]:
-        require_admin(request)
+    def admin_purges(_admin: AdminAuth) -> list[Purge]:
         with engine.connect() as conn:
             rows = conn.execute(sa.select(db.purges).where(db.purges.c.done_at.is_(None))
                                 .order_by(db.purges.c.id)).all()
@@ -901,8 +900,7 @@ def create_app(settings: Settings) -> FastAPI:
                 for r in rows]
 
     @app.get(f"{API}/admin/registry", tags=["admin"])
-    def admin_registry(request: Request) -> dict[str, Any]:
-        require_admin(request)
+    def admin_registry(_admin: AdminAuth) -> dict[str, Any]:
         with engine.connect() as conn:
             lines = registry.entries(conn)
             problems = registry.verify(conn)

@@ -361,3 +361,40 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
 
 __all__ = ["Collector", "Player", "Proxy", "create_study", "enroll", "free_port", "replace",
            "run_capture", "wait_for"]
+
+
+# --- an in-process collector (the real app on uvicorn, in a thread) ------------------------------
+@dataclass
+class LiveCollector:
+    url: str
+    settings: Any
+    store_root: Path
+
+
+@pytest.fixture
+def live_collector(tmp_path: Path) -> Iterator[LiveCollector]:
+    import uvicorn
+
+    from capture.collector import db
+    from capture.collector.service import Limits, Settings, create_app
+    from capture.collector.store import LocalStore
+
+    engine = db.make_engine(db.default_url(tmp_path))
+    db.migrate(engine)
+    store_root = tmp_path / "store"
+    settings = Settings(engine=engine, store=LocalStore(store_root), admin_token=ADMIN_TOKEN,
+                        limits=Limits(max_json_bytes=600_000, max_chunk_bytes=256 << 10,
+                                      quota_bytes=50 << 20))
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="debug",
+                                           access_log=True))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the collector to start")
+    try:
+        yield LiveCollector(f"http://127.0.0.1:{sock.getsockname()[1]}", settings, store_root)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        engine.dispose()
