@@ -253,6 +253,7 @@ class Proxy:
         self.cut_at: int | None = None
         self.corrupt_next_patch = False
         self.corrupted = 0
+        self.rate: float | None = None  # bytes per second upstream, None: as fast as it goes
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
         self.closed = False
@@ -293,6 +294,8 @@ class Proxy:
                             raise ConnectionAbortedError("cut by the test")
                         self.bytes_up += len(data)
                 dst.sendall(data)
+                if up and self.rate:
+                    time.sleep(len(data) / self.rate)
         except OSError:
             pass
         finally:

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from capture.collector import db
 from capture.collector.openapi import checked_in_path, document, render
 from capture.collector.store import LocalStore, S3Store, Store, check_key, open_store
-from tests.collector.conftest import ADMIN_TOKEN, LiveCollector, Postgres, S3
+from tests.collector.conftest import ADMIN_TOKEN, S3, LiveCollector, Postgres
 
 
 def _upgrade_from_revision_1(url: str) -> None:
