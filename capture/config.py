@@ -15,10 +15,9 @@ from capture.errors import CaptureError
 
 # The file holds one table per part of capture, e.g.
 #
-#   [obs]
-#   host = "127.0.0.1"
-#   port = 4455
-#   password = "..."
+#   [agent]
+#   fps = 30
+#   idle_pause_seconds = 30.0
 #
 # Add a table here by reading it with `config_table("name")` and its typed getters.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,52 @@ def read_journal(path: Path, *, salvage: bool = False,
 def stamp() -> int:
     """Host-clock time for a journal record."""
     return now_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineJournal:
+    """The frame-timeline journal of one video file: one frames.v1 record per frame written, in
+    file order (schemas/frames.v1.arrow.json).
+
+    The session bundle creates it and hands it to the video backend, which writes through it
+    and never names the file itself. It is picklable, so a recorder's child process can open it.
+    """
+
+    path: Path
+
+    def writer(self) -> JournalWriter:
+        """Append records as frames are written (the built-in recorder's encoder)."""
+        return JournalWriter(self.path)
+
+    def rewrite(self, records: Iterable[dict[str, Any]]) -> int:
+        """Replace the whole timeline atomically (a backend that learns it only at stop);
+        returns the number of records."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        count = 0
+        with open(tmp, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        return count
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def records(self, *, salvage: bool = True) -> Iterator[dict[str, Any]]:
+        """The records so far (none if nothing was written yet); a cut-off last line is skipped."""
+        if not self.path.exists():
+            return iter(())
+        return read_journal(self.path, salvage=salvage)
+
+    def first_capture_time_ns(self) -> int | None:
+        """Capture time of the first frame, once one is written."""
+        try:
+            first = self.path.read_bytes().split(b"\n", 1)[0]
+            if first.endswith(b"}"):
+                return int(json.loads(first)["capture_time_ns"])
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        return None

@@ -15,7 +15,9 @@ from capture.agent.settings import AgentSettings
 from capture.clock import utc_iso
 from capture.consent import ConsentReceipt
 from capture.errors import CaptureError
-from capture.session import bundle, store
+from capture.session import store, writer
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
 
 RECORDABLE = frozenset({"video", "keyboard", "mouse", "gamepad"})
@@ -40,13 +42,13 @@ class Agent:
 
     def __init__(self, settings: AgentSettings, *, display: str | None = None,
                  say: Callable[[str], None] = print,
-                 obs: Any | None = None) -> None:
+                 video_options: Any | None = None) -> None:
         self.settings = settings
         self.display = display or settings.display or os.environ.get("DISPLAY")
         if not self.display:
             raise CaptureError("no X display to watch: set DISPLAY or [agent] display")
         self.say = say
-        self.obs = obs
+        self.video_options = video_options
         self._lock = threading.RLock()
         self._active: _Active | None = None
         self._watchers: dict[str, inputs.InputBackend] = {}
@@ -122,9 +124,9 @@ class Agent:
         """Finalise sessions a crash left behind (called once at start)."""
         recovered = []
         for session_dir in store.session_dirs():
-            if bundle.needs_recovery(session_dir):
+            if needs_recovery(session_dir):
                 try:
-                    bundle.recover(session_dir)
+                    writer.recover(session_dir)
                     recovered.append(session_dir)
                     self.say(f"recovered a session left by a crash: {session_dir}")
                 except CaptureError as exc:
@@ -167,7 +169,8 @@ class Agent:
                 scope = frozenset(grant.scope) & RECORDABLE
                 opts = RecordOptions(
                     game=game, backend=self.settings.backend, fps=self.settings.fps,
-                    scope=scope, player=grant.player, display=self.display, obs=self.obs,
+                    scope=scope, player=grant.player, display=self.display,
+                    video_options=self.video_options,
                     idle_pause_s=self.settings.idle_pause_seconds,
                     max_segment_s=self.settings.segment_minutes * 60)
                 backend = inputs.backend()(game, keyboard="keyboard" in scope,
@@ -207,7 +210,8 @@ class Agent:
     def _report_checks(self, session_dir: Path) -> None:
         """Show the record-time checks right after a segment is finalised."""
         try:
-            checks = bundle.read_manifest(session_dir)["qa"].get("checks", [])
+            qa = read_manifest(session_dir).qa
+            checks = [c.to_dict() for c in qa.checks] if qa else []
         except CaptureError as exc:
             self.say(f"warning: {exc}")
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from capture import video
 from capture.config import config_path, config_table
 
 
@@ -22,8 +23,8 @@ class AgentSettings:
 
 
 KEY_DOCS: dict[str, str] = {
-    "backend": 'video backend: "builtin" (capture grabs the game window) or "obs" (OBS Studio; '
-               "its connection is in the [obs] table)",
+    "backend": "video backend: " + "; ".join(f'"{name}" ({entry.summary})'
+                                             for name, entry in video.BACKENDS.items()),
     "fps": "frames per second to record, 1-240",
     "idle_pause_seconds": "pause video after this many seconds without any input (1-3600); the "
                           "next input resumes it",
@@ -41,7 +42,7 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
     table.reject_unknown(set(KEY_DOCS))
     defaults = AgentSettings()
     values = {
-        "backend": table.choice("backend", ("builtin", "obs")),
+        "backend": table.choice("backend", video.backend_names()),
         "fps": table.integer("fps", 1, 240),
         "idle_pause_seconds": table.number("idle_pause_seconds", 1, 3600),
         "segment_minutes": table.number("segment_minutes", 1, 60),

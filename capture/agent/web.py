@@ -20,7 +20,9 @@ from capture import consent, paths
 from capture.consent import records, terms
 from capture.consent.commands import _games_to_delete  # which sessions a withdrawal deletes
 from capture.errors import BadInputError, CaptureError
-from capture.session import bundle, store
+from capture.session import store
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery
 
 from .media import MediaCache, MediaUnavailable
 
@@ -222,11 +224,11 @@ class WebServer:
     def api_delete(self, body: dict[str, Any]) -> dict[str, Any]:
         session_dir = find_session(body.get("id"))
         try:
-            manifest = bundle.read_manifest(session_dir)
+            manifest = read_manifest(session_dir)
         except BadInputError:
             manifest = None  # an unreadable session can still be deleted
-        if manifest is not None and manifest.get("status") == "recording" \
-                and not bundle.needs_recovery(session_dir):
+        if manifest is not None and manifest.status == "recording" \
+                and not needs_recovery(session_dir):
             raise HttpError(HTTPStatus.CONFLICT, "this session is still being recorded; it can "
                             "be deleted once recording stops")
         try:
@@ -239,7 +241,7 @@ class WebServer:
     def media_file(self, kind: str, name: str) -> Path:
         session_dir = find_session(name)
         try:
-            manifest = bundle.read_manifest(session_dir)
+            manifest = read_manifest(session_dir)
             if kind == "thumbnail":
                 return self.media.thumbnail(session_dir, manifest)
             return self.media.preview(session_dir, manifest)
@@ -282,24 +284,25 @@ def _entry_view(e: consent.ConsentReceipt | consent.Revocation) -> dict[str, Any
 
 def _session_view(s: store.SessionSummary) -> dict[str, Any]:
     row = s.to_dict()
-    m = s.manifest or {}
-    qa = m.get("qa") or {}
+    m = s.manifest
+    qa = m.qa if m is not None else None
     name = s.path.name
     media_problem = None
-    if m.get("status") == "recording":
+    if m is not None and m.status == "recording":
         media_problem = "still being recorded"
-    elif not qa.get("frames"):
+    elif not (qa and qa.frames):
         media_problem = "nothing was captured"
     return {
         "id": name, "session_id": row["id"], "game": row["game"], "player": row["player"],
         "start": row["start"], "duration_s": row["duration_s"], "frames": row["frames"],
         "status": row["status"], "problem": row["problem"], "segments": row.get("segments"),
-        "run": m.get("run"),
-        "checks": normalise_checks(qa.get("checks")),
-        "stats": {k: qa.get(k) for k in ("fps_achieved", "dropped_frames", "repeated_frames",
-                                         "focused_s", "idle_s")},
-        "inputs": sum((qa.get("input_counts") or {}).values()),
-        "notes": list(qa.get("notes") or []),
+        "run": m.run.to_dict() if m is not None and m.run is not None else None,
+        "checks": normalise_checks([c.to_dict() for c in qa.checks]) if qa else None,
+        "stats": {k: getattr(qa, k) if qa else None
+                  for k in ("fps_achieved", "dropped_frames", "repeated_frames", "focused_s",
+                            "idle_s")},
+        "inputs": qa.input_total if qa else 0,
+        "notes": list(qa.notes) if qa else [],
         "thumbnail": None if media_problem else f"/api/thumbnail/{name}",
         "preview": None if media_problem else f"/api/preview/{name}",
         "media_problem": media_problem,

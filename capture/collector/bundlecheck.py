@@ -5,15 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import Any
 
 import pyarrow.parquet as pq
 
 from capture import formats
 from capture.errors import BadInputError
+from capture.session.manifest import Manifest
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-FINAL_STATUSES = ("complete", "recovered", "incomplete")
 MAX_FILES = 64
 
 # event kind -> the consent scope kind it is data of
@@ -30,36 +29,34 @@ class Rejected(Exception):
     """A bundle the collector will not accept; the message is the reason, in plain words."""
 
 
-def parse_manifest(text: str) -> dict[str, Any]:
-    """The manifest after format checks; raises Rejected saying what is wrong."""
+def parse_manifest(text: str) -> Manifest:
+    """The manifest record after format checks; raises Rejected saying what is wrong."""
     try:
-        manifest = json.loads(text)
-    except ValueError as exc:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise Rejected(f"the manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise Rejected("the manifest is not a JSON object")
     try:
-        formats.validate_json(manifest, formats.MANIFEST_SCHEMA, "manifest.json")
+        record = Manifest.from_dict(data, formats.MANIFEST)
     except BadInputError as exc:
         raise Rejected(f"the manifest does not follow {formats.MANIFEST_SCHEMA}: "
                        f"{exc.problem}") from None
-    if manifest["status"] not in FINAL_STATUSES:
-        raise Rejected(f"the session is {manifest['status']!r}, not finalised; finalise it "
+    if not record.is_final:
+        raise Rejected(f"the session is {record.status!r}, not finalised; finalise it "
                        "(capture sessions recover) before uploading")
-    if not SAFE_NAME.match(manifest["session_id"]):
-        raise Rejected(f"session id {manifest['session_id']!r} is not a safe name")
-    files = manifest["files"]
-    if not files:
+    if not SAFE_NAME.match(record.session_id):
+        raise Rejected(f"session id {record.session_id!r} is not a safe name")
+    if not record.files:
         raise Rejected("the manifest lists no files")
-    if len(files) > MAX_FILES:
-        raise Rejected(f"the manifest lists {len(files)} files; at most {MAX_FILES} are allowed")
-    bad = [n for n in files if not SAFE_NAME.match(n) or n == formats.MANIFEST]
+    if len(record.files) > MAX_FILES:
+        raise Rejected(f"the manifest lists {len(record.files)} files; at most {MAX_FILES} are "
+                       "allowed")
+    bad = [n for n in record.files if not SAFE_NAME.match(n) or n == formats.MANIFEST]
     if bad:
         raise Rejected(f"file name {bad[0]!r} is not a safe name")
-    for name in (formats.VIDEO, formats.EVENTS_TABLE, formats.FRAMES_TABLE):
-        if name not in files:
+    for name in (record.video.file, formats.EVENTS_TABLE, formats.FRAMES_TABLE):
+        if name not in record.files:
             raise Rejected(f"the manifest lists no {name}")
-    return manifest
+    return record
 
 
 def kinds_in_events(data: bytes) -> set[str]:
@@ -71,11 +68,12 @@ def kinds_in_events(data: bytes) -> set[str]:
     return {_EVENT_SCOPE[k] for k in set(table.column("kind").to_pylist()) if k in _EVENT_SCOPE}
 
 
-def kinds_in_bundle(manifest: dict[str, Any], events: bytes) -> set[str]:
+def kinds_in_bundle(record: Manifest, events: bytes) -> set[str]:
     """Every kind of data the bundle carries: video if it has frames, plus the input kinds."""
     kinds = kinds_in_events(events)
-    if manifest["qa"].get("frames", 0) or manifest["files"][formats.VIDEO]["bytes"]:
+    frames = record.qa.frames if record.qa is not None else 0
+    if frames or record.files[record.video.file].bytes:
         kinds.add("video")
-    if any(name.startswith("audio") for name in manifest["files"]):
+    if any(name.startswith("audio") for name in record.files):
         kinds.add("audio")
     return kinds

@@ -19,7 +19,7 @@ DEFAULT_URL = "http://127.0.0.1:8470"
 
 
 def _admin(url: str) -> Any:
-    from capture.upload.http import client
+    from capture.uploader.http import client
 
     from .server import ADMIN_TOKEN_ENV, stored_admin_token
 
@@ -31,7 +31,7 @@ def _admin(url: str) -> Any:
 
 
 def _call(url: str, method: str, path: str, **kwargs: Any) -> Any:
-    from capture.upload.http import call
+    from capture.uploader.http import call
 
     with _admin(url) as http:
         return call(http, method, path, **kwargs).json()
@@ -189,8 +189,8 @@ def purges(url: str, as_json: bool) -> None:
 def enroll(url: str, code: str, player: str | None, yes: bool) -> None:
     """Join a collector's study with an invite code: shows its exact terms, asks, records your
     consent in your ledger, and keeps this device's upload token."""
-    from capture.upload.enrollment import check_terms, fetch_study
-    from capture.upload.enrollment import enroll as run_enroll
+    from capture.uploader.enrollment import check_terms, fetch_study
+    from capture.uploader.enrollment import enroll as run_enroll
 
     study_info = fetch_study(url, code)
     check_terms(study_info)
@@ -238,8 +238,8 @@ def upload(sessions_: tuple[str, ...], wait: bool, chunk_kib: int) -> None:
     from tqdm import tqdm
 
     from capture.session import store
-    from capture.upload.outbox import flush_outbox
-    from capture.upload.uploader import queued_sessions, upload_sessions
+    from capture.uploader.outbox import flush_outbox
+    from capture.uploader.uploader import queued_sessions, upload_sessions
 
     for delivery in flush_outbox():
         click.echo(f"withdrawal {delivery.revocation_id}: {delivery.status} "

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from capture import __version__, formats
 from capture.consent.records import SCOPE_KINDS, entry_hash, game_key, parse_entry
 from capture.errors import BadInputError
+from capture.session.manifest import Manifest
 
 from . import bundlecheck, db, registry
 from .bundlecheck import Rejected
@@ -492,11 +493,11 @@ def create_app(settings: Settings) -> FastAPI:
                       response: Response,
                       player: PlayerAuth) -> BundleState:
         try:
-            manifest = bundlecheck.parse_manifest(body.manifest_text)
+            record = bundlecheck.parse_manifest(body.manifest_text)
         except Rejected as exc:
             raise ApiError(422, "rejected", str(exc)) from None
-        session_id = manifest["session_id"]
-        total = sum(f["bytes"] for f in manifest["files"].values())
+        session_id = record.session_id
+        total = sum(f.bytes for f in record.files.values())
 
         def work(conn: Connection) -> tuple[BundleState, bool]:
             existing = conn.execute(sa.select(db.bundles).where(
@@ -511,20 +512,20 @@ def create_app(settings: Settings) -> FastAPI:
                 if existing.status != "withdrawn":
                     return _bundle_state(conn, existing), False
                 raise ApiError(410, "withdrawn", existing.reason or "consent was withdrawn")
-            reason = (_consent_problem(conn, player, manifest)
+            reason = (_consent_problem(conn, player, record)
                       or _size_problem(conn, player, total, limits))
             bundle_id = str(uuid.uuid4())
             conn.execute(db.bundles.insert().values(
                 id=bundle_id, player_id=player.id, study_id=player.study_id,
-                session_id=session_id, receipt_id=manifest["consent"]["receipt_id"],
-                game=manifest["game"]["name"], status="rejected" if reason else "uploading",
+                session_id=session_id, receipt_id=record.consent.receipt_id,
+                game=record.game.name, status="rejected" if reason else "uploading",
                 reason=reason, manifest_text=body.manifest_text, total_bytes=total,
                 created_at=db.now(), finished_at=db.now() if reason else None))
             if not reason:
-                for name, entry in sorted(manifest["files"].items()):
+                for name, entry in sorted(record.files.items()):
                     conn.execute(db.bundle_files.insert().values(
                         id=str(uuid.uuid4()), bundle_id=bundle_id, name=name,
-                        length=entry["bytes"], offset=0, sha256=entry["sha256"]))
+                        length=entry.bytes, offset=0, sha256=entry.sha256))
             row = conn.execute(sa.select(db.bundles).where(db.bundles.c.id == bundle_id)).one()
             return _bundle_state(conn, row), True
 
@@ -558,7 +559,8 @@ def create_app(settings: Settings) -> FastAPI:
                                               f"{short[0].length} bytes; upload the rest first")
         try:
             with engine.connect() as conn:
-                reason = _consent_problem(conn, player, json.loads(bundle.manifest_text))
+                reason = _consent_problem(conn, player,
+                                          bundlecheck.parse_manifest(bundle.manifest_text))
             if reason:
                 raise Rejected(reason)
             _assemble(bundle)
@@ -571,7 +573,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     def _assemble(bundle: Any) -> None:
         """Concatenate each file's confirmed chunks into its final object, checking SHA-256."""
-        manifest = json.loads(bundle.manifest_text)
+        record = bundlecheck.parse_manifest(bundle.manifest_text)
         prefix = bundle_prefix(bundle)
         with engine.connect() as conn:
             files = conn.execute(sa.select(db.bundle_files)
@@ -604,7 +606,7 @@ def create_app(settings: Settings) -> FastAPI:
                 store.delete_prefix(prefix)
                 raise Rejected(f"{f.name} does not match the manifest: its SHA-256 is "
                                f"{digest.hexdigest()}, the manifest says {f.sha256}")
-        kinds = bundlecheck.kinds_in_bundle(manifest, events)
+        kinds = bundlecheck.kinds_in_bundle(record, events)
         with engine.connect() as conn:
             receipt = conn.execute(sa.select(db.receipts).where(
                 db.receipts.c.receipt_id == bundle.receipt_id)).one()
@@ -724,7 +726,7 @@ def create_app(settings: Settings) -> FastAPI:
                         headers=_tus_headers(**{"Upload-Offset": str(new_offset)}))
 
     # -- withdrawal (player) --
-    @app.post(f"{API}/revocations", response_model=RevocationAck, tags=["consent"])
+    @app.post(f"{API}/revocations", response_model=RevocationAck, tags=["withdrawal"])
     def revoke(body: RevocationIn, player: PlayerAuth) -> RevocationAck:
         entry = _checked_entry(body.entry, "revoke")
         if entry["player"] != player.pseudonym:
@@ -953,9 +955,9 @@ def _grant_problem(receipt: dict[str, Any], study: Any, pseudonym: str) -> str |
     return None
 
 
-def _consent_problem(conn: Connection, player: Any, manifest: dict[str, Any]) -> str | None:
+def _consent_problem(conn: Connection, player: Any, record: Manifest) -> str | None:
     """Why the collector's registry does not allow this bundle (None if it does)."""
-    receipt_id = manifest["consent"]["receipt_id"]
+    receipt_id = record.consent.receipt_id
     receipt = conn.execute(sa.select(db.receipts)
                            .where(db.receipts.c.receipt_id == receipt_id)).first()
     if receipt is None or receipt.player_id != player.id:
@@ -964,7 +966,7 @@ def _consent_problem(conn: Connection, player: Any, manifest: dict[str, Any]) ->
     study = conn.execute(sa.select(db.studies).where(db.studies.c.id == receipt.study_id)).one()
     if receipt.terms_sha256 != study.terms_sha256:
         return "the consent receipt is for other terms than the study's"
-    game = manifest["game"]["name"]
+    game = record.game.name
     if game_key(game) not in {game_key(g) for g in study.games}:
         return f"game {game!r} is not one of study {study.id!r}'s games"
     if game_key(game) not in {game_key(g) for g in receipt.games}:
@@ -972,11 +974,11 @@ def _consent_problem(conn: Connection, player: Any, manifest: dict[str, Any]) ->
     if game_key(game) in {game_key(g) for g in receipt.withdrawn_games}:
         return (f"consent for {game!r} under receipt {receipt_id} was withdrawn; the collector "
                 "accepts nothing more under it")
-    missing = [k for k in manifest["consent"]["scope"] if k not in receipt.scope]
+    missing = [k for k in record.consent.scope if k not in receipt.scope]
     if missing:
         return (f"the session was recorded with {', '.join(missing)}, which the consent "
                 "receipt does not cover")
-    if manifest["player"] != player.pseudonym:
+    if record.player != player.pseudonym:
         return "the session was recorded by another player than the one enrolled"
     return None
 

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlparse
 
 from capture import formats
 from capture.errors import CaptureError, ConsentError
-from capture.upload.http import call, client
+from capture.session.manifest import Manifest, read_manifest
+from capture.uploader.http import call, client
 
 SCHEMES = ("collector+http://", "collector+https://", "s3://", "store+file://")
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -77,7 +78,7 @@ def _from_api(url: str, into: Path, found: Downloaded) -> None:
                   as response):
                 if response.status_code != 200:
                     response.read()
-                    from capture.upload.http import error_from
+                    from capture.uploader.http import error_from
 
                     raise error_from(response)
                 for block in response.iter_bytes():
@@ -121,11 +122,15 @@ def _from_store(url: str, into: Path, found: Downloaded, s3_endpoint: str | None
         raise CaptureError(f"{url}: the store holds no accepted bundle")
     for key in manifests:
         prefix = key.rsplit("/", 1)[0]
-        manifest = json.loads(store.get(key))
-        target = into / _safe(manifest["session_id"], "session id")
+        raw = store.get(key)
+        try:
+            record = Manifest.from_dict(json.loads(raw), key)
+        except ValueError:
+            raise CaptureError(f"{url}: {key} is not valid JSON") from None
+        target = into / _safe(record.session_id, "session id")
         target.mkdir(parents=True)
-        (target / formats.MANIFEST).write_bytes(store.get(key))
-        for name in manifest["files"]:
+        (target / formats.MANIFEST).write_bytes(raw)
+        for name in record.files:
             with store.open(f"{prefix}/{_safe(name, 'file name')}") as body, \
                     open(target / name, "wb") as out:
                 while block := body.read(1 << 20):
@@ -156,11 +161,11 @@ def downloaded(inputs: list[str], into: Path, *, s3_endpoint: str | None = None,
             _from_store(text, into, found, s3_endpoint)
     refused = []
     for d in found.session_dirs:
-        manifest = json.loads((d / formats.MANIFEST).read_text("utf-8"))
-        status = found.consent_status(manifest["consent"]["receipt_id"], manifest["game"]["name"])
+        record = read_manifest(d)
+        status = found.consent_status(record.consent.receipt_id, record.game.name)
         if status != "active":
-            refused.append(f"session {manifest['session_id']}: consent receipt "
-                           f"{manifest['consent']['receipt_id']} is {status} at the collector")
+            refused.append(f"session {record.session_id}: consent receipt "
+                           f"{record.consent.receipt_id} is {status} at the collector")
     if refused:
         raise ConsentError("refusing to export; nothing was written: " + "; ".join(refused))
     yield found

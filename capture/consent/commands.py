@@ -236,7 +236,7 @@ def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
         click.echo(f"Revoked {len(revocation.withdrawn)} grant(s):")
         for item in revocation.withdrawn:
             click.echo(f"  {item.receipt_id}: {', '.join(item.games)}")
-        from capture.upload.outbox import notify_and_describe  # to capture/withdrawal.py at merge
+        from capture.uploader.outbox import notify_and_describe  # to capture/withdrawal.py at merge
 
         for line in notify_and_describe(revocation):
             click.echo(line)

@@ -23,7 +23,7 @@ from capture.demo.game import WINDOW_CLASS
 from capture.export import export_dataset
 from capture.export.verify import verify_dataset
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session.reader import open_session
 from tests.agent import browser
 from tests.e2e.minetest import Minetest, available
 from tests.x11windows import other_window, window_with_class
@@ -146,7 +146,7 @@ def test_agent_records_a_real_game_only_while_it_is_focused(xvfb, agent, capture
     assert len(listed) == 1 and listed[0]["game"] == "minetest"
     segment_dirs = [Path(s["path"]) for s in listed[0]["segments"]]
     assert all(s["status"] == "complete" and s["checks"] for s in listed[0]["segments"])
-    events = [e for d in segment_dirs for e in bundle.open_session(d).events().to_pylist()]
+    events = [e for d in segment_dirs for e in open_session(d).events().to_pylist()]
     assert not [e for e in events if away_from <= e["t_ns"] <= away_to
                 and e["kind"] not in ("focus_in", "focus_out")]
     assert not any(e.get("key") == "e" for e in events)

@@ -12,7 +12,8 @@ from capture.agent.agent import Agent
 from capture.agent.settings import KEY_DOCS, AgentSettings, documented_config, load_agent_settings
 from capture.cli import cli
 from capture.errors import CaptureError
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery
 from tests.factories import gameplay_script
 from tests.session.test_bundle import _crashed_session
 
@@ -71,9 +72,9 @@ def test_documented_config_covers_every_key_and_parses(tmp_path: Path) -> None:
 def test_agent_recovers_crashed_sessions_on_start(xvfb, capture_home: Path) -> None:
     crashed = _crashed_session(capture_home / "sessions", gameplay_script(seconds=1),
                                extra_logged_frames=2)
-    assert bundle.needs_recovery(crashed)
+    assert needs_recovery(crashed)
     said: list[str] = []
     agent = Agent(AgentSettings(), display=xvfb.display, say=said.append)
     assert agent.recover_crashed() == [crashed]
-    assert bundle.read_manifest(crashed)["status"] == "recovered"
+    assert read_manifest(crashed).status == "recovered"
     assert any("recovered" in line for line in said)

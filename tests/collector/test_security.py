@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from capture.collector import db
 from capture.collector.openapi import document
-from capture.upload import enrollment, uploader
-from capture.upload.enrollment import Enrollment
+from capture.uploader import enrollment, uploader
+from capture.uploader.enrollment import Enrollment
 from tests.collector.conftest import ADMIN_TOKEN, TERMS, Collector, LiveCollector
 from tests.factories import build_session, gameplay_script
 
@@ -278,7 +278,7 @@ def test_a_withdrawn_receipt_is_refused_whatever_the_local_ledger_says(world: Wo
     """Rolling the local ledger back (deleting the revocation and its head) does not help."""
     from capture import paths
     from capture.consent import withdraw
-    from capture.upload.outbox import notify_collector_of_revocation
+    from capture.uploader.outbox import notify_collector_of_revocation
 
     world.as_player("alice")
     ledger = paths.ledger_path()

@@ -28,7 +28,7 @@ def _serve_once(home: Path) -> tuple[str, str]:
     reader.start()
     reader.join(60)
     proc.terminate()
-    out, err = proc.communicate(timeout=20)
+    _out, err = proc.communicate(timeout=20)
     assert line and line[0].startswith("http://127.0.0.1:"), err
     return line[0].strip(), err
 

@@ -18,7 +18,8 @@ from capture.clock import now_ns
 from capture.export import export_dataset
 from capture.export.verify import verify_dataset
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import open_session
 from tests.e2e.minetest import Minetest, available
 from tests.x11windows import other_window, window_with_class
 
@@ -104,11 +105,11 @@ def test_recorded_actions_match_injected_script(xvfb, minetest, capture_home, tm
         other_display.close()
     assert proc.returncode == 0, stderr
     session_dir = Path(stdout.strip().splitlines()[-1])
-    manifest = bundle.read_manifest(session_dir)
-    assert manifest["status"] == "complete"
-    assert manifest["qa"]["frames"] > 5 * FPS
+    manifest = read_manifest(session_dir)
+    assert manifest.status == "complete"
+    assert manifest.qa is not None and manifest.qa.frames > 5 * FPS
 
-    events = bundle.open_session(session_dir).events().to_pylist()
+    events = open_session(session_dir).events().to_pylist()
     away = [e for e in events if away_start <= e["t_ns"] <= away_end
             and e["kind"] not in ("focus_in", "focus_out")]
     assert away == [], f"input recorded while another window had focus: {away[:5]}"

@@ -19,7 +19,8 @@ from capture.clock import now_ns
 from capture.export import export_dataset
 from capture.export.verify import verify_dataset
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import open_session
 from capture.xserver import Xvfb
 from tests.e2e.minetest import Minetest, available
 from tests.e2e.test_record_minetest import _frames_where
@@ -111,19 +112,20 @@ def test_obs_recorded_actions_match_injected_script(xvfb: Xvfb, minetest: Minete
     assert proc.returncode == 0, stderr
     assert obs.password not in stdout + stderr
     session_dir = Path(stdout.strip().splitlines()[-1])
-    manifest = bundle.read_manifest(session_dir)
-    assert manifest["status"] == "complete", manifest.get("error")
-    assert manifest["backend"]["video"]["backend"] == "obs"
-    assert any("renderSkippedFrames" in n for n in manifest["qa"]["notes"])
+    manifest = read_manifest(session_dir)
+    assert manifest.status == "complete", manifest.error
+    assert manifest.video_backend == "obs"
+    assert manifest.qa is not None
+    assert any("renderSkippedFrames" in n for n in manifest.qa.notes)
     assert obs.password not in (session_dir / formats.MANIFEST).read_text()
-    assert manifest["qa"]["frames"] > 5 * FPS
+    assert manifest.qa.frames > 5 * FPS
 
-    frames = bundle.open_session(session_dir).frames().to_pylist()
+    frames = open_session(session_dir).frames().to_pylist()
     times = np.array([f["capture_time_ns"] for f in frames])
     assert np.all(times > 0) and np.all(np.diff(times) >= 0)
     assert not ((times > away_start + 0.2e9) & (times < away_end)).any(), "frames while away"
 
-    events = bundle.open_session(session_dir).events().to_pylist()
+    events = open_session(session_dir).events().to_pylist()
     away = [e for e in events if away_start <= e["t_ns"] <= away_end
             and e["kind"] not in ("focus_in", "focus_out")]
     assert away == []

@@ -13,7 +13,8 @@ from typing import Any
 from capture import formats, paths
 from capture.consent import receipt_status
 from capture.errors import BadInputError, CaptureError
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import open_session
 
 from . import enrollment, tus
 from .http import CollectorError, Unreachable, call, client
@@ -59,12 +60,12 @@ def queued_sessions() -> list[Path]:
     out = []
     for session_dir in store.session_dirs():
         try:
-            manifest = bundle.read_manifest(session_dir)
+            record = read_manifest(session_dir)
         except BadInputError:
             continue
-        if manifest["status"] == "recording" or manifest["consent"]["receipt_id"] not in enrolled:
+        if not record.is_final or record.consent.receipt_id not in enrolled:
             continue
-        state = read_state(manifest["session_id"])
+        state = read_state(record.session_id)
         if state is None or state["status"] in ("queued",):
             out.append(session_dir)
     return out
@@ -79,8 +80,8 @@ def upload_session(session_dir: Path, *, chunk_size: int = tus.DEFAULT_CHUNK,
     `total(bytes, already_confirmed)` is called once the collector says where it stands.
     """
     manifest_path = session_dir / formats.MANIFEST
-    manifest = bundle.read_manifest(session_dir)
-    session_id = manifest["session_id"]
+    record = read_manifest(session_dir)
+    session_id = record.session_id
 
     def done(status: str, reason: str | None = None, bundle_id: str | None = None
              ) -> UploadResult:
@@ -88,17 +89,17 @@ def upload_session(session_dir: Path, *, chunk_size: int = tus.DEFAULT_CHUNK,
         _write_state(result)
         return result
 
-    receipt_id = manifest["consent"]["receipt_id"]
+    receipt_id = record.consent.receipt_id
     enrolled = enrollment.for_receipt(receipt_id)
     if enrolled is None:
         return done("refused", f"consent receipt {receipt_id} is not enrolled with a collector "
                                "(capture enroll URL CODE)")
-    status = receipt_status(receipt_id, game=manifest["game"]["name"])
+    status = receipt_status(receipt_id, game=record.game.name)
     if status != "active":
         return done("refused", f"consent receipt {receipt_id} is {status} in your ledger: "
                                "nothing is uploaded under it")
     try:
-        bundle.open_session(session_dir, check_hashes=True)
+        open_session(session_dir, check_hashes=True)
     except BadInputError as exc:
         return done("refused", f"the session does not match its manifest: {exc.problem}")
     with client(enrolled.collector, enrolled.device_token) as http:
@@ -149,8 +150,8 @@ def upload_sessions(session_dirs: list[Path], *, wait: bool = False,
             except Unreachable as exc:
                 failures += 1
                 if not wait and failures >= attempts:
-                    manifest = bundle.read_manifest(session_dir)
-                    result = UploadResult(manifest["session_id"], str(session_dir), "queued",
+                    result = UploadResult(read_manifest(session_dir).session_id,
+                                          str(session_dir), "queued",
                                           f"{exc}; it stays queued and resumes next time")
                     _write_state(result)
                     results.append(result)
