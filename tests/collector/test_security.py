@@ -336,3 +336,22 @@ def test_tls_with_a_certificate(tmp_path: Path, collectors: list[Collector]) -> 
     assert answer.status_code == 200 and answer.json() == []
     with pytest.raises(httpx.HTTPError):
         httpx.get(collector.url.replace("https", "http") + "/v1/studies", timeout=5)
+
+
+def test_invite_codes_work_once_and_expire(world: World, tmp_path: Path) -> None:
+    code = world.admin.post("/v1/studies/s1/invites").json()["code"]
+    world.monkeypatch.setenv("CAPTURE_HOME", str(tmp_path / "carol"))
+    study = enrollment.fetch_study(world.live.url, code)
+    enrollment.enroll(world.live.url, code, study, "carol", method="cli-scripted")
+    players = world.count(db.players)
+    with pytest.raises(enrollment.CaptureError, match="already used"):
+        enrollment.fetch_study(world.live.url, code)
+    late = world.admin.post("/v1/studies/s1/invites").json()["code"]
+    with world.live.settings.engine.begin() as conn:
+        conn.execute(db.invites.update().values(expires_at=db.now() - timedelta(seconds=1))
+                     .where(db.invites.c.used_at.is_(None)))
+    with pytest.raises(enrollment.CaptureError, match="expired"):
+        enrollment.fetch_study(world.live.url, late)
+    unknown = httpx.post(world.live.url + "/v1/enrollment/study", json={"code": "x" * 20})
+    assert unknown.status_code == 401 and "not known" in unknown.json()["reason"]
+    assert world.count(db.players) == players
