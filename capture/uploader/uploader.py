@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ class UploadResult:
     status: str  # accepted | rejected | refused | queued
     reason: str | None = None
     bundle_id: str | None = None
+    finished_utc: str | None = None  # when the collector accepted or rejected it
 
 
 def state_dir() -> Path:
@@ -85,7 +87,9 @@ def upload_session(session_dir: Path, *, chunk_size: int = tus.DEFAULT_CHUNK,
 
     def done(status: str, reason: str | None = None, bundle_id: str | None = None
              ) -> UploadResult:
-        result = UploadResult(session_id, str(session_dir), status, reason, bundle_id)
+        finished = (datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if status in ("accepted", "rejected") else None)
+        result = UploadResult(session_id, str(session_dir), status, reason, bundle_id, finished)
         _write_state(result)
         return result
 
