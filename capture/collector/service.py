@@ -273,6 +273,13 @@ class _Body:
         is_chunk = scope["method"] == "PATCH" and scope["path"].startswith(f"{API}/uploads/")
         cap = self.limits.max_chunk_bytes if is_chunk else self.limits.max_json_bytes
         headers = dict(scope.get("headers") or [])
+        public = scope["path"].startswith(f"{API}/enrollment") or \
+            scope["path"] == f"{API}/openapi.json"
+        if b"authorization" not in headers and not public:
+            # no token: answered before any of the body is read
+            await _error_response(ApiError(401, "unauthenticated", "send a token: "
+                                           "Authorization: Bearer TOKEN"))(scope, receive, send)
+            return
         declared = headers.get(b"content-length")
         too_big = ApiError(413, "too_large", f"the request body is larger than {cap} bytes")
         if declared is not None and (not declared.isdigit() or int(declared) > cap):
