@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1] / "capture"
 # Lowest first. A module may import its own layer and the layers below it, never above.
 # (docs/architecture.md draws the same picture.)
 LAYERS: list[set[str]] = [
-    {"capture", "clock", "errors", "paths", "formats", "journal", "config", "sizes",
-     "processes", "xserver", "clockface", "keyvocab"},
-    {"consent", "inputs", "video"},
+    {"capture", "clock", "errors", "paths", "formats", "journal", "sizes", "processes",
+     "xserver", "clockface", "keyvocab"},
+    {"consent", "inputs", "video", "config"},
     {"session"},
     {"align", "export", "withdrawal"},
     {"agent", "collector", "uploader", "demo"},

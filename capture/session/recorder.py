@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from capture import inputs, paths, video
 from capture.clock import ClockPair, now_ns
 from capture.consent import ConsentReceipt, receipt_status, require_consent
-from capture.errors import CaptureError, ConsentError
+from capture.errors import CaptureError, ConsentError, DiskFullError
 from capture.inputs import InputEvent, WindowInfo
 from capture.journal import JournalWriter
 from capture.session import store, writer
@@ -106,7 +106,7 @@ class _EventWriter:
             self.focus = event if event.kind == "focus_in" else None
 
     def _switch(self, journal: JournalWriter, t_ns: int) -> None:
-        def copy(event: InputEvent, kind: str) -> dict:
+        def copy(event: InputEvent, kind: str) -> dict[str, Any]:
             record = event.to_record()
             record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
             return record
@@ -220,6 +220,7 @@ class Recording:
         self.events: _EventWriter | None = None
         self.gamepad: GamepadCapture | None = None
         self.discard = False  # consent withdrawn: stop and keep nothing
+        self.disk_full: str | None = None  # why a segment could not be finalised
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
@@ -266,6 +267,10 @@ class Recording:
             return False
         if not segment.video.alive():
             self.error = "the video recorder stopped unexpectedly"
+            return False
+        journal_error = self.events.journal.error if self.events is not None else None
+        if journal_error is not None:  # the disk is full: stop now, keep what was written
+            self.error = str(journal_error)
             return False
         idle_ns = None if self.opts.idle_pause_s is None else int(self.opts.idle_pause_s * 1e9)
         if (idle_ns is not None and self.focused.is_set() and not self.idle_paused
@@ -384,10 +389,19 @@ class Recording:
         if self.discard:
             shutil.rmtree(segment.session_dir, ignore_errors=True)
             return
-        error = self.error or result.error
-        manifest = writer.finalise(segment.session_dir, video_result=result,
-                                   input_info=self._input_info(), end=ClockPair.now(),
-                                   error=error, frames_before_ns=frames_before_ns)
+        error = result.error or self.error  # the backend's own reason is the more precise
+        try:
+            manifest = writer.finalise(segment.session_dir, video_result=result,
+                                       input_info=self._input_info(), end=ClockPair.now(),
+                                       error=error, frames_before_ns=frames_before_ns)
+        except CaptureError as exc:
+            if not isinstance(exc, DiskFullError) and "disk full" not in str(exc):
+                raise
+            # Finalising needs space too: leave the session for `capture sessions recover`.
+            self.disk_full = (f"{segment.session_dir}: disk full: recording stopped; free some "
+                              "space and run `capture sessions recover`")
+            self.say(f"error: {self.disk_full}")
+            return
         if manifest.status == "incomplete":
             self.say(f"warning: {manifest.error}; the session was kept and marked incomplete")
         self.finished.append(segment.session_dir)
@@ -471,6 +485,8 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
         for session_dir in segments:
             shutil.rmtree(session_dir, ignore_errors=True)
         raise ConsentError(f"{withdrawn}: the recording was stopped and nothing of it was kept")
+    if recording.disk_full is not None:
+        raise CaptureError(recording.disk_full)
     if not segments:
         raise CaptureError("the recording stopped before any segment was finalised")
     return segments[-1]
