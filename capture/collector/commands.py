@@ -254,9 +254,12 @@ def upload(sessions_: tuple[str, ...], wait: bool, chunk_kib: int) -> None:
             bar.total = (bar.total or 0) + size
             bar.update(confirmed)
 
+        def advance(sent: int) -> None:
+            bar.update(sent)
+
         results = upload_sessions(dirs, wait=wait, chunk_size=chunk_kib << 10,
                                   say=lambda m: bar.write(m, file=sys.stderr),
-                                  progress=bar.update, total=total)
+                                  progress=advance, total=total)
     failed = 0
     for r in results:
         reason = f": {r.reason}" if r.reason else ""

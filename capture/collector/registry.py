@@ -35,14 +35,15 @@ def append(conn: Connection, *, kind: str, player_id: str, entry: dict[str, Any]
     seq = (last.seq + 1) if last else 1
     prev_hash = last.hash if last else GENESIS_HASH
     recorded_at = db.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    obj = {"seq": seq, "prev_hash": prev_hash, "kind": kind, "player_id": player_id,
-           "entry": entry, "recorded_at": recorded_at}
-    obj["hash"] = entry_hash(obj)
+    obj: dict[str, Any] = {"seq": seq, "prev_hash": prev_hash, "kind": kind,
+                           "player_id": player_id, "entry": entry, "recorded_at": recorded_at}
+    digest = entry_hash(obj)
+    obj["hash"] = digest
     conn.execute(db.registry.insert().values(
-        seq=seq, prev_hash=prev_hash, hash=obj["hash"], kind=kind, player_id=player_id,
+        seq=seq, prev_hash=prev_hash, hash=digest, kind=kind, player_id=player_id,
         entry_receipt_id=entry["receipt_id"], body=canonical_json(obj).decode("ascii"),
         recorded_at=db.now()))
-    return RegistryEntry(seq=seq, prev_hash=prev_hash, hash=obj["hash"], kind=kind,
+    return RegistryEntry(seq=seq, prev_hash=prev_hash, hash=digest, kind=kind,
                          player_id=player_id, entry=entry, recorded_at=recorded_at)
 
 

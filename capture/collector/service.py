@@ -300,7 +300,8 @@ class _Body:
         async def replay() -> dict[str, Any]:
             nonlocal sent
             if sent:
-                return await receive()
+                message: dict[str, Any] = await receive()
+                return message
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -631,9 +632,8 @@ def create_app(settings: Settings) -> FastAPI:
                          .values(status=status, reason=reason, finished_at=db.now()))
             current = conn.execute(sa.select(db.bundles.c.status)
                                    .where(db.bundles.c.id == bundle.id)).scalar_one()
-            file_ids = conn.execute(sa.select(db.bundle_files.c.id)
-                                    .where(db.bundle_files.c.bundle_id == bundle.id)).scalars()
-            file_ids = list(file_ids)
+            file_ids = list(conn.execute(sa.select(db.bundle_files.c.id).where(
+                db.bundle_files.c.bundle_id == bundle.id)).scalars())
         if current != "accepted":
             store.delete_prefix(bundle_prefix(bundle))
         for file_id in file_ids:
@@ -915,7 +915,7 @@ def create_app(settings: Settings) -> FastAPI:
             problems = registry.verify(conn)
         return {"entries": [line.__dict__ for line in lines], "problems": problems}
 
-    app.add_middleware(_Body, limits=limits)  # type: ignore[arg-type]
+    app.add_middleware(_Body, limits=limits)
     app.state.sweep = lambda: _sweep(engine, store)
     return app
 
