@@ -97,3 +97,30 @@ def test_pacer_keeps_the_average_rate() -> None:
     pacer.spent(500)
     assert slept == pytest.approx([0.5, 0.4])
     assert now[0] == pytest.approx(1.0)
+
+
+@pytest.mark.x11
+def test_the_agent_uploads_what_was_queued_when_it_starts(
+        live_collector: LiveCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        xvfb: object) -> None:
+    """Sessions left queued (e.g. by an agent that was stopped) go up when the agent starts,
+    and the page's status shows each one's upload state."""
+    import threading
+
+    from capture.agent.agent import Agent
+    from capture.agent.settings import AgentSettings
+
+    session = _enrolled_session(live_collector, tmp_path / "dana", monkeypatch)
+    lines: list[str] = []
+    agent = Agent(AgentSettings(), say=lines.append)
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: [u["status"] for u in agent.status()["uploads"]] == ["accepted"], 60,
+                 "the queued session to be accepted")
+        assert f"{session.name} is queued for upload" in lines
+        assert _accepted_on_collector(live_collector) == 1
+    finally:
+        stop.set()
+        runner.join(30)
