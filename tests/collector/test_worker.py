@@ -121,6 +121,21 @@ def test_the_agent_uploads_what_was_queued_when_it_starts(
                  "the queued session to be accepted")
         assert f"{session.name} is queued for upload" in lines
         assert _accepted_on_collector(live_collector) == 1
+        # the page shows it, and withdrawing on the page tells the collector
+        from capture.agent.web import WebServer
+
+        with WebServer(agent) as page:
+            headers = {"X-Capture-Token": page.token}
+            sessions = httpx.get(f"{page.url.split('?')[0].rstrip('/')}/api/sessions",
+                                 headers=headers).json()["sessions"]
+            [card] = [c for c in sessions if c["id"] == session.name]
+            assert card["upload"]["status"] == "accepted"
+            receipt_id = enrollment.load_all()[0].receipt_id
+            answer = httpx.post(f"{page.url.split('?')[0].rstrip('/')}/api/revoke",
+                                headers=headers,
+                                json={"player": "dana", "receipt_id": receipt_id}).json()
+            assert any("confirmed the withdrawal" in line for line in answer["collector"]), answer
+        assert _accepted_on_collector(live_collector) == 0
     finally:
         stop.set()
         runner.join(30)
