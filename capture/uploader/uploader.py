@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from capture import formats, paths
 from capture.consent import receipt_status
 from capture.errors import BadInputError, CaptureError
@@ -19,6 +21,8 @@ from capture.session.reader import open_session
 
 from . import enrollment, tus
 from .http import CollectorError, Unreachable, call, client
+
+COMPLETE_TIMEOUT = httpx.Timeout(900.0, connect=10.0)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,9 @@ def upload_session(session_dir: Path, *, chunk_size: int = tus.DEFAULT_CHUNK,
                 if item["offset"] < item["length"]:
                     tus.send_file(http, item["upload_url"], session_dir / item["name"],
                                   item["length"], chunk_size=chunk_size, progress=progress)
-            verdict = call(http, "POST", f"/v1/bundles/{state['bundle_id']}/complete").json()
+            # the collector reads every byte back to check it: give big bundles time
+            verdict = call(http, "POST", f"/v1/bundles/{state['bundle_id']}/complete",
+                           timeout=COMPLETE_TIMEOUT).json()
         except CollectorError as err:
             return _refused(done, err, state["bundle_id"])
     return done(verdict["status"], verdict.get("reason"), verdict["bundle_id"])
