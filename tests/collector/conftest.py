@@ -253,6 +253,7 @@ class Proxy:
         self.cut_at: int | None = None
         self.corrupt_next_patch = False
         self.corrupted = 0
+        self.checksum_refusals = 0  # 460 answers seen coming back
         self.rate: float | None = None  # bytes per second upstream, None: as fast as it goes
         self.lock = threading.Lock()
         self.conns: list[socket.socket] = []
@@ -293,6 +294,9 @@ class Proxy:
                             self.cut_at = None
                             raise ConnectionAbortedError("cut by the test")
                         self.bytes_up += len(data)
+                if not up and data.startswith(b"HTTP/1.1 460"):
+                    with self.lock:
+                        self.checksum_refusals += 1
                 dst.sendall(data)
                 if up and self.rate:
                     time.sleep(len(data) / self.rate)

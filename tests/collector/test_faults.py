@@ -95,6 +95,7 @@ def test_cut_connection_and_corrupted_chunk_are_recovered(
         result = run_capture(alice.home, "upload", "--wait", "--chunk-kib", "8")
         assert result.stdout.strip() == f"{session.name}: accepted"
         assert proxy.cut_at is None and proxy.corrupted == 1
+        assert proxy.checksum_refusals == 1  # the collector refused the damaged chunk (460)
         _assert_stored_identical(open_store(builder_home / "collector" / "store"), session)
     finally:
         proxy.close()
