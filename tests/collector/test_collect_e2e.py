@@ -45,8 +45,13 @@ def _round_trip(tmp_path: Path, builder: Path, collector: Collector, store: Stor
     assert [r["session_id"] for r in listed] == [session.name]
     assert listed[0]["player_id"].startswith("p-") and "alice" not in listed[0]["player_id"]
 
+    other = run_capture(builder, "export", f"collector+{url}/{study}?game=othergame", "--out",
+                        str(tmp_path / "other"), check=False)
+    assert other.returncode != 0 and "no accepted session that matches" in other.stderr
+    day = listed[0]["accepted_at"][:10]
     dataset = tmp_path / "dataset"
-    run_capture(builder, "export", f"collector+{url}/{study}", "--out", str(dataset))
+    run_capture(builder, "export", f"collector+{url}/{study}?game=FactoryGame&since={day}"
+                f"&until={day}", "--out", str(dataset))
     verified = run_capture(builder, "dataset", "verify", str(dataset))
     assert "ok" in verified.stdout.lower()
     info = json.loads((dataset / "meta" / "info.json").read_text())
