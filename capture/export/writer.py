@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,10 +200,14 @@ class DatasetWriter:
         return info
 
     def abort(self) -> None:
-        """Release open files after a failure (the caller removes the directory)."""
-        self.video.close()
+        """Release open files after a failure (the caller removes the directory); closing may
+        fail again (a full disk), which changes nothing: the directory is removed."""
+        with contextlib.suppress(Exception):
+            self.video.close()
         if self._events is not None:
-            self._events.close()
+            with contextlib.suppress(Exception):
+                self._events.close()
+            self._events = None
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -19,9 +19,8 @@ DEFAULT_URL = "http://127.0.0.1:8470"
 
 
 def _admin(url: str) -> Any:
+    from capture.collector.server import ADMIN_TOKEN_ENV, stored_admin_token
     from capture.uploader.http import client
-
-    from .server import ADMIN_TOKEN_ENV, stored_admin_token
 
     token = stored_admin_token()
     if not token:
@@ -71,8 +70,8 @@ def serve_command(db_url: str | None, store_url: str | None, s3_endpoint: str | 
                   port: int, tls_cert: Path | None, tls_key: Path | None, max_bundle_mb: int,
                   quota_mb: int) -> None:
     """Serve the collector API until Ctrl-C; prints its base URL on a line of its own."""
-    from .server import ServeOptions, serve
-    from .service import Limits
+    from capture.collector.server import ServeOptions, serve
+    from capture.collector.service import Limits
 
     options = ServeOptions(db_url=db_url, store_url=store_url, s3_endpoint=s3_endpoint,
                            host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
