@@ -290,7 +290,7 @@ class WebServer:
                 "kept": [d.name for d in result.kept], "kept_games": list(result.kept_games),
                 "problems": [{"path": str(p.path), "reason": p.reason}
                              for p in result.problems],
-                "warning": warning, "collector": collector}
+                "warning": warning, **({"collector": collector} if collector else {})}
 
     def api_sessions(self) -> dict[str, Any]:
         summaries = store.list_sessions()
