@@ -101,6 +101,7 @@ class _Source:
     width: int
     height: int
     alignment: Alignment | None = None
+    time_uncertain: np.ndarray | None = None   # frames whose capture time is not established
 
     @property
     def manifest(self) -> Manifest:
@@ -132,9 +133,11 @@ def _load_source(session_dir: Path) -> _Source:
     if (np.diff(positions) <= 0).any() or positions[0] < 0:
         raise BadInputError("frame_index is not strictly increasing from >= 0", frames_path)
     width, height = probe_video(session.video_path)
+    uncertain = frames.column("time_uncertain").fill_null(False).to_numpy(zero_copy_only=False)
     return _Source(session=session, events=events, capture_times_ns=times,
                    video_positions=positions, width=width, height=height,
-                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64))
+                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64),
+                   time_uncertain=uncertain.astype(bool))
 
 
 def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str:
@@ -353,7 +356,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
             source.alignment = align_session(source.capture_times_ns, source.events,
                                              source_fps=source.fps_target, fps=rate,
                                              max_episode_s=max_episode_s,
-                                             dropped_before=source.dropped_before)
+                                             dropped_before=source.dropped_before,
+                                             uncertain=source.time_uncertain)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
