@@ -100,6 +100,7 @@ def cli() -> None:
 
 def _register() -> None:
     from capture.cli.agent import agent
+    from capture.cli.collector import collector, enroll, upload
     from capture.cli.consent import consent
     from capture.cli.dataset_tools import purge_cmd, report_cmd
     from capture.cli.demo import demo
@@ -109,7 +110,8 @@ def _register() -> None:
     from capture.cli.sessions import sessions
 
     dataset.add_command(purge_cmd)
-    for command in (consent, record, sessions, export_cmd, dataset, report_cmd, agent, obs, demo):
+    for command in (consent, record, sessions, export_cmd, dataset, report_cmd, agent, obs, demo,
+                    collector, enroll, upload):
         cli.add_command(command)
 
 

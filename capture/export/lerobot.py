@@ -151,12 +151,18 @@ def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str
     return receipt_status(receipt_id, game=game, ledger_path=ledger_path)
 
 
-def _check_consent(sources: list[_Source], ledger_path: Path | None) -> None:
-    """Refuse unless every session's receipt is active (unknown receipts fail closed)."""
+def _check_consent(sources: list[_Source], ledger_path: Path | None,
+                   consent_status: Callable[[str, str], str] | None = None) -> None:
+    """Refuse unless every session's receipt is active (unknown receipts fail closed).
+
+    `consent_status(receipt_id, game)` replaces the local ledger (e.g. a collector's registry).
+    """
     refused = []
     for source in sources:
         receipt = source.manifest.consent.receipt_id
-        status = _receipt_status(receipt, source.manifest.game.name, ledger_path)
+        game = source.manifest.game.name
+        status = (consent_status(receipt, game) if consent_status is not None
+                  else _receipt_status(receipt, game, ledger_path))
         if status == "active":
             continue
         why = ("was withdrawn" if status == "revoked"
@@ -323,6 +329,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    pseudonym_key: bytes | None = None, ledger_path: Path | None = None,
                    progress: Callable[[int], None] | None = None,
                    limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                   consent_status: Callable[[str, str], str] | None = None,
                    quality: QualityFilters | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
@@ -346,7 +353,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise CaptureError(f"sessions listed more than once: {', '.join(twice)}")
-    _check_consent(sources, ledger_path)
+    _check_consent(sources, ledger_path, consent_status)
     rate = _choose_fps(sources, fps)
     width, height = _choose_size(sources, size)
     for source in sources:

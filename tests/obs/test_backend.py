@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,22 +27,13 @@ from capture.xserver import Xvfb
 from tests.obs.harness import ObsInstance, busy_loops, obs_available
 
 FPS = 30
+OBS_AFTER = ("clock_window",)
 INTERVAL_NS = 1e9 / FPS
 needs_obs = pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")
 
 
-@pytest.fixture(scope="module")
-def clock_window(xvfb: Xvfb) -> Iterator[int]:
-    with running_clockface(xvfb.display, size=(1280, 720)) as window_id:
-        yield window_id
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory, xvfb: Xvfb,
-        clock_window: int) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path_factory.mktemp("obs"), xvfb.display, fps=FPS,
-                     size=(1280, 720)) as instance:
-        yield instance
 
 
 def backend_for(obs: ObsInstance) -> ObsVideoBackend:

@@ -7,14 +7,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import pytest
 
 from capture import formats
-from capture.clockface import running_clockface
 from capture.errors import CaptureError
 from capture.journal import read_journal
 from capture.session.writer import video_output
@@ -36,6 +34,8 @@ pytestmark = [pytest.mark.x11,
 
 FPS = 30
 SIZE = (640, 360)
+OBS_AFTER = ("clock_window",)
+OBS_SIZE = SIZE
 
 
 class ObsWithoutClockScript(ObsInstance):
@@ -49,18 +49,8 @@ class ObsWithoutClockScript(ObsInstance):
         path.write_text(json.dumps(document))
 
 
-@pytest.fixture(scope="module")
-def clock_window(xvfb: Xvfb) -> Iterator[int]:
-    with running_clockface(xvfb.display, size=SIZE) as window_id:
-        yield window_id
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory, xvfb: Xvfb,
-        clock_window: int) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path_factory.mktemp("obs"), xvfb.display, fps=FPS,
-                     size=SIZE) as instance:
-        yield instance
 
 
 def target(xvfb: Xvfb, window_id: int) -> CaptureTarget:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,13 @@ from capture.session.manifest import read_manifest
 from capture.session.reader import open_session
 from capture.session.recorder import RecordOptions, record
 from capture.video.obs.settings import ObsSettings
-from capture.xserver import Xvfb
-from tests.obs.harness import ObsInstance, obs_available
+from tests.obs.harness import obs_available
 
 pytestmark = [pytest.mark.x11, pytest.mark.slow,
               pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")]
 FPS = 30
 
 
-@pytest.fixture
-def obs(tmp_path: Path, xvfb: Xvfb, demo_game: int) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=(1280, 720)) as instance:
-        yield instance
 
 
 def test_an_obs_recording_stays_one_segment(xvfb, demo_game, obs, capture_home,
