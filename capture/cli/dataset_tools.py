@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import click
 
+from capture.cli.collector import DEFAULT_URL
+from capture.clock import utc_iso
 from capture.errors import CaptureError
 
 
@@ -21,13 +24,19 @@ from capture.errors import CaptureError
               help="Remove every episode of this player pseudonym (the `player` column; "
                    "repeatable).")
 @click.option("--from-collector", is_flag=True,
-              help="Remove every receipt revoked since the last --from-collector purge.")
+              help="Remove every session the collector lists for this dataset because its "
+                   "consent was withdrawn (`capture collector purges`).")
+@click.option("--url", default=lambda: os.environ.get("CAPTURE_COLLECTOR_URL", DEFAULT_URL),
+              show_default=f"$CAPTURE_COLLECTOR_URL or {DEFAULT_URL}",
+              help="With --from-collector: the collector (admin token: "
+                   "$CAPTURE_COLLECTOR_ADMIN_TOKEN or the one it kept).")
 @click.option("--revocations", type=click.Path(path_type=Path, dir_okay=False),
-              help="With --from-collector: a JSON list of revoked receipt ids (or of "
-                   "{receipt_id, revoked_utc}) exported from the collector.")
+              help="With --from-collector, instead of asking it: a JSON list of revoked "
+                   "receipt ids (or of {receipt_id, revoked_utc}); those revoked since the "
+                   "last such purge are applied.")
 @click.option("--yes", is_flag=True, help="Do not ask before changing the dataset (scripts).")
 def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...],
-              from_collector: bool, revocations: Path | None, yes: bool) -> None:
+              from_collector: bool, url: str, revocations: Path | None, yes: bool) -> None:
     """Remove withdrawn episodes (frames, events, video) from a built dataset.
 
     The dataset is re-indexed and its statistics, episode table, info.json and card are
@@ -40,12 +49,11 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
     chosen = [bool(receipts), bool(players), from_collector]
     if sum(chosen) != 1:
         raise click.UsageError("give exactly one of --receipt, --player or --from-collector")
-    if from_collector:
-        if revocations is None:
-            # TODO(lead): without a file, ask the collector (see purge.revoked_receipts_since:
-            # its pending purges by session); until then the list comes as a file.
-            raise click.UsageError("--from-collector needs --revocations FILE for now")
+    if from_collector and revocations is not None:
         plan = purge.purge_from_revocations(dataset, revocations)
+    elif from_collector:
+        plan = purge.plan_purge(dataset, sessions=collector_purges(url, dataset),
+                                reason="collector", collector_checked_utc=utc_iso())
     elif receipts:
         plan = purge.plan_purge(dataset, receipts=receipts, reason="receipt")
     else:
@@ -61,6 +69,22 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
         sys.exit(1)
     result = purge.apply_purge(plan, progress=lambda step: click.echo(f"  {step}", err=True))
     click.echo(result.summary())
+
+
+def collector_purges(url: str, dataset: Path) -> list[str]:
+    """Sessions the collector at `url` lists for purging from this dataset (exports from a
+    collector register the dataset under its directory name)."""
+    from capture.collector.server import ADMIN_TOKEN_ENV, stored_admin_token
+    from capture.uploader.http import call, client
+
+    token = stored_admin_token()
+    if not token:
+        raise CaptureError(f"no admin token: set {ADMIN_TOKEN_ENV} (the collector printed it at "
+                           "its first start)")
+    with client(url, token) as http:
+        rows = call(http, "GET", "/v1/admin/purges").json()
+    name = dataset.resolve().name
+    return list(dict.fromkeys(str(r["session_id"]) for r in rows if r["dataset_name"] == name))
 
 
 @click.command("report")

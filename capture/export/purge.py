@@ -55,10 +55,8 @@ def revoked_receipts_since(source: Path | str, since_utc: str | None) -> list[st
     {"receipt_id": ..., "revoked_utc": ...}. Plain ids carry no time and are always returned
     (purging a receipt no longer in the dataset changes nothing, so this fails closed).
     """
-    # TODO(lead): wire the collector here. Its branch keeps pending purges per dataset at
-    # GET /v1/admin/purges (admin token): rows {registry_seq, bundle_id, session_id,
-    # dataset_id, dataset_name, created_at} not yet done. For those, call
-    # plan_purge(dataset, sessions=[...], reason="collector") and then mark them done.
+    # The collector itself is asked by `capture dataset purge --from-collector` (cli): it lists
+    # pending purges by session (GET /v1/admin/purges) and plan_purge takes sessions.
     path = Path(source)
     try:
         items = json.loads(path.read_text(encoding="utf-8"))

@@ -386,6 +386,40 @@ def test_the_quality_record_follows_the_purge(tmp_path: Path) -> None:
     assert check.ok, check.summary()
 
 
+def test_from_collector_purges_what_the_collector_lists(tmp_path: Path) -> None:
+    """On loopback: a player uploads to a real collector, the builder exports from it, the
+    player withdraws; `dataset purge --from-collector` removes that session's episodes."""
+    from tests.collector.conftest import Collector, create_study, enroll, run_capture
+
+    builder = tmp_path / "builder"
+    collector = Collector(builder).start()
+    try:
+        study = create_study(builder, collector.url)
+        players = [enroll(builder, collector.url, study, tmp_path / name, name)
+                   for name in ("alice-7", "bert-8")]
+        sessions = [p.session(n) for n, p in enumerate(players, start=1)]
+        for player in players:
+            run_capture(player.home, "upload")
+        dataset = tmp_path / "dataset"
+        run_capture(builder, "export", f"collector+{collector.url}/{study}", "--out",
+                    str(dataset))
+        before = episodes_table(dataset)
+        assert set(before["session_id"]) == {s.name for s in sessions}
+        run_capture(players[0].home, "consent", "revoke", "--player", "alice-7", "--yes")
+        done = run_capture(builder, "dataset", "purge", str(dataset), "--from-collector",
+                           "--url", collector.url, "--yes")
+        assert "purged" in done.stdout, done.stdout
+        after = episodes_table(dataset)
+        assert set(after["session_id"]) == {sessions[1].name}
+        assert purge.read_purge_log(dataset)[0]["reason"] == "collector"
+        assert verify_dataset(dataset).ok
+        again = run_capture(builder, "dataset", "purge", str(dataset), "--from-collector",
+                            "--url", collector.url, "--yes")
+        assert "nothing to purge" in again.stdout
+    finally:
+        collector.stop()
+
+
 def test_nothing_matches_nothing_changes(three_players: Path, tmp_path: Path) -> None:
     root = fresh_copy(three_players, tmp_path)
     result = purge.purge_dataset(root, receipts=["r-nobody"], reason="receipt")
