@@ -1,25 +1,24 @@
-"""Feature statistics as LeRobot 0.6.1 computes them: per episode, then aggregated for stats.json.
+"""Feature statistics as LeRobot 0.6.1 computes them: per episode, aggregated for stats.json."""
 
-A port of `lerobot/datasets/compute_stats.py` (0.6.1), kept numerically identical so that LeRobot's
-own tools (`dataset_tools.delete_episodes`, `split_dataset`, `aggregate_stats`) rebuild the same
-`meta/stats.json` from our per-episode columns as from theirs:
-
-- Per episode and feature: min, max, mean, std (population), count and the quantiles q01, q10, q50,
-  q90, q99. Values are promoted to `np.result_type(dtype, float32)` first (uint8 and float32 stay
-  float32, int64 becomes float64). Quantiles come from a 5,000-bin histogram per dimension over
-  [min - 1e-10, max + 1e-10], read by linear interpolation inside the bin that reaches q * count
-  (`RunningQuantileStats` with one update). An episode of fewer than 2 frames gets its mean as
-  every quantile (`_compute_basic_stats`).
-- Video: per episode, `sample_indices` picks round(linspace(0, n - 1, k)) frames with
-  k = max(min(n, 100), min(int(n ** 0.75), 10_000)); frames at least 300 px on a side are
-  subsampled to ~150 px by taking every int(side / 150)-th pixel; stats are per channel over all
-  sampled pixels in 0..255, then divided by 255 and shaped [3, 1, 1]; count is the number of
-  sampled frames. The exporter counts pixel values (ImageCounts) instead of holding the frames:
-  the same min, max and quantiles, and mean/std summed exactly where LeRobot sums float32.
-- Dataset (`stats.json`): `aggregate_stats` over the episodes: min of mins, max of maxes,
-  count-weighted mean, pooled variance, and each quantile as the count-weighted mean of the
-  episodes' quantiles (LeRobot's approximation, not a quantile of the pooled values).
-"""
+# A port of `lerobot/datasets/compute_stats.py` (0.6.1), kept numerically identical so that
+# LeRobot's own tools (`dataset_tools.delete_episodes`, `split_dataset`, `aggregate_stats`) rebuild
+# the same `meta/stats.json` from our per-episode columns as from theirs:
+#
+# - Per episode and feature: min, max, mean, std (population), count and the quantiles q01, q10,
+#   q50, q90, q99. Values are promoted to `np.result_type(dtype, float32)` first (uint8 and float32
+#   stay float32, int64 becomes float64). Quantiles come from a 5,000-bin histogram per dimension
+#   over [min - 1e-10, max + 1e-10], read by linear interpolation inside the bin that reaches q *
+#   count (`RunningQuantileStats` with one update). An episode of fewer than 2 frames gets its mean
+#   as every quantile (`_compute_basic_stats`).
+# - Video: per episode, `sample_indices` picks round(linspace(0, n - 1, k)) frames with k =
+#   max(min(n, 100), min(int(n ** 0.75), 10_000)); frames at least 300 px on a side are subsampled
+#   to ~150 px by taking every int(side / 150)-th pixel; stats are per channel over all sampled
+#   pixels in 0..255, then divided by 255 and shaped [3, 1, 1]; count is the number of sampled
+#   frames. The exporter counts pixel values (ImageCounts) instead of holding the frames: the same
+#   min, max and quantiles, and mean/std summed exactly where LeRobot sums float32.
+# - Dataset (`stats.json`): `aggregate_stats` over the episodes: min of mins, max of maxes, count-
+#   weighted mean, pooled variance, and each quantile as the count-weighted mean of the episodes'
+#   quantiles (LeRobot's approximation, not a quantile of the pooled values).
 
 from __future__ import annotations
 

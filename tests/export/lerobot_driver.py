@@ -1,0 +1,159 @@
+"""Runs the real LeRobot 0.6.1 on a dataset for the tests (under .venv-lerobot's Python 3.12).
+
+Usage: python lerobot_driver.py COMMAND OUT ARGS...; writes OUT.json (and OUT.npz) for the test
+to check. Imports only LeRobot's environment (never the capture package).
+
+  read ROOT          LeRobotDataset(repo_id="local/x", root=ROOT): every frame, plus LeRobot's own
+                     compute_episode_stats of each episode's numeric columns.
+  window ROOT        the same with delta_timestamps (an image and an action window per frame).
+  loader ROOT        a DataLoader with 2 forked workers over the whole dataset. Nothing is decoded
+                     in this process before the workers start: LeRobot caches video decoders at
+                     module level, and a forked worker inheriting a used one fails.
+  delete ROOT NEW E  dataset_tools.delete_episodes(episodes [E, ...]) into NEW; then the stats
+                     recomputed from NEW's remaining episodes (numeric: compute_episode_stats on
+                     the data; video: LeRobot's sampling and get_feature_stats on decoded frames).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lerobot.datasets.compute_stats import (
+    aggregate_stats,
+    auto_downsample_height_width,
+    compute_episode_stats,
+    get_feature_stats,
+    sample_indices,
+)
+from lerobot.datasets.dataset_tools import delete_episodes
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+IMAGE = "observation.image"
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """LeRobot's float CHW image in [0, 1] as HWC uint8."""
+    return (image.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def jsonable(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    return {f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()}
+
+
+def numeric_features(dataset: LeRobotDataset) -> dict[str, dict]:
+    return {k: v for k, v in dataset.meta.features.items() if v["dtype"] not in ("video", "image")}
+
+
+def data_frame(root: Path) -> pd.DataFrame:
+    files = sorted(root.glob("data/*/*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def episode_numeric_stats(root: Path, features: dict[str, dict]) -> list[dict]:
+    """LeRobot's compute_episode_stats of each episode's numeric columns, from the data files."""
+    frame = data_frame(root)
+    out = []
+    for episode in sorted(frame["episode_index"].unique()):
+        rows = frame[frame["episode_index"] == episode]
+        data = {}
+        for name, spec in features.items():
+            column = rows[name].to_numpy()
+            data[name] = (np.stack(column) if spec["shape"] != [1] and column.dtype == object
+                          else column).astype(spec["dtype"])
+        out.append(compute_episode_stats(data, features))
+    return out
+
+
+def cmd_read(out: Path, root: str) -> None:
+    dataset = LeRobotDataset(repo_id="local/x", root=root)
+    numeric = numeric_features(dataset)
+    columns: dict[str, list] = {name: [] for name in numeric}
+    images, tasks = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        for name in numeric:
+            columns[name].append(item[name].numpy())
+        images.append(to_uint8(item[IMAGE]))
+        tasks.append(item["task"])
+    np.savez(out.with_suffix(".npz"), images=np.stack(images),
+             **{name: np.stack(v) for name, v in columns.items()})
+    result = {"len": len(dataset), "num_episodes": dataset.num_episodes, "fps": dataset.fps,
+              "tasks": tasks, "features": sorted(dataset.meta.features),
+              "episode_stats": [jsonable(s) for s in episode_numeric_stats(Path(root), numeric)],
+              "stats_keys": {k: sorted(v) for k, v in (dataset.meta.stats or {}).items()}}
+    out.with_suffix(".json").write_text(json.dumps(result))
+
+
+def cmd_window(out: Path, root: str) -> None:
+    fps = LeRobotDataset(repo_id="local/x", root=root).fps
+    deltas = {IMAGE: [-1 / fps, 0.0], "action.mouse_delta": [-1 / fps, 0.0, 1 / fps]}
+    dataset = LeRobotDataset(repo_id="local/x", root=root, delta_timestamps=deltas)
+    images, actions, action_pad, image_pad = [], [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        images.append(np.stack([to_uint8(im) for im in item[IMAGE]]))
+        actions.append(item["action.mouse_delta"].numpy())
+        action_pad.append(item["action.mouse_delta_is_pad"].numpy())
+        image_pad.append(item[f"{IMAGE}_is_pad"].numpy())
+    np.savez(out.with_suffix(".npz"), images=np.stack(images), actions=np.stack(actions),
+             action_pad=np.stack(action_pad), image_pad=np.stack(image_pad))
+    out.with_suffix(".json").write_text(json.dumps({"len": len(dataset), "fps": fps}))
+
+
+def cmd_loader(out: Path, root: str) -> None:
+    dataset = LeRobotDataset(repo_id="local/x", root=root)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, num_workers=2,
+                                         generator=torch.Generator().manual_seed(0))
+    index, images = [], []
+    for batch in loader:
+        index.append(batch["index"].numpy())
+        images.append((batch[IMAGE].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+    np.savez(out.with_suffix(".npz"), index=np.concatenate(index), images=np.concatenate(images))
+    out.with_suffix(".json").write_text(json.dumps({"batches": len(index)}))
+
+
+def video_episode_stats(dataset: LeRobotDataset) -> list[dict]:
+    """Per episode: LeRobot's sampling and image stats over the decoded frames."""
+    out = []
+    for episode in range(dataset.num_episodes):
+        lo = dataset.meta.episodes[episode]["dataset_from_index"]
+        hi = dataset.meta.episodes[episode]["dataset_to_index"]
+        frames = [(dataset[lo + k][IMAGE].numpy() * 255).round().astype(np.uint8)
+                  for k in sample_indices(hi - lo)]
+        batch = np.stack([auto_downsample_height_width(f) for f in frames])
+        stats = get_feature_stats(batch, axis=(0, 2, 3), keepdims=True)
+        out.append({IMAGE: {k: v if k == "count" else np.squeeze(v / 255.0, axis=0)
+                            for k, v in stats.items()}})
+    return out
+
+
+def cmd_delete(out: Path, root: str, new_root: str, *episodes: str) -> None:
+    dataset = LeRobotDataset(repo_id="local/x", root=root)
+    edited = delete_episodes(dataset, [int(e) for e in episodes], output_dir=new_root,
+                             repo_id="local/edited")
+    numeric = numeric_features(edited)
+    per_episode = episode_numeric_stats(Path(new_root), numeric)
+    for stats, video in zip(per_episode, video_episode_stats(edited), strict=True):
+        stats.update(video)
+    recomputed = aggregate_stats(per_episode)
+    written = json.loads((Path(new_root) / "meta/stats.json").read_text())
+    out.with_suffix(".json").write_text(json.dumps({
+        "num_episodes": edited.num_episodes, "len": len(edited), "stats": written,
+        "recomputed": jsonable(recomputed)}))
+
+
+def main(argv: list[str]) -> None:
+    command, out, *args = argv
+    commands = {"read": cmd_read, "window": cmd_window, "loader": cmd_loader,
+                "delete": cmd_delete}
+    commands[command](Path(out), *args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
