@@ -588,6 +588,65 @@ class _Checker:
             self.problem(layout.CARD_PATH, "dataset card is missing")
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentMatch:
+    """One episode of a dataset traced to its consent in a manifest (meta/consent.json)."""
+
+    episode_index: int         # in the dataset traced
+    source_episode_index: int  # in the manifest's dataset
+    session_id: str
+    consent_receipt_id: str
+    license: str
+    player: str
+    synthetic_consent: bool
+
+
+def trace_consent(dataset: Path | str, manifest_path: Path | str) -> list[ConsentMatch]:
+    """Match a dataset's episodes to a consent manifest by their frames' capture times.
+
+    For a dataset edited by tools that dropped the consent columns and meta/consent.json (e.g.
+    LeRobot's delete_episodes): give it the manifest of the export it came from. Raises
+    BadInputError naming the episodes that match no manifest entry.
+    """
+    root, manifest_path = Path(dataset), Path(manifest_path)
+    try:
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"cannot be read as a consent manifest ({exc})",
+                            manifest_path) from None
+    formats.validate_json(manifest, layout.CONSENT_SCHEMA, manifest_path)
+    by_times = {(e["first_capture_time_ns"], e["last_capture_time_ns"], e["length"]): e
+                for e in manifest["episodes"]}
+    files = _read_parquet_dir(root, "meta/episodes")
+    bad = [path for path, table, _ in files if table is None]
+    if not files or bad:
+        raise BadInputError("episodes table is missing or unreadable", bad[0] if bad
+                            else root / "meta/episodes")
+    episodes = pa.concat_tables([t.select(["episode_index", "dataset_from_index", "length"])
+                                 for _, t, _ in files if t is not None]).to_pylist()
+    times = _Checker(root.resolve()).capture_times()
+    if times is None:
+        raise BadInputError("data files lack capture_time_ns; episodes cannot be traced",
+                            root / "data")
+    matches, unmatched = [], []
+    for ep in episodes:
+        lo, n = int(ep["dataset_from_index"]), int(ep["length"])
+        entry = by_times.get((int(times[lo]), int(times[lo + n - 1]), n)) if n and \
+            lo + n <= len(times) else None
+        if entry is None:
+            unmatched.append(int(ep["episode_index"]))
+            continue
+        matches.append(ConsentMatch(
+            episode_index=int(ep["episode_index"]), source_episode_index=entry["episode_index"],
+            **{k: entry[k] for k in ("session_id", "consent_receipt_id", "license", "player",
+                                     "synthetic_consent")}))
+    if unmatched:
+        raise BadInputError(f"episode(s) {_listing(unmatched)} match no episode of the consent "
+                            "manifest by capture times: their consent cannot be traced",
+                            manifest_path)
+    return matches
+
+
 def _listing(items: list[int], limit: int = 10) -> str:
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -4,8 +4,8 @@ Usage: python lerobot_driver.py COMMAND OUT ARGS...; writes OUT.json (and OUT.np
 to check. Imports only LeRobot's environment (never the capture package).
 
   read ROOT          LeRobotDataset(repo_id="local/x", root=ROOT): every frame, plus LeRobot's own
-                     compute_episode_stats of each episode's numeric columns.
-  window ROOT        the same with delta_timestamps (an image and an action window per frame).
+                     compute_episode_stats of each episode's numeric columns; then every frame
+                     again with delta_timestamps (an image and an action window per frame).
   loader ROOT        a DataLoader with 2 forked workers over the whole dataset. Nothing is decoded
                      in this process before the workers start: LeRobot caches video decoders at
                      module level, and a forked worker inheriting a used one fails.
@@ -70,7 +70,7 @@ def episode_numeric_stats(root: Path, features: dict[str, dict]) -> list[dict]:
     return out
 
 
-def cmd_read(out: Path, root: str) -> None:
+def read_frames(root: str) -> tuple[LeRobotDataset, dict[str, np.ndarray], list[str]]:
     dataset = LeRobotDataset(repo_id="local/x", root=root)
     numeric = numeric_features(dataset)
     columns: dict[str, list] = {name: [] for name in numeric}
@@ -81,17 +81,12 @@ def cmd_read(out: Path, root: str) -> None:
             columns[name].append(item[name].numpy())
         images.append(to_uint8(item[IMAGE]))
         tasks.append(item["task"])
-    np.savez(out.with_suffix(".npz"), images=np.stack(images),
-             **{name: np.stack(v) for name, v in columns.items()})
-    result = {"len": len(dataset), "num_episodes": dataset.num_episodes, "fps": dataset.fps,
-              "tasks": tasks, "features": sorted(dataset.meta.features),
-              "episode_stats": [jsonable(s) for s in episode_numeric_stats(Path(root), numeric)],
-              "stats_keys": {k: sorted(v) for k, v in (dataset.meta.stats or {}).items()}}
-    out.with_suffix(".json").write_text(json.dumps(result))
+    arrays = {name: np.stack(v) for name, v in columns.items()}
+    arrays["images"] = np.stack(images)
+    return dataset, arrays, tasks
 
 
-def cmd_window(out: Path, root: str) -> None:
-    fps = LeRobotDataset(repo_id="local/x", root=root).fps
+def read_windows(root: str, fps: int) -> dict[str, np.ndarray]:
     deltas = {IMAGE: [-1 / fps, 0.0], "action.mouse_delta": [-1 / fps, 0.0, 1 / fps]}
     dataset = LeRobotDataset(repo_id="local/x", root=root, delta_timestamps=deltas)
     images, actions, action_pad, image_pad = [], [], [], []
@@ -101,9 +96,20 @@ def cmd_window(out: Path, root: str) -> None:
         actions.append(item["action.mouse_delta"].numpy())
         action_pad.append(item["action.mouse_delta_is_pad"].numpy())
         image_pad.append(item[f"{IMAGE}_is_pad"].numpy())
-    np.savez(out.with_suffix(".npz"), images=np.stack(images), actions=np.stack(actions),
-             action_pad=np.stack(action_pad), image_pad=np.stack(image_pad))
-    out.with_suffix(".json").write_text(json.dumps({"len": len(dataset), "fps": fps}))
+    return {"window_images": np.stack(images), "window_actions": np.stack(actions),
+            "window_action_pad": np.stack(action_pad), "window_image_pad": np.stack(image_pad)}
+
+
+def cmd_read(out: Path, root: str) -> None:
+    dataset, arrays, tasks = read_frames(root)
+    arrays.update(read_windows(root, dataset.fps))
+    np.savez(out.with_suffix(".npz"), **arrays)
+    numeric = numeric_features(dataset)
+    result = {"len": len(dataset), "num_episodes": dataset.num_episodes, "fps": dataset.fps,
+              "tasks": tasks, "features": sorted(dataset.meta.features),
+              "episode_stats": [jsonable(s) for s in episode_numeric_stats(Path(root), numeric)],
+              "stats_keys": {k: sorted(v) for k, v in (dataset.meta.stats or {}).items()}}
+    out.with_suffix(".json").write_text(json.dumps(result))
 
 
 def cmd_loader(out: Path, root: str) -> None:
@@ -150,8 +156,7 @@ def cmd_delete(out: Path, root: str, new_root: str, *episodes: str) -> None:
 
 def main(argv: list[str]) -> None:
     command, out, *args = argv
-    commands = {"read": cmd_read, "window": cmd_window, "loader": cmd_loader,
-                "delete": cmd_delete}
+    commands = {"read": cmd_read, "loader": cmd_loader, "delete": cmd_delete}
     commands[command](Path(out), *args)
 
 
