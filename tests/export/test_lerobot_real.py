@@ -34,6 +34,7 @@ KINDS = ("native", "resized", "rollover")
 # at robot joints and fire on gameplay inputs (documented in the README).
 DOCTOR_FORMAT_CHECKS = {"Metadata & Format Compliance", "Temporal Consistency", "Video Integrity",
                         "Feature Consistency", "Portability"}
+DOCTOR_FORMAT_GATE = "metadata,temporal,videos,consistency,portability"  # their --checks names
 DOCTOR_HEURISTICS = {"Action Quality", "Data Distribution", "Episode Health", "Training Readiness",
                      "Anomaly Detection", "Per-Episode Summary"}
 
@@ -223,8 +224,9 @@ def assert_stats_close(written: dict[str, Any], recomputed: dict[str, Any]) -> N
             assert got.shape == want.shape, (feature, key)
             if key == "count":
                 assert got.tolist() == want.tolist(), feature
-            elif video:  # from decoded (lossy) frames vs the frames before encoding
-                np.testing.assert_allclose(got, want, atol=0.08, err_msg=f"{feature}/{key}")
+            elif video:  # decoded (lossy) frames vs the frames before encoding: min and max
+                # move by a few of 255 levels (0.012 measured), the rest by < 0.004
+                np.testing.assert_allclose(got, want, atol=0.03, err_msg=f"{feature}/{key}")
             else:
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
                                            err_msg=f"{feature}/{key}")
@@ -278,3 +280,15 @@ def test_lerobot_doctor_format_checks_pass(datasets: dict[str, Path], kind: str,
     stats_messages = [m["message"] for m in checks["Data Distribution"]["messages"]
                       if "stats.json" in m["message"]]
     assert stats_messages == ["stats.json found and loaded for comparison"], stats_messages
+    # what docs/lerobot.md says: the only FAILs are "clipping" of sparse inputs (keys, wheel)
+    fails = [(c["name"], m["message"]) for c in report["checks"] for m in c["messages"]
+             if m["severity"] == "FAIL"]
+    assert all(name == "Action Quality" and "clipping detected" in message
+               and message.startswith(("action.keys_", "action.mouse_wheel"))
+               for name, message in fails), fails
+    # the gate docs/lerobot.md recommends: only the format checks, exit code 0
+    doctor = lerobot_python().parent / "lerobot-doctor"
+    gate = subprocess.run([str(doctor), "check", str(datasets[kind]), "--checks",
+                           DOCTOR_FORMAT_GATE], env=lerobot_env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
+    assert gate.returncode == 0, gate.stdout[-3000:]
