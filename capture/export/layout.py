@@ -153,6 +153,13 @@ def _nested_type(spec: str) -> pa.DataType:
     return {"int64": pa.int64(), "float64": pa.float64()}[spec]
 
 
+def capture_episode_columns() -> list[str]:
+    """The episodes columns that are capture's, not LeRobot's (they follow LeRobot's in the
+    schema, from session_id on); LeRobot's dataset tools drop them."""
+    names = [f["name"] for f in formats.arrow_schema_doc(EPISODES_SCHEMA)["fields"]]
+    return names[names.index("session_id"):]
+
+
 def stats_column(feature: str, stat: str) -> str:
     return str(formats.arrow_schema_doc(EPISODES_SCHEMA)["stats_columns"]["name"]).format(
         feature=feature, stat=stat)

@@ -237,18 +237,24 @@ class _Checker:
             if table is None:
                 self.problem(path, error)
                 continue
-            lost = [name for name in CONSENT_KEYS if name not in table.column_names]
-            if lost:
+            lost = [name for name in layout.capture_episode_columns()
+                    if name not in table.column_names]
+            lost_consent = [name for name in CONSENT_KEYS if name in lost]
+            if lost_consent:
                 self.problem(path, f"episodes have lost their consent receipts: column(s) "
-                                   f"{', '.join(lost)} are missing (tools that know only "
+                                   f"{', '.join(lost_consent)} are missing (tools that know only "
                                    "LeRobot's columns, such as LeRobot's dataset_tools, drop "
                                    "them); the episodes cannot be traced to their consent; "
                                    f"match them back with {layout.CONSENT_PATH} of the original "
                                    "export, or re-export")
+            if set(lost) - set(lost_consent):
+                self.problem(path, "capture's provenance column(s) "
+                                   f"{', '.join(n for n in lost if n not in lost_consent)} "
+                                   "are missing")
             schema = pa.schema([f for f in full if f.name not in lost], metadata=full.metadata)
             try:
                 formats.validate_table(table, schema, path)
-                tables.append(table.cast(schema))
+                tables.append(table.select(schema.names).cast(schema))
                 self.episode_paths += [path.relative_to(self.root).as_posix()] * table.num_rows
             except BadInputError as exc:
                 self.problem(path, f"does not match {layout.EPISODES_SCHEMA}: {exc.problem}")

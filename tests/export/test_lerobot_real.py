@@ -251,6 +251,12 @@ def test_delete_episodes_keeps_the_stats(datasets: dict[str, Path], kind: str,
                for m in messages), report.summary()
     assert any(m.startswith(f"{layout.CONSENT_PATH}: is missing") for m in messages)
     assert any(m.startswith(f"{layout.EVENTS_DIR}: is missing") for m in messages)
+    # ... and nothing else: what LeRobot wrote passes every LeRobot rule verify applies (video
+    # timing, indices, stats.json = aggregate of the stats columns)
+    assert {p.file for p in report.problems} <= {
+        "meta/episodes/chunk-000/file-000.parquet", layout.EVENTS_DIR, layout.CONSENT_PATH,
+        layout.CARD_PATH, layout.CHECKSUMS_PATH}, report.summary()
+    assert report.episodes == kept and report.video_frames == result["len"]
     # ... and the original export's consent manifest traces every kept episode back
     traced = trace_consent(edited, root / layout.CONSENT_PATH)
     originals = episodes_table(root)
