@@ -22,6 +22,7 @@ import psutil
 from capture.clock import now_ns
 from capture.clockface import UNIT_NS, decode_clock, running_clockface
 from capture.journal import read_journal
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.builtin import BuiltinVideoBackend
 from capture.xserver import Xvfb
@@ -103,7 +104,8 @@ def run_case(display: str, fps: int, busy: int, seconds: float, size: tuple[int,
     recorder = BuiltinVideoBackend()
     with running_clockface(display, size=size, stats_path=stats_path, redraw_log=redraw_log,
                            nice=clock_nice) as window_id, busy_processes(busy):
-        recorder.start(CaptureTarget(display=display, window_id=window_id), session_dir,
+        recorder.start(CaptureTarget(display=display, window_id=window_id),
+                       video_output(session_dir),
                        VideoSettings(fps=fps))
         pids = [pid for pid in recorder.pids.values() if pid is not None]
         cpu_before, wall_before = _cpu_seconds(pids), now_ns()

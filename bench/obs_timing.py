@@ -27,6 +27,7 @@ from capture_timing import (
 from capture.clock import now_ns
 from capture.clockface import decode_clock, running_clockface
 from capture.journal import read_journal
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.obs.backend import ObsVideoBackend
 from capture.video.obs.settings import ObsSettings
@@ -67,7 +68,8 @@ def run_case(obs: ObsInstance, display: str, fps: int, busy: int, seconds: float
     recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
     with running_clockface(display, size=SIZE, stats_path=stats_path, redraw_log=redraw_log,
                            nice=clock_nice) as window_id, busy_processes(busy):
-        recorder.start(CaptureTarget(display=display, window_id=window_id), session_dir,
+        recorder.start(CaptureTarget(display=display, window_id=window_id),
+                       video_output(session_dir),
                        VideoSettings(fps=fps))
         wall_before = now_ns()
         time.sleep(seconds)

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from capture import __version__
-from capture.errors import CaptureError
+from capture import __version__, video
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.sizes import parse_size
 from capture.video.obs.commands import obs_connection_options, obs_settings_from
 
@@ -28,6 +28,12 @@ class _Group(click.Group):
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            problem = DiskFullError(exc.filename, "free some space and run the command again")
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(problem.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +92,7 @@ def stop_on_signals() -> threading.Event:
 
 @cli.command()
 @click.option("--game", required=True, help="Executable name or X11 window class of the game.")
-@click.option("--backend", type=click.Choice(["builtin", "obs"]), default="builtin",
+@click.option("--backend", type=click.Choice(video.backend_names()), default="builtin",
               show_default=True, help="Video backend.")
 @click.option("--fps", type=click.IntRange(1, 240), default=30, show_default=True)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -115,24 +121,30 @@ def record(game: str, backend: str, fps: int, duration: float | None, out: Path 
     obs_settings = obs_settings_from(obs_options) if backend == "obs" else None
     opts = RecordOptions(game=game, backend=backend, fps=fps, duration_s=duration, out=out,
                          scope=_parse_scope(scope), player=player, display=display,
-                         wait_timeout_s=wait_s, obs=obs_settings)
+                         wait_timeout_s=wait_s, video_options=obs_settings)
     session_dir = run_record(opts, stop=stop_on_signals(),
                              say=lambda msg: click.echo(msg, err=True))
-    _print_session_summary(session_dir)
+    status = _print_session_summary(session_dir)
     click.echo(str(session_dir))
+    if status == "incomplete":
+        sys.exit(1)
 
 
-def _print_session_summary(session_dir: Path) -> None:
-    from capture.session import bundle
+def _print_session_summary(session_dir: Path) -> str:
+    from capture.session.manifest import QA, read_manifest
 
-    m = bundle.read_manifest(session_dir)
-    qa = m["qa"]
+    m = read_manifest(session_dir)
+    qa = m.qa or QA()
     click.echo(
-        f"{m['status']}: {qa.get('frames', 0)} frames in {qa.get('duration_s', 0):.1f} s "
-        f"({qa.get('fps_achieved', 0):.1f} fps achieved, {qa.get('dropped_frames', 0)} dropped, "
-        f"{qa.get('repeated_frames', 0)} repeated), focused {qa.get('focused_s', 0):.1f} s, "
-        f"inputs {sum(qa.get('input_counts', {}).values())}", err=True)
-    if not qa.get("frames"):
+        f"{m.status}: {qa.frames} frames in {qa.duration_s:.1f} s "
+        f"({qa.fps_achieved:.1f} fps achieved, {qa.dropped_frames} dropped, "
+        f"{qa.repeated_frames} repeated), focused {qa.focused_s:.1f} s, "
+        f"inputs {qa.input_total}", err=True)
+    if m.error:
+        click.echo(f"error: {m.error}", err=True)
+    for check in qa.failed_checks:
+        click.echo(f"check failed: {check.name}: {check.detail}", err=True)
+    if not qa.frames:
         click.echo("warning: the game never had focus, so nothing was captured; this session "
                    "cannot be exported (delete it with `capture sessions delete`)", err=True)
 
@@ -167,9 +179,10 @@ def sessions_list(as_json: bool) -> None:
 @click.argument("session")
 def sessions_show(session: str) -> None:
     """Show a session's manifest (by id or path)."""
-    from capture.session import bundle, store
+    from capture.session import store
+    from capture.session.manifest import read_manifest
 
-    click.echo(json.dumps(bundle.read_manifest(store.resolve(session)), indent=2))
+    click.echo(json.dumps(read_manifest(store.resolve(session)).to_dict(), indent=2))
 
 
 @sessions.command("delete")
@@ -191,19 +204,29 @@ def sessions_delete(session: tuple[str, ...], yes: bool) -> None:
 @click.argument("session", nargs=-1)
 def sessions_recover(session: tuple[str, ...]) -> None:
     """Finalise sessions whose recorder crashed (all such sessions if none is named)."""
-    from capture.session import bundle, store
+    from capture.session import store, writer
+    from capture.session.reader import needs_recovery
 
     dirs = ([store.resolve(s) for s in session] if session
-            else [d for d in store.session_dirs() if bundle.needs_recovery(d)])
+            else [d for d in store.session_dirs() if needs_recovery(d)])
     if not dirs:
         click.echo("no session needs recovery")
         return
+    failed = 0
     for d in dirs:
-        m = bundle.recover(d)
-        rec = m.get("recovery") or {}
-        click.echo(f"recovered {d}: {m['qa']['frames']} frames "
-                   f"({rec.get('frames_logged')} logged, {rec.get('frames_decodable')} decodable), "
-                   f"{sum(m['qa']['input_counts'].values())} input events")
+        try:
+            m = writer.recover(d)
+        except CaptureError as exc:  # carry on with the others
+            failed += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        rec, qa = m.recovery, m.qa
+        assert rec is not None and qa is not None
+        click.echo(f"recovered {d}: {qa.frames} frames "
+                   f"({rec.frames_logged} logged, {rec.frames_decodable} decodable), "
+                   f"{qa.input_total} input events")
+    if failed:
+        sys.exit(1)
 
 
 # --- export and datasets ------------------------------------------------------------------------
@@ -262,7 +285,7 @@ def dataset_verify(path: Path) -> None:
 
 # --- agent --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--backend", type=click.Choice(["builtin", "obs"]), default=None,
+@click.option("--backend", type=click.Choice(video.backend_names()), default=None,
               help="Video backend (default: [agent] backend in the config file, else builtin).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port of the local page on 127.0.0.1 (default: any free port).")
@@ -278,8 +301,9 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
     It waits for a game you consented to, records it while its window has focus (pausing when
     another window has focus or after a while without input), splits long play into segments,
     checks each segment right after it is recorded, and stops when the game exits. It serves a
-    page on 127.0.0.1 (the address, with its access token, is printed on a line of its own) to
-    give or withdraw consent and to see, check and delete recordings. Stop it with Ctrl-C.
+    page on 127.0.0.1 (a one-time sign-in address is printed on a line of its own; press Enter
+    for a new one) to give or withdraw consent and to see, check and delete recordings. Stop it
+    with Ctrl-C.
     """
     from dataclasses import replace
 
@@ -298,11 +322,14 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
                        display=display or settings.display)
     obs_settings = obs_settings_from(obs_options) if settings.backend == "obs" else None
     say = lambda message: click.echo(message, err=True)  # noqa: E731
-    the_agent = Agent(settings, say=say, obs=obs_settings)
+    the_agent = Agent(settings, say=say, video_options=obs_settings)
     server = WebServer(the_agent, port=settings.port)
     server.start()
     try:
-        click.echo(server.url)
+        click.echo(server.login_url())
+        say(f"Open the address above (it works once, within a minute); then {server.url} "
+            "is the page. Press Enter here for a new address.")
+        server.hand_out_login_urls(sys.stdin, click.echo)
         if settings.open_browser:
             server.open_browser()
         the_agent.run(stop_on_signals())

@@ -16,8 +16,10 @@ import av
 import cv2
 import numpy as np
 
-from capture import formats, paths
+from capture import paths
 from capture.errors import BadInputError, CaptureError
+from capture.session.manifest import Manifest
+from capture.session.reader import file_in_session
 
 THUMB_WIDTH = 320          # px; smaller videos keep their size
 THUMB_AT = 1 / 3           # the thumbnail shows the frame a third into the session
@@ -46,11 +48,11 @@ class MediaCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else default_cache_dir()
 
-    def thumbnail(self, session_dir: Path, manifest: dict[str, Any]) -> Path:
+    def thumbnail(self, session_dir: Path, manifest: Manifest) -> Path:
         """The session's JPEG thumbnail, made on first use."""
         return self._cached(session_dir, manifest, "thumb.jpg", write_thumbnail)
 
-    def preview(self, session_dir: Path, manifest: dict[str, Any]) -> Path:
+    def preview(self, session_dir: Path, manifest: Manifest) -> Path:
         """The session's short low-resolution WebM (VP8) preview, made on first use."""
         return self._cached(session_dir, manifest, "preview.webm", write_preview)
 
@@ -70,10 +72,10 @@ class MediaCache:
                     removed.append(entry.name)
         return removed
 
-    def _cached(self, session_dir: Path, manifest: dict[str, Any], name: str,
+    def _cached(self, session_dir: Path, manifest: Manifest, name: str,
                 make: Any) -> Path:
         video = _video_of(session_dir, manifest)
-        digest = str(manifest["files"][video.name]["sha256"])[:16]
+        digest = manifest.files[manifest.video.file].sha256[:16]
         target = self.root / _dir_name(session_dir.name) / f"{digest}.{name}"
         if target.exists():
             return target
@@ -98,15 +100,20 @@ def _dir_name(session_id: str) -> str:
     return session_id
 
 
-def _video_of(session_dir: Path, manifest: dict[str, Any]) -> Path:
-    if manifest.get("status") == "recording":
+def _video_of(session_dir: Path, manifest: Manifest) -> Path:
+    if manifest.status == "recording":
         raise MediaUnavailable("the session is still being recorded")
-    name = str(manifest.get("video", {}).get("file") or formats.VIDEO)
-    if name not in manifest.get("files", {}):
+    name = manifest.video.file
+    if name not in manifest.files:
         raise MediaUnavailable("the session has no video file")
-    if not (manifest.get("qa") or {}).get("frames"):
+    if not (manifest.qa and manifest.qa.frames):
         raise MediaUnavailable("nothing was captured in this session (the game never had focus)")
-    video = session_dir / name
+    try:
+        video = file_in_session(session_dir, name)
+    except BadInputError as exc:
+        raise MediaUnavailable(exc.problem) from None
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte in the name
+        raise MediaUnavailable(f"the session's video {name[:80]!r} cannot be found") from None
     if not video.is_file():
         raise MediaUnavailable("the session's video file is missing")
     return video
@@ -151,7 +158,7 @@ def video_duration_s(video: Path) -> float:
     with _open(video) as container:
         stream = container.streams.video[0]
         if container.duration:
-            return max(0.0, container.duration / 1_000_000 - _start_s(stream))
+            return max(0.0, float(container.duration) / 1_000_000 - _start_s(stream))
         last = 0.0
         for packet in container.demux(stream):
             if packet.pts is not None and packet.time_base is not None:
@@ -183,8 +190,8 @@ def frames_at(video: Path, times_s: list[float], width: int, *,
             raise MediaUnavailable(f"the session's video cannot be decoded ({exc})") from None
         if any(f is None for f in picked):
             raise MediaUnavailable("the session's video has no decodable frame")
-        return [f.to_ndarray(format="rgb24", width=size[0], height=size[1])  # type: ignore[union-attr]
-                for f in picked]
+        return [f.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                for f in picked if f is not None]
 
 
 def _one_pass(container: Any, stream: Any, targets: list[float]) -> list[Any]:

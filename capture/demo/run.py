@@ -161,14 +161,15 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from capture.session import bundle
+    from capture.session.reader import open_session
 
-    manifest = bundle.read_manifest(session_dir)
-    qa = manifest["qa"]
+    session = open_session(session_dir)
+    qa = session.manifest.qa
+    assert qa is not None
     data = pq.read_table(sorted((dataset / "data").glob("*/*.parquet")))
     deltas = data.column("action.mouse_delta").combine_chunks().flatten().to_numpy()
     recorded_dx, recorded_dy = float(deltas[0::2].sum()), float(deltas[1::2].sum())
-    events = bundle.open_session(session_dir).events()
+    events = session.events()
     presses = pc.sum(pc.equal(events.column("kind"), "key_press")).as_py() or 0
     sent_presses = sum(tally.key_presses.values())
     lines = [
@@ -176,11 +177,11 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
         "== capture demo ==",
         f"session   {session_dir}",
         f"dataset   {dataset}",
-        f"recorded  {qa['frames']} frames in {qa['duration_s']:.1f} s, "
-        f"{qa['fps_achieved']:.1f} fps achieved, {qa['dropped_frames']} dropped, "
-        f"focused {qa['focused_s']:.1f} s",
-        f"inputs    {sum(qa['input_counts'].values())} events: "
-        + ", ".join(f"{k} {v}" for k, v in qa["input_counts"].items()),
+        f"recorded  {qa.frames} frames in {qa.duration_s:.1f} s, "
+        f"{qa.fps_achieved:.1f} fps achieved, {qa.dropped_frames} dropped, "
+        f"focused {qa.focused_s:.1f} s",
+        f"inputs    {qa.input_total} events: "
+        + ", ".join(f"{k} {v}" for k, v in qa.input_counts.items()),
         f"mouse     sent ({tally.mouse_dx:+.0f}, {tally.mouse_dy:+.0f}) while focused; "
         f"per-frame actions sum to ({recorded_dx:+.0f}, {recorded_dy:+.0f})",
         f"keys      {sent_presses} presses sent while focused, {presses} recorded; "

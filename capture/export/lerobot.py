@@ -23,7 +23,8 @@ from capture.export import layout
 from capture.export.card import SessionSummary, render_card
 from capture.export.video import SourceFrames, probe_video, resized
 from capture.export.writer import DatasetWriter, refuse_non_finite_events
-from capture.session.bundle import Session, open_session
+from capture.session.manifest import Manifest
+from capture.session.reader import Session, open_session
 
 PROGRESS_EVERY = 30  # frames between progress callbacks
 MAX_EPISODE_S = 2000.0  # float32 steps exceed 2 x 1e-4 s beyond 2048 s
@@ -101,12 +102,12 @@ class _Source:
     alignment: Alignment | None = None
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self.session.manifest
 
     @property
     def fps_target(self) -> float:
-        return float(self.manifest["video"]["fps_target"])
+        return float(self.manifest.video.fps_target)
 
 
 def _check_out(out: Path) -> None:
@@ -148,8 +149,8 @@ def _check_consent(sources: list[_Source], ledger_path: Path | None) -> None:
     """Refuse unless every session's receipt is active (unknown receipts fail closed)."""
     refused = []
     for source in sources:
-        receipt = source.manifest["consent"]["receipt_id"]
-        status = _receipt_status(receipt, source.manifest["game"]["name"], ledger_path)
+        receipt = source.manifest.consent.receipt_id
+        status = _receipt_status(receipt, source.manifest.game.name, ledger_path)
         if status == "active":
             continue
         why = ("was withdrawn" if status == "revoked"
@@ -200,10 +201,10 @@ def _pseudonym(player: str, key: bytes | None) -> str:
     return keyed_pseudonym(player, key if key is not None else load_or_create_key())
 
 
-def _utc_at(manifest: dict[str, Any], t_ns: int) -> str:
-    start = manifest["clock"]["start"]
-    wall = datetime.fromisoformat(start["utc"].replace("Z", "+00:00"))
-    return utc_iso(wall + timedelta(microseconds=(t_ns - start["monotonic_ns"]) / 1000))
+def _utc_at(manifest: Manifest, t_ns: int) -> str:
+    start = manifest.clock.start
+    wall = datetime.fromisoformat(start.utc.replace("Z", "+00:00"))
+    return utc_iso(wall + timedelta(microseconds=(t_ns - start.monotonic_ns) / 1000))
 
 
 def _events_table(source: _Source, first_episode: int) -> pa.Table:
@@ -240,7 +241,7 @@ def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, i
     assert source.alignment is not None
     manifest = source.manifest
     first_episode = writer.total_episodes
-    task = manifest["game"]["name"]
+    task = manifest.game.name
     with SourceFrames(source.session.video_path) as video:
         for position, episode in enumerate(source.alignment.episodes):
             positions = source.video_positions[episode.source_index].tolist()
@@ -262,10 +263,10 @@ def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, i
                     "session_id": source.session.session_id,
                     "segment_index": episode.segment_index,
                     "segment_part": episode.part_index,
-                    "consent_receipt_id": manifest["consent"]["receipt_id"],
-                    "license": manifest["consent"]["license"],
+                    "consent_receipt_id": manifest.consent.receipt_id,
+                    "license": manifest.consent.license,
                     "player": pseudonym,
-                    "synthetic_consent": bool(manifest["consent"]["synthetic"]),
+                    "synthetic_consent": manifest.consent.synthetic,
                     "source_start_utc": _utc_at(manifest, episode.start_ns),
                     "grid_start_ns": episode.start_ns,
                     "alignment/offset_ms_p50": stats.offset_ms_p50,
@@ -283,6 +284,28 @@ def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, i
                 source_frames_repeated=stats.repeated))
     writer.add_events(_events_table(source, first_episode))
     return first_episode
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete what killed exports to `out` left (their process is gone); returns them."""
+    removed = []
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
@@ -323,13 +346,14 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                                              dropped_before=source.dropped_before)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
-    pseudonyms = {s.session.session_id: _pseudonym(s.manifest["player"], pseudonym_key)
+    pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}
-    tasks = list(dict.fromkeys(s.manifest["game"]["name"] for s in sources))
+    tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
     resize_to = (width, height) if size is not None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits)
     reports: list[EpisodeReport] = []
@@ -342,9 +366,9 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                                    progress=counter, reports=reports)
             assert source.alignment is not None
             summaries.append(SessionSummary(
-                session_id=source.session.session_id, game=source.manifest["game"]["name"],
-                license=source.manifest["consent"]["license"],
-                synthetic_consent=bool(source.manifest["consent"]["synthetic"]),
+                session_id=source.session.session_id, game=source.manifest.game.name,
+                license=source.manifest.consent.license,
+                synthetic_consent=source.manifest.consent.synthetic,
                 episodes=writer.total_episodes - first, frames=source.alignment.n_frames))
         card = render_card(name=out.name, fps=rate, width=width, height=height,
                            max_episode_s=max_episode_s, sessions=summaries)

@@ -71,6 +71,24 @@ def _read_parquet_dir(root: Path, subdir: str) -> list[tuple[Path, pa.Table | No
     return out
 
 
+def _read_json(path: Path, shown: Path | str) -> Any:
+    """A JSON file's value; BadInputError naming `shown` if it cannot be read, is not UTF-8 text
+    or not JSON (never a traceback)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise BadInputError("is missing", shown) from None
+    except OSError as exc:
+        raise BadInputError(f"cannot be read ({exc.strerror})", shown) from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"is not UTF-8 text (byte {exc.start})", shown) from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"is not valid JSON ({exc.msg})", shown) from None
+    except RecursionError:
+        raise BadInputError("is not valid JSON (nested too deeply)", shown) from None
+
+
 class _Checker:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -111,7 +129,7 @@ class _Checker:
             self.problem(layout.INFO_PATH, "is missing: not a LeRobot dataset")
             return False
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
+            info = _read_json(path, layout.INFO_PATH)
             formats.validate_json(info, layout.INFO_SCHEMA, layout.INFO_PATH)
         except json.JSONDecodeError as exc:
             self.problem(layout.INFO_PATH, f"is not valid JSON ({exc.msg})")
@@ -490,25 +508,25 @@ class _Checker:
                                               "cross-checked (tools that know only LeRobot's "
                                               "files drop it)")
             return
-        manifest = self.read_json(layout.CONSENT_PATH)
-        if manifest is None:
+        consent = self.read_json(layout.CONSENT_PATH)
+        if consent is None:
             return
         try:
-            formats.validate_json(manifest, layout.CONSENT_SCHEMA, path)
+            formats.validate_json(consent, layout.CONSENT_SCHEMA, path)
         except BadInputError as exc:
             self.problem(path, exc.problem)
             return
-        entries = {e["episode_index"]: e for e in manifest["episodes"]}
-        if len(entries) != len(manifest["episodes"]):
+        entries = {e["episode_index"]: e for e in consent["episodes"]}
+        if len(entries) != len(consent["episodes"]):
             self.problem(path, "lists an episode more than once")
-        for session_id, session in manifest["sessions"].items():
+        for session_id, session in consent["sessions"].items():
             for ep in session["episodes"]:
                 entry = entries.get(ep)
                 if entry is None or entry["session_id"] != session_id or any(
                         entry[k] != session[k] for k in session if k != "episodes"):
                     self.problem(path, f"sessions[{session_id!r}] disagrees with its episode "
                                        f"{ep} in episodes[]")
-        listed = {ep for s in manifest["sessions"].values() for ep in s["episodes"]}
+        listed = {ep for s in consent["sessions"].values() for ep in s["episodes"]}
         if listed != set(entries):
             self.problem(path, "episodes[] and sessions[] list different episodes")
         if self.episodes is None:
@@ -558,15 +576,15 @@ class _Checker:
         if not path.is_file():
             self.problem(layout.CHECKSUMS_PATH, "is missing: file contents cannot be checked")
             return
-        manifest = self.read_json(layout.CHECKSUMS_PATH)
-        if manifest is None:
+        checksums = self.read_json(layout.CHECKSUMS_PATH)
+        if checksums is None:
             return
         try:
-            formats.validate_json(manifest, layout.CHECKSUMS_SCHEMA, path)
+            formats.validate_json(checksums, layout.CHECKSUMS_SCHEMA, path)
         except BadInputError as exc:
             self.problem(path, exc.problem)
             return
-        listed: dict[str, str] = manifest["files"]
+        listed: dict[str, str] = checksums["files"]
         actual = file_digests(self.root)
         for rel, digest in sorted(listed.items()):
             if rel not in actual:
@@ -580,13 +598,9 @@ class _Checker:
     def read_json(self, rel: str) -> Any:
         """A JSON file of the dataset, or None after reporting why it cannot be read."""
         try:
-            return json.loads((self.root / rel).read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            self.problem(rel, "is missing")
-        except UnicodeDecodeError:
-            self.problem(rel, "is not UTF-8 text")
-        except json.JSONDecodeError as exc:
-            self.problem(rel, f"is not valid JSON ({exc.msg})")
+            return _read_json(self.root / rel, rel)
+        except BadInputError as exc:
+            self.problem(rel, exc.problem)
         return None
 
     def check_card(self) -> None:
@@ -611,18 +625,14 @@ def trace_consent(dataset: Path | str, manifest_path: Path | str) -> list[Consen
     """Match a dataset's episodes to a consent manifest by their frames' capture times.
 
     For a dataset edited by tools that dropped the consent columns and meta/consent.json (e.g.
-    LeRobot's delete_episodes): give it the manifest of the export it came from. Raises
-    BadInputError naming the episodes that match no manifest entry.
+    LeRobot's delete_episodes): give it the meta/consent.json of the export it came from.
+    Raises BadInputError naming the episodes that match no entry of it.
     """
     root, manifest_path = Path(dataset), Path(manifest_path)
-    try:
-        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"cannot be read as a consent manifest ({exc})",
-                            manifest_path) from None
-    formats.validate_json(manifest, layout.CONSENT_SCHEMA, manifest_path)
+    consent = _read_json(manifest_path, manifest_path)
+    formats.validate_json(consent, layout.CONSENT_SCHEMA, manifest_path)
     by_times = {(e["first_capture_time_ns"], e["last_capture_time_ns"], e["length"]): e
-                for e in manifest["episodes"]}
+                for e in consent["episodes"]}
     files = _read_parquet_dir(root, "meta/episodes")
     bad = [path for path, table, _ in files if table is None]
     if not files or bad:

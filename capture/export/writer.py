@@ -20,7 +20,7 @@ from capture.export import layout, stats
 from capture.export.video import EpisodeImageSampler, VideoFileWriter
 
 _MB = 1024 * 1024
-# Episode columns the consent manifest repeats (meta/consent.json, schemas/dataset-consent.v1).
+# Episode columns the consent document repeats (meta/consent.json, schemas/dataset-consent.v1).
 CONSENT_KEYS = ("session_id", "segment_index", "segment_part", "consent_receipt_id", "license",
                 "player", "synthetic_consent")
 
@@ -241,11 +241,11 @@ class DatasetWriter:
                 raise CaptureError(f"session {row['session_id']}: its episodes disagree on "
                                    "consent, licence or player")
             entry["episodes"].append(row["episode_index"])
-        manifest = {"format": layout.CONSENT_FORMAT, "version": 1,
+        document = {"format": layout.CONSENT_FORMAT, "version": 1,
                     "episodes": self._consent, "sessions": sessions}
         path = self.root / layout.CONSENT_PATH
-        formats.validate_json(manifest, layout.CONSENT_SCHEMA, path)
-        _write_json(path, manifest)
+        formats.validate_json(document, layout.CONSENT_SCHEMA, path)
+        _write_json(path, document)
 
     def abort(self) -> None:
         """Release open files after a failure (the caller removes the directory)."""
@@ -271,11 +271,11 @@ def file_digests(root: Path) -> dict[str, str]:
 
 def write_checksums(root: Path) -> None:
     """(Re)write meta/checksums.json for the files now under root; call after any change."""
-    manifest = {"format": layout.CHECKSUMS_FORMAT, "version": 1, "algorithm": "sha256",
+    document = {"format": layout.CHECKSUMS_FORMAT, "version": 1, "algorithm": "sha256",
                 "files": file_digests(root)}
     path = root / layout.CHECKSUMS_PATH
-    formats.validate_json(manifest, layout.CHECKSUMS_SCHEMA, path)
-    _write_json(path, manifest)
+    formats.validate_json(document, layout.CHECKSUMS_SCHEMA, path)
+    _write_json(path, document)
 
 
 def _write_json(path: Path, obj: Any) -> None:

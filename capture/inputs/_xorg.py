@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,20 @@ class _PendingFocus:
     releases: list[InputEvent] = field(default_factory=list)
 
 
+def open_display(name: str | None) -> Display:
+    """A connection to X display `name`; one plain CaptureError naming it if it is unreachable."""
+    with warnings.catch_warnings():  # Xlib leaves the socket of a failed attempt unclosed
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            return Display(name)
+        except (error.DisplayError, OSError) as exc:  # DisplayConnectionError, DisplayNameError
+            reason = str(getattr(exc, "msg", None) or exc)
+        gc.collect()
+    shown = name or os.environ.get("DISPLAY") or "(none: $DISPLAY is not set)"
+    raise CaptureError(f"cannot connect to X display {shown} ({reason}): is the X server "
+                       "running, and is it the right display?")
+
+
 class XorgInputBackend(InputBackend):
     """XInput2 raw input on the root window, gated on the game's top-level window having focus.
 
@@ -72,9 +88,10 @@ class XorgInputBackend(InputBackend):
         self._thread: threading.Thread | None = None
 
     def find_game_window(self) -> WindowInfo | None:
+        """The consented game's window, or None; CaptureError if the display cannot be reached."""
         with self._lookup_lock:
             if self._lookup_display is None:
-                self._lookup_display = Display(self.display)
+                self._lookup_display = open_display(self.display)
             found = x11window.find_window(self._lookup_display, self.game)
         return found[1] if found else None
 
@@ -107,7 +124,7 @@ class _Capture:
         self.backend = backend
         self.sink = sink
         self.on_focus = on_focus
-        self.dpy = Display(backend.display)
+        self.dpy = open_display(backend.display)
         try:
             self._set_up()
         except BaseException:

@@ -8,6 +8,8 @@ from typing import Any
 import av
 import numpy as np
 
+from capture.session.manifest import QA, Check
+
 MIN_LENGTH_S = 5.0
 MIN_FPS_RATIO = 0.9
 MAX_DROPPED_RATIO = 0.02
@@ -18,8 +20,8 @@ ACTIVE_KINDS = ("key_press", "button_press", "motion", "wheel", "gamepad_axis",
                 "gamepad_button_press")
 
 
-def _check(name: str, ok: bool, value: Any, detail: str) -> dict[str, Any]:
-    return {"name": name, "ok": bool(ok), "value": value, "detail": detail}
+def _check(name: str, ok: bool, value: Any, detail: str) -> Check:
+    return Check(name=name, ok=bool(ok), value=value, detail=detail)
 
 
 def sample_luma(video: Path, frame_pts: list[int],
@@ -49,19 +51,19 @@ def sample_luma(video: Path, frame_pts: list[int],
     return out
 
 
-def run_checks(qa: dict[str, Any], fps_target: float, video: Path,
-               frame_pts: list[int]) -> list[dict[str, Any]]:
+def run_checks(qa: QA, fps_target: float, video: Path,
+               frame_pts: list[int]) -> tuple[Check, ...]:
     """The checks shown to the player right after a segment is recorded."""
-    frames = int(qa.get("frames", 0))
-    duration = float(qa.get("duration_s", 0.0))
-    fps = float(qa.get("fps_achieved", 0.0))
-    dropped = int(qa.get("dropped_frames", 0))
-    counts = qa.get("input_counts", {})
+    frames = qa.frames
+    duration = qa.duration_s
+    fps = qa.fps_achieved
+    dropped = qa.dropped_frames
+    counts = qa.input_counts
     active = sum(int(counts.get(k, 0)) for k in ACTIVE_KINDS)
     luma = sample_luma(video, frame_pts)
     visible = [m > BLACK_MEAN_LUMA and s > FLAT_LUMA_STD for m, s in luma]
     drop_ratio = dropped / max(1, frames + dropped)
-    return [
+    return (
         _check("length", frames > 0 and duration >= MIN_LENGTH_S, round(duration, 1),
                f"{duration:.1f} s recorded, {frames} frames" if frames
                else "no frames: the game never had focus"),
@@ -76,4 +78,4 @@ def run_checks(qa: dict[str, Any], fps_target: float, video: Path,
                     "or one flat colour"),
         _check("input_activity", active > 0, active,
                f"{active} input events" if active else "no keyboard, mouse or gamepad input"),
-    ]
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import shutil
@@ -14,17 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capture import formats, inputs, paths, video
+from capture import inputs, paths, video
 from capture.clock import ClockPair, now_ns
-from capture.consent import ConsentReceipt, require_consent
-from capture.errors import CaptureError
+from capture.consent import ConsentReceipt, receipt_status, require_consent
+from capture.errors import CaptureError, ConsentError, DiskFullError
 from capture.inputs import InputEvent, WindowInfo
+from capture.journal import JournalWriter
+from capture.session import store, writer
+from capture.session.manifest import ComponentInfo, ConsentRef, GameInfo, InputInfo, RunInfo
 
 if TYPE_CHECKING:
     from capture.inputs.gamepad import GamepadCapture
-    from capture.video.obs.settings import ObsSettings
-from capture.journal import JournalWriter
-from capture.session import bundle, store
 
 DEFAULT_SCOPE = frozenset({"video", "keyboard", "mouse"})
 GAME_POLL_S = 0.5
@@ -42,20 +41,19 @@ class RecordOptions:
     display: str | None = None
     wait_timeout_s: float | None = None
     stop_when_game_exits: bool = True
-    obs: ObsSettings | None = None
+    video_options: Any | None = None       # the video backend's own settings (None: defaults)
     idle_pause_s: float | None = None      # pause video after this long without input
     max_segment_s: float | None = None     # start a new segment bundle after this long
     extra_notes: list[str] = field(default_factory=list)
 
 
 def make_video_backend(opts: RecordOptions) -> video.VideoBackend:
-    """The chosen video backend; OBS gets its connection settings (never stored anywhere)."""
-    cls = video.backend(opts.backend)
-    if opts.backend == "obs":
-        from capture.video.obs.settings import resolve
-
-        return cls(settings=opts.obs or resolve())  # type: ignore[call-arg]
-    return cls()
+    """The chosen video backend, built from its own settings (never stored in a session)."""
+    try:
+        cls = video.backend(opts.backend)
+    except (ValueError, ImportError) as exc:
+        raise CaptureError(str(exc)) from None
+    return cls.create(opts.video_options)
 
 
 HELD_PAIRS = {"key_press": "key_release", "button_press": "button_release",
@@ -108,7 +106,7 @@ class _EventWriter:
             self.focus = event if event.kind == "focus_in" else None
 
     def _switch(self, journal: JournalWriter, t_ns: int) -> None:
-        def copy(event: InputEvent, kind: str) -> dict:
+        def copy(event: InputEvent, kind: str) -> dict[str, Any]:
             record = event.to_record()
             record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
             return record
@@ -166,14 +164,13 @@ class _Segment:
 
 
 def _first_frame_ns(session_dir: Path, timeout_s: float) -> int | None:
-    """Capture time of the first frame logged in a segment's frames journal, once it is there."""
-    journal = session_dir / formats.FRAMES_JOURNAL
+    """Capture time of the first frame in a segment's timeline, once it is there."""
+    timeline = writer.video_output(session_dir).timeline
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            first = journal.read_bytes().split(b"\n", 1)[0]
-            if first.endswith(b"}"):
-                return int(json.loads(first)["capture_time_ns"])
+        first = timeline.first_capture_time_ns()
+        if first is not None:
+            return first
         time.sleep(0.02)
     return None
 
@@ -208,7 +205,7 @@ class Recording:
         self.window = window
         self.display = display
         self.say = say
-        self.run_id = bundle.new_session_id(opts.game) if opts.max_segment_s else None
+        self.run_id = writer.new_session_id(opts.game) if opts.max_segment_s else None
         self.segment: _Segment | None = None
         self.finished: list[Path] = []
         self.error: str | None = None
@@ -222,11 +219,14 @@ class Recording:
         self._early_events: list[InputEvent] = []
         self.events: _EventWriter | None = None
         self.gamepad: GamepadCapture | None = None
+        self.discard = False  # consent withdrawn: stop and keep nothing
+        self.disk_full: str | None = None  # why a segment could not be finalised
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
         # Input starts first, so the first segment opens knowing whether the game has focus
-        # (pausing a just-started OBS output and resuming it at once can hang OBS 29).
+        # (pausing an external recorder right after its start and resuming it at once has
+        # been seen to hang it).
         self.input_backend.start(self._sink, self._on_focus)
         self.focused.wait(0.5)
         try:
@@ -236,8 +236,8 @@ class Recording:
             raise
         with self._early_lock:
             self.segment = segment
-            self.events = _EventWriter(
-                JournalWriter(segment.session_dir / formats.EVENTS_JOURNAL), self._on_activity)
+            self.events = _EventWriter(writer.events_journal(segment.session_dir),
+                                       self._on_activity)
             for event in self._early_events:
                 self.events.sink(event)
             self._early_events.clear()
@@ -268,6 +268,10 @@ class Recording:
         if not segment.video.alive():
             self.error = "the video recorder stopped unexpectedly"
             return False
+        journal_error = self.events.journal.error if self.events is not None else None
+        if journal_error is not None:  # the disk is full: stop now, keep what was written
+            self.error = str(journal_error)
+            return False
         idle_ns = None if self.opts.idle_pause_s is None else int(self.opts.idle_pause_s * 1e9)
         if (idle_ns is not None and self.focused.is_set() and not self.idle_paused
                 and now_ns() - self.last_activity_ns >= idle_ns):
@@ -287,9 +291,9 @@ class Recording:
         """
         old = self.segment
         assert old is not None and self.events is not None
-        if not old.video.concurrent_instances:
-            # OBS records one file at a time and restarting it between segments proved
-            # unreliable on OBS 29 (a restarted output could hang): keep one segment.
+        if not old.video.capabilities.overlapping_segments:
+            # A backend that records one file at a time cannot overlap two segments, and
+            # restarting it between segments proved unreliable: keep one segment.
             self.opts.max_segment_s = None
             self.say(f"note: the {old.video.name} backend records one file at a time; this "
                      "play session stays in one segment")
@@ -309,8 +313,7 @@ class Recording:
             old.video.set_capturing(False)
             self._handing_over = None
         boundary = boundary or now_ns()
-        self.events.finish_handover(JournalWriter(new.session_dir / formats.EVENTS_JOURNAL),
-                                    boundary)
+        self.events.finish_handover(writer.events_journal(new.session_dir), boundary)
         self._finish_segment(old, frames_before_ns=boundary)
         self.say(f"segment {new.index}: {new.session_dir}")
 
@@ -318,7 +321,7 @@ class Recording:
         """Stop everything and finalise the last segment; returns every segment's directory."""
         with self._lock:
             self._frozen = True  # capture state stays as it is while everything stops (a
-            # paused OBS output does not always stop cleanly)
+            # paused external recorder does not always stop cleanly)
         if self.gamepad is not None:
             self.gamepad.stop()  # before the journal closes, so its closing releases are kept
         self.input_backend.stop()
@@ -344,22 +347,28 @@ class Recording:
 
     # --- internals ----------------------------------------------------------------------------
     def _open_segment(self, index: int) -> _Segment:
-        session_id = bundle.new_session_id(self.opts.game)
+        session_id = writer.new_session_id(self.opts.game)
         session_dir = (self.opts.out or paths.sessions_dir()) / session_id
-        session_dir.mkdir(parents=True)
-        (session_dir / formats.LOCK).write_text(str(os.getpid()))
-        manifest = bundle.initial_manifest(
-            session_id=session_id, player=self.receipt.player, receipt=self.receipt,
-            game=self.opts.game, window=self.window, video_backend=self.opts.backend,
-            input_info=self.input_backend.info(), fps=self.opts.fps, start=ClockPair.now())
-        if self.run_id is not None:
-            manifest["run"] = {"id": self.run_id, "segment": index}
-        bundle.write_manifest(session_dir, manifest)
+        # Known to list, recover and withdraw before its first byte exists.
+        store.register(session_dir)
+        receipt = self.receipt
+        manifest = writer.initial_manifest(
+            session_id=session_id, player=receipt.player,
+            consent=ConsentRef(receipt_id=receipt.receipt_id, license=receipt.license,
+                               scope=tuple(sorted(receipt.scope)),
+                               synthetic=bool(receipt.synthetic)),
+            game=GameInfo(name=self.opts.game, window_class=tuple(self.window.wm_class),
+                          executable=self.window.executable, title=self.window.title),
+            video_backend=self.opts.backend, input_info=self._input_info(), fps=self.opts.fps,
+            start=ClockPair.now(),
+            run=RunInfo(id=self.run_id, segment=index) if self.run_id is not None else None)
+        writer.create_session(session_dir, manifest, recorder_pid=os.getpid())
         recorder = make_video_backend(self.opts)
         try:
             recorder.start(video.CaptureTarget(display=self.display,
                                                window_id=self.window.window_id),
-                           session_dir, video.VideoSettings(fps=self.opts.fps))
+                           writer.video_output(session_dir),
+                           video.VideoSettings(fps=self.opts.fps))
             if not (self.focused.is_set() and not self.idle_paused):
                 recorder.set_capturing(False)
         except BaseException:
@@ -368,20 +377,33 @@ class Recording:
                 recorder.stop()
             shutil.rmtree(session_dir, ignore_errors=True)
             raise
-        store.register(session_dir)
         return _Segment(index, session_dir, recorder, now_ns())
+
+    def _input_info(self) -> InputInfo:
+        gamepad = ComponentInfo.from_dict(self.gamepad.info()) if self.gamepad else None
+        return InputInfo(backend=ComponentInfo.from_dict(self.input_backend.info()),
+                         gamepad=gamepad)
 
     def _finish_segment(self, segment: _Segment, frames_before_ns: int | None = None) -> None:
         result = segment.video.stop()
-        error = self.error or result.error
-        input_info = self.input_backend.info()
-        if self.gamepad is not None:
-            input_info["gamepad"] = self.gamepad.info()
-        bundle.finalise(segment.session_dir, status="incomplete" if error else "complete",
-                        video_result=result.to_dict(), input_info=input_info,
-                        end=ClockPair.now(), error=error, frames_before_ns=frames_before_ns)
-        if error:
-            self.say(f"warning: {error}; the session was kept and marked incomplete")
+        if self.discard:
+            shutil.rmtree(segment.session_dir, ignore_errors=True)
+            return
+        error = result.error or self.error  # the backend's own reason is the more precise
+        try:
+            manifest = writer.finalise(segment.session_dir, video_result=result,
+                                       input_info=self._input_info(), end=ClockPair.now(),
+                                       error=error, frames_before_ns=frames_before_ns)
+        except CaptureError as exc:
+            if not isinstance(exc, DiskFullError) and "disk full" not in str(exc):
+                raise
+            # Finalising needs space too: leave the session for `capture sessions recover`.
+            self.disk_full = (f"{segment.session_dir}: disk full: recording stopped; free some "
+                              "space and run `capture sessions recover`")
+            self.say(f"error: {self.disk_full}")
+            return
+        if manifest.status == "incomplete":
+            self.say(f"warning: {manifest.error}; the session was kept and marked incomplete")
         self.finished.append(segment.session_dir)
 
     def _apply_capture(self) -> bool:
@@ -433,24 +455,69 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
 
     recording = Recording(opts, receipt=receipt, input_backend=input_backend, window=window,
                           display=display, say=say)
+    watch = ConsentWatch(receipt.receipt_id, opts.game)
     first = recording.start()
+    withdrawn: str | None = None
     try:
         say(f"recording {opts.game!r} into {first}")
         if on_started is not None:
             on_started(first)
         deadline = None if opts.duration_s is None else now_ns() + int(opts.duration_s * 1e9)
-        next_game_check = time.monotonic() + GAME_POLL_S
+        next_check = time.monotonic() + GAME_POLL_S
         while not stop.is_set():
             if deadline is not None and now_ns() >= deadline:
                 break
             if not recording.poll():
                 break
-            if opts.stop_when_game_exits and time.monotonic() >= next_game_check:
-                next_game_check = time.monotonic() + GAME_POLL_S
-                if input_backend.find_game_window() is None:
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + GAME_POLL_S
+                withdrawn = watch.withdrawn()
+                if withdrawn is not None:
+                    recording.discard = True
+                    break
+                if opts.stop_when_game_exits and input_backend.find_game_window() is None:
                     say("the game exited; stopping")
                     break
             stop.wait(0.05)
     finally:
         segments = recording.stop()
+    if withdrawn is not None:
+        for session_dir in segments:
+            shutil.rmtree(session_dir, ignore_errors=True)
+        raise ConsentError(f"{withdrawn}: the recording was stopped and nothing of it was kept")
+    if recording.disk_full is not None:
+        raise CaptureError(recording.disk_full)
+    if not segments:
+        raise CaptureError("the recording stopped before any segment was finalised")
     return segments[-1]
+
+
+class ConsentWatch:
+    """Notices a withdrawal of the consent a recording runs under (e.g. `capture consent revoke`
+    in another terminal): the ledger is re-read whenever its file changes."""
+
+    def __init__(self, receipt_id: str, game: str) -> None:
+        self.receipt_id, self.game = receipt_id, game
+        self._stamp = self._ledger_stamp()
+
+    @staticmethod
+    def _ledger_stamp() -> tuple[int, int] | None:
+        try:
+            st = paths.ledger_path().stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def withdrawn(self) -> str | None:
+        """None while the consent holds; else why recording must stop (fails closed)."""
+        stamp = self._ledger_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            status = receipt_status(self.receipt_id, game=self.game)
+        except CaptureError as exc:
+            return f"the consent ledger cannot be read any more ({exc})"
+        if status != "active":
+            return f"consent {self.receipt_id} for {self.game!r} was withdrawn"
+        return None

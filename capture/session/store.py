@@ -10,7 +10,8 @@ from typing import Any
 
 from capture import formats, paths
 from capture.errors import BadInputError, CaptureError
-from capture.session import bundle
+from capture.session.manifest import Manifest, read_manifest
+from capture.session.reader import needs_recovery
 
 
 def register(session_dir: Path) -> None:
@@ -47,22 +48,22 @@ def session_dirs() -> list[Path]:
 @dataclass
 class SessionSummary:
     path: Path
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        m = self.manifest or {}
-        qa = m.get("qa", {})
+        m = self.manifest
+        qa = m.qa if m is not None else None
         return {
-            "id": m.get("session_id", self.path.name),
+            "id": m.session_id if m else self.path.name,
             "path": str(self.path),
-            "game": m.get("game", {}).get("name"),
-            "player": m.get("player"),
-            "start": (m.get("clock", {}).get("start") or {}).get("utc"),
-            "duration_s": qa.get("duration_s"),
-            "frames": qa.get("frames"),
-            "status": m.get("status", "unreadable"),
-            "receipt_id": m.get("consent", {}).get("receipt_id"),
+            "game": m.game.name if m else None,
+            "player": m.player if m else None,
+            "start": m.clock.start.utc if m else None,
+            "duration_s": qa.duration_s if qa else None,
+            "frames": qa.frames if qa else None,
+            "status": m.status if m else "unreadable",
+            "receipt_id": m.consent.receipt_id if m else None,
             "problem": self.problem,
         }
 
@@ -75,15 +76,17 @@ def list_play_sessions() -> list[dict[str, Any]]:
     """
     groups: dict[str, list[SessionSummary]] = {}
     for summary in list_sessions():
-        run = (summary.manifest or {}).get("run") or {}
-        groups.setdefault(run.get("id") or summary.path.name, []).append(summary)
+        run = summary.manifest.run if summary.manifest else None
+        groups.setdefault(run.id if run else summary.path.name, []).append(summary)
     out = []
     for run_id, members in groups.items():
-        members.sort(key=lambda s: ((s.manifest or {}).get("run") or {}).get("segment", 0))
+        members.sort(key=lambda s: s.manifest.run.segment if s.manifest and s.manifest.run
+                     else 0)
         segments = []
         for member in members:
             row = member.to_dict()
-            row["checks"] = ((member.manifest or {}).get("qa") or {}).get("checks", [])
+            qa = member.manifest.qa if member.manifest else None
+            row["checks"] = [c.to_dict() for c in qa.checks] if qa else []
             segments.append(row)
         statuses = {s["status"] for s in segments}
         out.append({
@@ -104,8 +107,8 @@ def list_sessions() -> list[SessionSummary]:
     out = []
     for d in session_dirs():
         try:
-            manifest = bundle.read_manifest(d)
-            problem = "needs recovery" if bundle.needs_recovery(d) else None
+            manifest = read_manifest(d)
+            problem = "needs recovery" if needs_recovery(d) else None
             out.append(SessionSummary(d, manifest, problem))
         except BadInputError as exc:
             out.append(SessionSummary(d, None, str(exc)))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from capture.journal import TimelineJournal
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,34 @@ class VideoSettings:
     preset: str = "ultrafast"
     crf: int = 23
     gop_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class VideoOutput:
+    """Where a backend records: the video file, the frame timeline to write through, and a
+    directory for the backend's own side files (e.g. an external recorder's log). The session bundle
+    chooses all three."""
+
+    video: Path
+    timeline: TimelineJournal
+    workdir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, for the recorder to plan around."""
+
+    # False for a backend that drives one external recorder that records one file at a time:
+    # a recording with it is not split into segments.
+    overlapping_segments: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """How the backend is doing right now, in plain words for the agent's page."""
+
+    state: str          # "idle", "recording", "paused", "failed"
+    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -52,19 +82,28 @@ class VideoResult:
 
 
 class VideoBackend(ABC):
-    """Records one target into `<session_dir>/video.mkv` and `<session_dir>/frames.jsonl`.
+    """Records one target into `output.video` and writes its frame timeline to `output.timeline`.
 
-    Every frame written to the video has one frames.jsonl record (schemas/frames.v1.arrow.json),
-    in file order, with its host-clock capture time. While paused no frame is grabbed.
+    Every frame written to the video has one timeline record (schemas/frames.v1.arrow.json), in
+    file order, with its host-clock capture time. While paused no frame is grabbed.
     """
 
-    name: str = "base"
-    # False for a backend that drives one external recorder (OBS records one file at a time):
-    # a recording with it is not split into segments.
-    concurrent_instances: bool = True
+    name: ClassVar[str] = "base"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @classmethod
+    def create(cls, options: Any | None = None) -> VideoBackend:
+        """A backend from its own settings object (None: its defaults, environment, config)."""
+        return cls()
+
+    @classmethod
+    def recover(cls, output: VideoOutput) -> list[str]:
+        """Rebuild what a crash left unwritten (e.g. the timeline) before a session is
+        recovered; returns notes for the manifest. Nothing to do by default."""
+        return []
 
     @abstractmethod
-    def start(self, target: CaptureTarget, session_dir: Path, settings: VideoSettings) -> None:
+    def start(self, target: CaptureTarget, output: VideoOutput, settings: VideoSettings) -> None:
         """Begin recording; returns once the first frame is scheduled."""
 
     @abstractmethod
@@ -78,3 +117,7 @@ class VideoBackend(ABC):
     @abstractmethod
     def alive(self) -> bool:
         """False if the recorder died."""
+
+    def status(self) -> BackendStatus:
+        """Plain-words state for the agent's page."""
+        return BackendStatus("recording" if self.alive() else "idle")

@@ -7,16 +7,14 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from capture import formats
 from capture.clock import now_ns
-from capture.journal import JournalWriter
-from capture.video._base import VideoSettings
+from capture.errors import CaptureError, DiskFullError, is_disk_full
+from capture.video._base import VideoOutput, VideoSettings
 from capture.video._grab import FrameMessage, RingSpec, Signals, ignore_interrupts
 
 TIME_BASE = Fraction(1, 1000)    # Matroska stores milliseconds whatever we ask for
@@ -30,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class EncodePlan:
-    session_dir: Path
+    output: VideoOutput
     settings: VideoSettings
 
 
@@ -52,7 +50,7 @@ class _Encoder:
                               "H.264 4:2:0 needs even sizes (the right column/bottom row is lost)")
         settings = plan.settings
         self.container = av.open(
-            str(plan.session_dir / formats.VIDEO), "w", format="matroska",
+            str(plan.output.video), "w", format="matroska",
             container_options={"cluster_time_limit": str(CLUSTER_TIME_LIMIT_MS),
                                "flush_packets": "1"},
         )
@@ -74,7 +72,7 @@ class _Encoder:
         self.stream.options = options
         self.container.start_encoding()  # the header is on disk before the first frame
         self.codec = av.codec.Codec(settings.codec, "w").canonical_name
-        self.journal = JournalWriter(plan.session_dir / formats.FRAMES_JOURNAL)
+        self.journal = plan.output.timeline.writer()
         self.first_capture_ns: int | None = None
         self.last_pts = -1
         self.previous_picture: npt.NDArray[np.uint8] | None = None
@@ -101,6 +99,8 @@ class _Encoder:
             "grab_duration_ns": grab_duration, "dropped_before": dropped_before,
             "repeated": repeated, "pts": pts,
         })
+        if self.journal.error is not None:  # the disk is full: stop, keep what was written
+            raise self.journal.error
         self.frames += 1
         self.dropped_slots += dropped_before
         self.repeated_frames += repeated
@@ -141,12 +141,16 @@ def run_encoder(plan: EncodePlan, spec: RingSpec, ring: Any, signals: Signals,
             encoder.add(message, signals)
     except EOFError:
         stream_cut = True
+    except CaptureError as exc:
+        error = str(exc)
     except Exception as exc:
-        error = f"the video encoder failed: {exc!r}"
+        error = (str(DiskFullError(plan.output.video)) if is_disk_full(exc)
+                 else f"the video encoder failed: {exc!r}")
     try:
         encoder.close()
     except Exception as exc:
-        error = error or f"the video file could not be finished: {exc!r}"
+        error = error or (str(DiskFullError(plan.output.video)) if is_disk_full(exc)
+                          else f"the video file could not be finished: {exc!r}")
     with contextlib.suppress(OSError):
         status_out.send(("result", {
             "frames": encoder.frames, "dropped_slots": encoder.dropped_slots,

@@ -7,13 +7,17 @@ import multiprocessing
 import os
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
-from capture import formats
 from capture.errors import CaptureError
-from capture.journal import read_journal
-from capture.video._base import CaptureTarget, VideoBackend, VideoResult, VideoSettings
+from capture.video._base import (
+    Capabilities,
+    CaptureTarget,
+    VideoBackend,
+    VideoOutput,
+    VideoResult,
+    VideoSettings,
+)
 from capture.video._encode import EncodePlan, run_encoder
 from capture.video._grab import GrabPlan, RingSpec, Signals, run_grabber
 
@@ -33,8 +37,10 @@ def resolve_target(target: CaptureTarget) -> tuple[str, tuple[int, int], tuple[i
         raise CaptureError("no X display given and $DISPLAY is not set")
     try:
         connection = xdisplay.Display(name)
-    except Exception as exc:
-        raise CaptureError(f"cannot open X display {name}: {exc}") from None
+    except Exception as exc:  # DisplayConnectionError, DisplayNameError, OSError
+        reason = getattr(exc, "msg", None) or exc
+        raise CaptureError(f"cannot connect to X display {name} ({reason}): is the X server "
+                           "running, and is it the right display?") from None
     try:
         root = connection.screen().root
         screen = root.get_geometry()
@@ -70,6 +76,7 @@ class BuiltinVideoBackend(VideoBackend):
     """
 
     name = "builtin"
+    capabilities = Capabilities(overlapping_segments=True)
 
     def __init__(self) -> None:
         self._grabber: BaseProcess | None = None
@@ -77,7 +84,7 @@ class BuiltinVideoBackend(VideoBackend):
         self._signals: Signals | None = None
         self._grab_status: Connection | None = None
         self._encode_status: Connection | None = None
-        self._session_dir: Path | None = None
+        self._output: VideoOutput | None = None
         self._spec: RingSpec | None = None
         self._result: VideoResult | None = None
 
@@ -87,11 +94,11 @@ class BuiltinVideoBackend(VideoBackend):
         return {"grabber": self._grabber.pid if self._grabber else None,
                 "encoder": self._encoder.pid if self._encoder else None}
 
-    def start(self, target: CaptureTarget, session_dir: Path, settings: VideoSettings) -> None:
+    def start(self, target: CaptureTarget, output: VideoOutput, settings: VideoSettings) -> None:
         if self._grabber is not None:
             raise CaptureError("this recorder was already started")
         display, screen_size, (x, y, width, height) = resolve_target(target)
-        session_dir.mkdir(parents=True, exist_ok=True)
+        output.workdir.mkdir(parents=True, exist_ok=True)
         context = multiprocessing.get_context("spawn")
         slot_bytes = width * height * 4
         slots = max(3, min(RING_SLOTS, RING_BYTES_LIMIT // slot_bytes))
@@ -112,14 +119,14 @@ class BuiltinVideoBackend(VideoBackend):
             args=(plan, spec, ring, signals, frames_out, grab_status_out))
         self._encoder = context.Process(
             target=run_encoder, name="capture-encoder", daemon=True,
-            args=(EncodePlan(session_dir, settings), spec, ring, signals, frames_in,
+            args=(EncodePlan(output, settings), spec, ring, signals, frames_in,
                   encode_status_out))
         self._encoder.start()
         self._grabber.start()
         # Only the children may hold these ends, so a dead child shows up as EOF on the other side.
         for end in (frames_in, frames_out, grab_status_out, encode_status_out):
             end.close()
-        self._signals, self._spec, self._session_dir = signals, spec, session_dir
+        self._signals, self._spec, self._output = signals, spec, output
         self._grab_status, self._encode_status = grab_status_in, encode_status_in
         for status, process in ((grab_status_in, self._grabber), (encode_status_in, self._encoder)):
             kind, detail = self._receive(status, START_TIMEOUT_S, process)
@@ -179,7 +186,7 @@ class BuiltinVideoBackend(VideoBackend):
                 process.join()
 
     def _merge(self, grab_end: tuple[str, Any], encode_end: tuple[str, Any]) -> VideoResult:
-        assert self._spec is not None and self._session_dir is not None
+        assert self._spec is not None and self._output is not None
         result = VideoResult(backend=self.name, container="matroska")
         errors: list[str] = []
         if grab_end[0] == "end":
@@ -211,13 +218,11 @@ class BuiltinVideoBackend(VideoBackend):
 
     def _count_journal(self, result: VideoResult) -> None:
         """Fill the frame counts from frames.jsonl when the encoder could not report them."""
-        assert self._spec is not None and self._session_dir is not None
-        path = self._session_dir / formats.FRAMES_JOURNAL
-        if path.exists():
-            for record in read_journal(path, salvage=True):
-                result.frames += 1
-                result.dropped_slots += int(record["dropped_before"])
-                result.repeated_frames += bool(record["repeated"])
+        assert self._spec is not None and self._output is not None
+        for record in self._output.timeline.records(salvage=True):
+            result.frames += 1
+            result.dropped_slots += int(record["dropped_before"])
+            result.repeated_frames += bool(record["repeated"])
         result.width = self._spec.width - self._spec.width % 2
         result.height = self._spec.height - self._spec.height % 2
         result.codec = "h264"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 from capture import formats
 from capture.errors import BadInputError, CaptureError, ConsentError
 from capture.export.lerobot import export_dataset
-from capture.session import bundle
+from capture.session import writer
+from capture.session.manifest import read_manifest, write_manifest
 from tests.factories import build_session, gameplay_script
 
 from .conftest import PSEUDONYM_KEY, stub_consent
@@ -25,9 +25,8 @@ def copy_session(session: Path, tmp_path: Path) -> Path:
 
 def fix_hashes(session: Path) -> None:
     """Re-hash the files so damage is found by decoding, not by the manifest's checksums."""
-    manifest = json.loads((session / formats.MANIFEST).read_text())
-    manifest["files"] = bundle.hash_files(session)
-    bundle.write_manifest(session, manifest)
+    manifest = read_manifest(session)
+    write_manifest(session, manifest.updated(files=writer.hash_files(session)))
 
 
 def assert_nothing_written(out: Path) -> None:

@@ -16,6 +16,7 @@ from capture.clock import now_ns
 from capture.clockface import UNIT_NS, decode_clock, render_clock_rgb, running_clockface
 from capture.errors import CaptureError
 from capture.journal import read_journal
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.obs.backend import CLOCK_LOG, ObsVideoBackend
 from capture.video.obs.obs_clock_script import fingerprint_rows, sample_rows
@@ -89,7 +90,8 @@ def test_records_every_frame_with_its_host_capture_time(obs: ObsInstance, xvfb: 
     session_dir = tmp_path / "session"
     redraw_log = tmp_path / "redraws.npy"
     with running_clockface(xvfb.display, size=(1280, 720), redraw_log=redraw_log) as window:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window), session_dir,
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window),
+                       video_output(session_dir),
                        VideoSettings(fps=FPS))
         assert recorder.alive()
         time.sleep(4.0)
@@ -141,7 +143,8 @@ def test_a_pause_leaves_no_frames_for_its_duration(obs: ObsInstance, xvfb: Xvfb,
                                                    clock_window: int, tmp_path: Path) -> None:
     recorder = backend_for(obs)
     session_dir = tmp_path / "session"
-    recorder.start(CaptureTarget(display=xvfb.display, window_id=clock_window), session_dir,
+    recorder.start(CaptureTarget(display=xvfb.display, window_id=clock_window),
+                   video_output(session_dir),
                    VideoSettings(fps=FPS))
     recorder.set_capturing(False)      # what the recorder does right after start ...
     recorder.set_capturing(True)       # ... and once the game has focus
@@ -183,5 +186,5 @@ def test_an_fps_other_than_obs_records_is_refused_with_the_fix(obs: ObsInstance,
     recorder = backend_for(obs)
     with pytest.raises(CaptureError, match=r"capture obs setup --fps 60"):
         recorder.start(CaptureTarget(display=xvfb.display, window_id=clock_window),
-                       tmp_path / "session", VideoSettings(fps=60))
+                       video_output(tmp_path / "session"), VideoSettings(fps=60))
     assert not recorder.alive()

@@ -14,6 +14,7 @@ from capture import formats
 from capture.clockface import running_clockface
 from capture.errors import CaptureError
 from capture.journal import read_journal
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.obs.backend import CLOCK_LOG, ObsVideoBackend, recover_frames_journal
 from capture.video.obs.client import ObsClient
@@ -73,7 +74,7 @@ def test_obs_not_running_is_reported_at_once(xvfb: Xvfb, tmp_path: Path) -> None
     recorder = ObsVideoBackend(ObsSettings("127.0.0.1", free_port(), "secret-word"))
     started = time.monotonic()
     with pytest.raises(CaptureError, match="not running") as caught:
-        recorder.start(target(xvfb, 1), tmp_path / "session", VideoSettings(fps=FPS))
+        recorder.start(target(xvfb, 1), video_output(tmp_path / "session"), VideoSettings(fps=FPS))
     assert time.monotonic() - started < 3
     assert "capture obs setup" in str(caught.value)
     assert "secret-word" not in str(caught.value)
@@ -85,7 +86,8 @@ def test_a_wrong_password_is_reported_without_it(obs: ObsInstance, xvfb: Xvfb,
     recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, "not-the-password"))
     started = time.monotonic()
     with pytest.raises(CaptureError, match="password") as caught:
-        recorder.start(target(xvfb, clock_window), tmp_path / "session", VideoSettings(fps=FPS))
+        recorder.start(target(xvfb, clock_window),
+                       video_output(tmp_path / "session"), VideoSettings(fps=FPS))
     assert time.monotonic() - started < 5
     assert "not-the-password" not in str(caught.value)
     assert obs.password not in str(caught.value)
@@ -97,7 +99,7 @@ def test_obs_stopping_the_recording_by_itself_ends_the_session_with_its_frames(
     # What a full disk looks like from outside: OBS ends the recording on its own.
     recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
     session_dir = tmp_path / "session"
-    recorder.start(target(xvfb, clock_window), session_dir, VideoSettings(fps=FPS))
+    recorder.start(target(xvfb, clock_window), video_output(session_dir), VideoSettings(fps=FPS))
     time.sleep(1.5)
     with ObsClient(obs.host, obs.port, obs.password) as other:
         other.stop_record()
@@ -116,7 +118,7 @@ def test_a_missing_clock_script_is_refused_and_obs_left_idle(xvfb: Xvfb, clock_w
     with ObsWithoutClockScript(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
         recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
         with pytest.raises(CaptureError, match=r"clock script is not running.*capture obs setup"):
-            recorder.start(target(xvfb, clock_window), tmp_path / "session",
+            recorder.start(target(xvfb, clock_window), video_output(tmp_path / "session"),
                            VideoSettings(fps=FPS))
         with ObsClient(obs.host, obs.port, obs.password) as client:
             deadline = time.monotonic() + 2   # OBS says active a moment after STOPPED
@@ -130,7 +132,8 @@ def test_obs_killed_mid_recording_keeps_the_video_and_its_frame_times(
     with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
         recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
         session_dir = tmp_path / "session"
-        recorder.start(target(xvfb, clock_window), session_dir, VideoSettings(fps=FPS))
+        recorder.start(target(xvfb, clock_window),
+                       video_output(session_dir), VideoSettings(fps=FPS))
         time.sleep(2.5)
         obs.kill()
         deadline = time.monotonic() + 3
@@ -148,5 +151,5 @@ def test_obs_killed_mid_recording_keeps_the_video_and_its_frame_times(
     assert len(records) > FPS
     assert all(r["capture_time_ns"] > 0 for r in records)
     (session_dir / formats.FRAMES_JOURNAL).unlink()     # as if capture had died too
-    assert recover_frames_journal(session_dir) == len(records)
+    assert recover_frames_journal(video_output(session_dir)) == len(records)
     assert list(read_journal(session_dir / formats.FRAMES_JOURNAL)) == records

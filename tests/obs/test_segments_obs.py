@@ -12,7 +12,8 @@ import pytest
 from capture import consent
 from capture.demo.game import WINDOW_CLASS
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import open_session
 from capture.session.recorder import RecordOptions, record
 from capture.video.obs.settings import ObsSettings
 from capture.xserver import Xvfb
@@ -35,7 +36,7 @@ def test_an_obs_recording_stays_one_segment(xvfb, demo_game, obs, capture_home,
     out = tmp_path / "out"
     opts = RecordOptions(game=WINDOW_CLASS, backend="obs", fps=FPS, out=out,
                          display=xvfb.display, player="p1", max_segment_s=3.0,
-                         obs=ObsSettings(obs.host, obs.port, obs.password))
+                         video_options=ObsSettings(obs.host, obs.port, obs.password))
     started, stop = threading.Event(), threading.Event()
     said: list[str] = []
     thread = threading.Thread(target=record, args=(opts,), kwargs={
@@ -59,10 +60,10 @@ def test_an_obs_recording_stays_one_segment(xvfb, demo_game, obs, capture_home,
     assert not thread.is_alive()
     segments = list(out.iterdir())
     assert len(segments) == 1, said
-    manifest = bundle.read_manifest(segments[0])
-    assert manifest["status"] == "complete", (manifest.get("error"), said)
-    assert manifest["qa"]["frames"] > 5 * FPS
+    manifest = read_manifest(segments[0])
+    assert manifest.status == "complete", (manifest.error, said)
+    assert manifest.qa is not None and manifest.qa.frames > 5 * FPS
     assert any("one file at a time" in line for line in said)
-    motion = [e for e in bundle.open_session(segments[0]).events().to_pylist()
+    motion = [e for e in open_session(segments[0]).events().to_pylist()
               if e["kind"] == "motion"]
     assert sum(e["dx"] for e in motion) == sent

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.session import bundle
+from capture.session.manifest import read_manifest
 from tests.factories import build_session, gameplay_script
 
 
 def _check(session_dir: Path, name: str) -> dict:
-    checks = bundle.read_manifest(session_dir)["qa"]["checks"]
-    return next(c for c in checks if c["name"] == name)
+    qa = read_manifest(session_dir).qa
+    assert qa is not None
+    return next(c.to_dict() for c in qa.checks if c.name == name)
 
 
 def test_a_visible_game_passes_and_a_black_capture_fails(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from capture import consent
 from capture.clock import now_ns
 from capture.demo.game import WINDOW_CLASS
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session import writer
+from capture.session.manifest import read_manifest
+from capture.session.reader import needs_recovery, open_session
 
 pytestmark = [pytest.mark.x11]
 
@@ -76,12 +78,13 @@ def test_sigterm_finalises_cleanly(xvfb, demo_game, capture_home, tmp_path) -> N
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert Path(stdout.strip().splitlines()[-1]) == session_dir
-    manifest = bundle.read_manifest(session_dir)
-    assert manifest["status"] == "complete"
-    assert manifest["clock"]["end"] is not None
-    assert manifest["qa"]["input_counts"].get("key_press") == 1
-    session = bundle.open_session(session_dir)
-    assert session.frames().num_rows == manifest["qa"]["frames"] > 10
+    manifest = read_manifest(session_dir)
+    assert manifest.status == "complete"
+    assert manifest.clock.end is not None
+    assert manifest.qa is not None
+    assert manifest.qa.input_counts.get("key_press") == 1
+    session = open_session(session_dir)
+    assert session.frames().num_rows == manifest.qa.frames > 10
 
 
 def test_sigkill_then_recover_loses_at_most_250ms(xvfb, demo_game, capture_home,
@@ -105,22 +108,22 @@ def test_sigkill_then_recover_loses_at_most_250ms(xvfb, demo_game, capture_home,
     inject.close()
     time.sleep(0.5)  # let orphaned children notice and exit
 
-    assert bundle.needs_recovery(session_dir)
+    assert needs_recovery(session_dir)
     with pytest.raises(Exception, match="not finalised"):
-        bundle.open_session(session_dir)
+        open_session(session_dir)
     env = {**os.environ, "CAPTURE_HOME": str(capture_home)}
     result = subprocess.run([sys.executable, "-m", "capture", "sessions", "recover",
                              str(session_dir)], env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    manifest = bundle.read_manifest(session_dir)
-    assert manifest["status"] == "recovered"
-    session = bundle.open_session(session_dir)
+    manifest = read_manifest(session_dir)
+    assert manifest.status == "recovered"
+    session = open_session(session_dir)
     motions = [e["t_ns"] for e in session.events().to_pylist() if e["kind"] == "motion"]
     assert motions, "no motion survived the crash"
     last_sent = max(t for t in sent if t <= kill_time)
     assert last_sent - max(motions) <= 250_000_000, "more than 250 ms of input lost"
     frames = session.frames()
-    assert frames.num_rows == bundle.count_decodable_frames(session.video_path) > 10
+    assert frames.num_rows == writer._count_decodable_frames(session.video_path) > 10
     last_frame = frames.column("capture_time_ns")[-1].as_py()
     assert kill_time - last_frame <= 750_000_000

@@ -16,6 +16,7 @@ from capture.demo.game import WINDOW_CLASS
 from capture.export import export_dataset
 from capture.inputs import gamepad
 from capture.inputs.xtest import XTestInjector
+from capture.session.manifest import read_manifest
 from capture.session.recorder import RecordOptions, record
 from tests.inputs.test_gamepad import FULL, VirtualPad
 
@@ -64,8 +65,9 @@ def test_gamepad_input_reaches_the_dataset(xvfb, demo_game, capture_home, tmp_pa
         thread.join(30)
     assert not thread.is_alive()
 
-    manifest = json.loads((result["session"] / "manifest.json").read_text())
-    devices = manifest["backend"]["input"]["gamepad"]["devices"]
+    pad_info = read_manifest(result["session"]).backend.input.gamepad
+    assert pad_info is not None
+    devices = pad_info.details["devices"]
     assert [d["name"] for d in devices] == ["E2E Pad"]
     dataset = tmp_path / "dataset"
     export_dataset([result["session"]], dataset)

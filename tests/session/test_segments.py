@@ -16,7 +16,8 @@ from capture.clock import now_ns
 from capture.demo.game import WINDOW_CLASS
 from capture.export import export_dataset
 from capture.inputs.xtest import XTestInjector
-from capture.session import bundle
+from capture.session.manifest import read_manifest
+from capture.session.reader import open_session
 from capture.session.recorder import RecordOptions, record
 
 pytestmark = [pytest.mark.x11]
@@ -55,16 +56,17 @@ def test_segments_and_idle_pause(xvfb, demo_game, capture_home, tmp_path: Path) 
         stop.set()
         thread.join(30)
 
-    segments = sorted(((bundle.read_manifest(d), d) for d in out.iterdir()),
-                      key=lambda pair: pair[0]["run"]["segment"])
+    segments = sorted(((read_manifest(d), d) for d in out.iterdir()),
+                      key=lambda pair: pair[0].run.segment if pair[0].run else -1)
     manifests = [m for m, _ in segments]
     assert len(manifests) >= 3
-    assert len({m["run"]["id"] for m in manifests}) == 1
-    assert [m["run"]["segment"] for m in manifests] == list(range(len(manifests)))
-    assert all(m["status"] == "complete" for m in manifests)
-    assert {c["name"] for c in manifests[0]["qa"]["checks"]} >= {"length", "game_visible"}
+    assert len({m.run.id for m in manifests if m.run}) == 1
+    assert [m.run.segment for m in manifests if m.run] == list(range(len(manifests)))
+    assert all(m.status == "complete" for m in manifests)
+    assert manifests[0].qa is not None
+    assert {c.name for c in manifests[0].qa.checks} >= {"length", "game_visible"}
 
-    tables = [bundle.open_session(d).frames() for _, d in segments]
+    tables = [open_session(d).frames() for _, d in segments]
     frames = np.concatenate([t.column("capture_time_ns").to_numpy() for t in tables])
     dropped = np.concatenate([t.column("dropped_before").to_numpy() for t in tables])
     boundaries = np.cumsum([t.num_rows for t in tables])[:-1]  # first frame of segments 1..

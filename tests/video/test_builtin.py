@@ -18,6 +18,7 @@ import pytest
 
 from capture.clock import now_ns
 from capture.errors import CaptureError
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoResult, VideoSettings, backend
 from capture.video.builtin import RING_SLOTS, BuiltinVideoBackend
 from capture.xserver import Xvfb
@@ -57,8 +58,8 @@ def recording(xvfb: Xvfb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     recorder = BuiltinVideoBackend()
     try:
         starting = now_ns()
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id), session_dir,
-                       VideoSettings(fps=FPS))
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id),
+                       video_output(session_dir), VideoSettings(fps=FPS))
         started = now_ns()
         assert recorder.alive()
         time.sleep(0.5)
@@ -145,13 +146,14 @@ def test_pause_grabs_nothing_and_counts_no_drops(recording: Recording) -> None:
 def test_start_refuses_a_missing_window(xvfb: Xvfb, tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match="does not exist"):
         BuiltinVideoBackend().start(CaptureTarget(display=xvfb.display, window_id=0x3FFFFF),
-                                    tmp_path, VideoSettings())
+                                    video_output(tmp_path), VideoSettings())
 
 
 def test_start_reports_an_encoder_that_cannot_start(xvfb: Xvfb, tmp_path: Path) -> None:
     recorder = BuiltinVideoBackend()
     with pytest.raises(CaptureError, match="encoder could not start"):
-        recorder.start(CaptureTarget(display=xvfb.display, region=(0, 0, 64, 64)), tmp_path,
+        recorder.start(CaptureTarget(display=xvfb.display, region=(0, 0, 64, 64)),
+                       video_output(tmp_path),
                        VideoSettings(codec="no-such-codec"))
     assert not recorder.alive()
     assert all(not psutil.pid_exists(pid) for pid in recorder.pids.values() if pid)
@@ -161,7 +163,8 @@ def test_odd_region_is_cropped_to_even_and_noted(xvfb: Xvfb, tmp_path: Path) -> 
     window = ColourWindow(xvfb.display, 0, 0, *WINDOW_SIZE)
     recorder = BuiltinVideoBackend()
     try:
-        recorder.start(CaptureTarget(display=xvfb.display, region=(10, 10, 101, 57)), tmp_path,
+        recorder.start(CaptureTarget(display=xvfb.display, region=(10, 10, 101, 57)),
+                       video_output(tmp_path),
                        VideoSettings(fps=FPS))
         time.sleep(0.4)
         result = recorder.stop()
@@ -179,8 +182,8 @@ def test_a_stalled_encoder_makes_drops_not_delays(xvfb: Xvfb, tmp_path: Path) ->
     window = ColourWindow(xvfb.display, 0, 0, *WINDOW_SIZE)
     recorder = BuiltinVideoBackend()
     try:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id), tmp_path,
-                       VideoSettings(fps=FPS))
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id),
+                       video_output(tmp_path), VideoSettings(fps=FPS))
         time.sleep(0.3)
         encoder = psutil.Process(recorder.pids["encoder"])
         encoder.suspend()
@@ -211,8 +214,8 @@ def test_sigkill_of_a_child_leaves_a_playable_file(xvfb: Xvfb, tmp_path: Path,
     window = ColourWindow(xvfb.display, 0, 0, *WINDOW_SIZE)
     recorder = BuiltinVideoBackend()
     try:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id), tmp_path,
-                       VideoSettings(fps=FPS))
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id),
+                       video_output(tmp_path), VideoSettings(fps=FPS))
         time.sleep(1.5)
         victim_pid = recorder.pids[victim]
         assert victim_pid is not None
@@ -240,8 +243,8 @@ def test_window_resize_is_noted_and_closing_it_stops_grabbing(xvfb: Xvfb,
                                                                tmp_path: Path) -> None:
     window = ColourWindow(xvfb.display, 0, 0, *WINDOW_SIZE)
     recorder = BuiltinVideoBackend()
-    recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id), tmp_path,
-                   VideoSettings(fps=FPS))
+    recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id),
+                   video_output(tmp_path), VideoSettings(fps=FPS))
     time.sleep(0.3)
     window.resize(200, 100)
     time.sleep(0.1)
@@ -263,11 +266,12 @@ import sys, time
 from pathlib import Path
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.builtin import RING_SLOTS, BuiltinVideoBackend
+from capture.session.writer import video_output
 
 if __name__ == "__main__":
     recorder = BuiltinVideoBackend()
     recorder.start(CaptureTarget(display=sys.argv[1], window_id=int(sys.argv[2])),
-                   Path(sys.argv[3]), VideoSettings(fps=30))
+                   video_output(Path(sys.argv[3])), VideoSettings(fps=30))
     print(recorder.pids["grabber"], recorder.pids["encoder"], flush=True)
     time.sleep(60)
 """
@@ -316,8 +320,8 @@ def test_a_child_dying_while_paused_never_blocks_the_owner(xvfb: Xvfb, tmp_path:
     window = ColourWindow(xvfb.display, 0, 0, *WINDOW_SIZE)
     recorder = BuiltinVideoBackend()
     try:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id), tmp_path,
-                       VideoSettings(fps=FPS))
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window.id),
+                       video_output(tmp_path), VideoSettings(fps=FPS))
         recorder.set_capturing(False)
         time.sleep(0.2)
         grabber_pid = recorder.pids["grabber"]

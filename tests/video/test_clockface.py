@@ -19,6 +19,7 @@ from capture.clockface import (
     render_clock_rgb,
     running_clockface,
 )
+from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
 from capture.video.builtin import BuiltinVideoBackend
 from capture.xserver import Xvfb
@@ -64,8 +65,8 @@ def test_clock_survives_grab_encode_decode(xvfb: Xvfb, tmp_path: Path) -> None:
     recorder = BuiltinVideoBackend()
     with running_clockface(xvfb.display, size=(640, 360), position=(20, 20),
                            stats_path=stats_path) as window_id:
-        recorder.start(CaptureTarget(display=xvfb.display, window_id=window_id), tmp_path,
-                       VideoSettings(fps=FPS))
+        recorder.start(CaptureTarget(display=xvfb.display, window_id=window_id),
+                       video_output(tmp_path), VideoSettings(fps=FPS))
         time.sleep(1.2)
         result = recorder.stop()
     assert result.error is None

@@ -14,9 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from capture import formats
 from capture.errors import CaptureError
-from capture.video._base import CaptureTarget, VideoBackend, VideoResult, VideoSettings
+from capture.video import (
+    Capabilities,
+    CaptureTarget,
+    VideoBackend,
+    VideoOutput,
+    VideoResult,
+    VideoSettings,
+)
 from capture.video.obs.client import ObsClient, ObsError
 from capture.video.obs.obs_clock_script import LOG_SUFFIX
 from capture.video.obs.recording import RecordingFile
@@ -29,7 +35,6 @@ from capture.video.obs.timeline import (
 )
 
 CLOCK_LOG = "obs-clock.jsonl"         # the script's log, kept in the session next to video.mkv
-VIDEO_STEM = Path(formats.VIDEO).stem
 STARTED = "OBS_WEBSOCKET_OUTPUT_STARTED"
 STOPPED = "OBS_WEBSOCKET_OUTPUT_STOPPED"
 START_TIMEOUT_S = 30.0              # OBS stalled ~10 s once, starting under load
@@ -62,7 +67,20 @@ class ObsVideoBackend(VideoBackend):
     """
 
     name = "obs"
-    concurrent_instances = False  # OBS records one file at a time
+    capabilities = Capabilities(overlapping_segments=False)  # OBS records one file at a time
+
+    @classmethod
+    def create(cls, options: Any | None = None) -> ObsVideoBackend:
+        """From ObsSettings (None: OBS_WEBSOCKET_* environment, then the [obs] config table)."""
+        return cls(settings=options if isinstance(options, ObsSettings) else None)
+
+    @classmethod
+    def recover(cls, output: VideoOutput) -> list[str]:
+        """OBS sessions get their frame timeline at stop: rebuild it from OBS's clock log."""
+        if output.timeline.exists():
+            return []
+        frames = recover_frames_journal(output)
+        return [f"frame timeline rebuilt from OBS's clock log ({frames} frames)"]
 
     def __init__(self, settings: ObsSettings | None = None, *, host: str | None = None,
                  port: int | None = None, password: str | None = None,
@@ -70,7 +88,7 @@ class ObsVideoBackend(VideoBackend):
         self.settings = settings or resolve(host, port, password)
         self.request_timeout_s = request_timeout_s
         self._client: ObsClient | None = None
-        self._session_dir: Path | None = None
+        self._output: VideoOutput | None = None
         self._output_path: Path | None = None
         self._start_request_ns = 0        # host time StartRecord was sent (for benchmarks)
         self._started_ns = 0              # host time the STARTED event arrived (naive fallback)
@@ -88,18 +106,18 @@ class ObsVideoBackend(VideoBackend):
         self._result: VideoResult | None = None
 
     # --- VideoBackend ----------------------------------------------------------------------------
-    def start(self, target: CaptureTarget, session_dir: Path, settings: VideoSettings) -> None:
+    def start(self, target: CaptureTarget, output: VideoOutput, settings: VideoSettings) -> None:
         if self._client is not None:
             raise CaptureError("this recorder was already started")
-        session_dir.mkdir(parents=True, exist_ok=True)
-        self._session_dir = session_dir
+        output.workdir.mkdir(parents=True, exist_ok=True)
+        self._output = output
         client = ObsClient(self.settings.host, self.settings.port, self.settings.password,
                            timeout_s=self.request_timeout_s).connect()
         try:
             where = self._preflight(client, target, settings)
             self._stats_before = client.stats()
             self._pid, self._cpu_before = _obs_process(self.settings.port)
-            self._start_recording(client, session_dir, where)
+            self._start_recording(client, output, where)
         except BaseException:
             client.close()
             raise
@@ -124,9 +142,9 @@ class ObsVideoBackend(VideoBackend):
     def stop(self) -> VideoResult:
         if self._result is not None:
             return self._result
-        if self._client is None or self._session_dir is None:
+        if self._client is None or self._output is None:
             raise CaptureError("the recorder was never started")
-        client, session_dir = self._client, self._session_dir
+        client, output = self._client, self._output
         errors: list[str] = []
         with self._changed:
             self._stop_requested = True
@@ -143,7 +161,7 @@ class ObsVideoBackend(VideoBackend):
             except ObsError as exc:
                 errors.append(f"OBS did not stop the recording cleanly: {exc}")
         elif stopped_by_obs:
-            errors.append(self._stopped_by_obs_message(session_dir))
+            errors.append(self._stopped_by_obs_message(output.workdir))
             with contextlib.suppress(ObsError):
                 stats_after = client.stats()
         else:
@@ -152,7 +170,7 @@ class ObsVideoBackend(VideoBackend):
         cpu_seconds = _cpu_seconds(self._pid) - self._cpu_before if self._pid else 0.0
         client.close()
         self._threads[0].join(2.0)
-        self._result = self._finish(session_dir, errors, stats_after, cpu_seconds,
+        self._result = self._finish(output, errors, stats_after, cpu_seconds,
                                     obs_alive=not errors or stopped_by_obs)
         return self._result
 
@@ -208,13 +226,13 @@ class ObsVideoBackend(VideoBackend):
             self._notes.append(f"warning: OBS's scene '{scene}' ({', '.join(shown)}) was all "
                                "black when the recording started")
 
-    def _start_recording(self, client: ObsClient, session_dir: Path,
+    def _start_recording(self, client: ObsClient, output: VideoOutput,
                          where: _RecordingPath) -> None:
         saved = {key: self._get_parameter(client, key)
                  for key in (where.directory, where.name_format)}
         try:
-            self._set_parameter(client, where.directory, str(session_dir))
-            self._set_parameter(client, where.name_format, VIDEO_STEM)
+            self._set_parameter(client, where.directory, str(output.video.parent))
+            self._set_parameter(client, where.name_format, output.video.stem)
             client.drain_events()
             self._start_request_ns = client.start_record()
             data, arrived = self._first_state(client, START_TIMEOUT_S)
@@ -223,9 +241,9 @@ class ObsVideoBackend(VideoBackend):
                 with contextlib.suppress(ObsError):
                     self._set_parameter(client, key, value)
         if data.get("outputState") != STARTED:
-            raise CaptureError(self._failed_start_message(session_dir))
+            raise CaptureError(self._failed_start_message(output.workdir))
         self._started_ns = arrived
-        self._output_path = Path(str(data.get("outputPath") or session_dir / formats.VIDEO))
+        self._output_path = Path(str(data.get("outputPath") or output.video))
         clock_log = Path(str(self._output_path) + LOG_SUFFIX)
         deadline = time.monotonic() + CLOCK_LOG_TIMEOUT_S
         while (problem := _clock_problem(clock_log)) is not None \
@@ -338,11 +356,11 @@ class ObsVideoBackend(VideoBackend):
                 self._changed.wait(min(left, 0.25))
 
     # --- stop ----------------------------------------------------------------------------------
-    def _finish(self, session_dir: Path, errors: list[str], stats_after: dict[str, Any],
+    def _finish(self, out: VideoOutput, errors: list[str], stats_after: dict[str, Any],
                 cpu_seconds: float, *, obs_alive: bool) -> VideoResult:
         result = VideoResult(backend=self.name, container="matroska", codec="h264",
                              cpu_seconds=max(0.0, cpu_seconds), notes=list(self._notes))
-        video = session_dir / formats.VIDEO
+        video = out.video
         output = self._output_path or video
         if output != video and output.exists():
             shutil.move(str(output), str(video))
@@ -352,7 +370,7 @@ class ObsVideoBackend(VideoBackend):
             deadline = time.monotonic() + CLOCK_END_TIMEOUT_S
             while not _has_line(clock_log, "end", tail=True) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        kept_log = session_dir / CLOCK_LOG
+        kept_log = out.workdir / CLOCK_LOG
         if clock_log.exists():
             clock_log.replace(kept_log)
         skipped = _delta(stats_after, self._stats_before, "outputSkippedFrames")
@@ -377,7 +395,7 @@ class ObsVideoBackend(VideoBackend):
             self.placement = {"start_cost": timeline.start_cost,
                               "start_margin": timeline.start_margin,
                               "tail_cost": timeline.tail_cost, "pauses_cut": len(timeline.cuts)}
-        _write_journal(session_dir / formats.FRAMES_JOURNAL, records)
+        out.timeline.rewrite(records)
         result.frames = len(records)
         result.repeated_frames = sum(bool(r["repeated"]) for r in records)
         result.dropped_slots = max(skipped + lagged,
@@ -415,23 +433,15 @@ def session_timeline(video: Path, clock_log: Path,
     return timeline, recording, notes
 
 
-def recover_frames_journal(session_dir: Path) -> int:
-    """Rebuild frames.jsonl of an OBS session whose recorder died (for `capture sessions
+def recover_frames_journal(output: VideoOutput) -> int:
+    """Rebuild the frame timeline of an OBS session whose recorder died (for `capture sessions
     recover`); returns the number of frames, 0 if there is no OBS clock log to rebuild from."""
-    video = session_dir / formats.VIDEO
-    for clock_log in (session_dir / CLOCK_LOG, Path(str(video) + LOG_SUFFIX)):
+    video = output.video
+    for clock_log in (output.workdir / CLOCK_LOG, Path(str(video) + LOG_SUFFIX)):
         if clock_log.exists() and video.exists():
             timeline, _recording, _notes = session_timeline(video, clock_log)
-            _write_journal(session_dir / formats.FRAMES_JOURNAL, timeline.records)
-            return len(timeline.records)
+            return output.timeline.rewrite(timeline.records)
     return 0
-
-
-def _write_journal(path: Path, records: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-        out.flush()
 
 
 def _has_line(path: Path, kind: str, *, tail: bool = False) -> bool:
