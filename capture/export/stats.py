@@ -46,7 +46,7 @@ def sample_indices(n: int) -> list[int]:
     """Which of an episode's n frames (0-based) LeRobot samples for image statistics."""
     if n <= 0:
         return []
-    return np.round(np.linspace(0, n - 1, sample_count(n))).astype(int).tolist()
+    return [int(i) for i in np.round(np.linspace(0, n - 1, sample_count(n))).astype(int)]
 
 
 def downsample_hwc(image: np.ndarray) -> np.ndarray:
@@ -59,8 +59,8 @@ def downsample_hwc(image: np.ndarray) -> np.ndarray:
     return image[::step, ::step]
 
 
-def _quantile(hist: np.ndarray, edges: np.ndarray, target: float) -> np.floating:
-    """Numpy scalars on purpose: LeRobot's dtype (float32 at a bin edge, else float64) follows."""
+def _quantile(hist: np.ndarray, edges: np.ndarray, target: float) -> Any:
+    """A numpy scalar on purpose: LeRobot's dtype (float32 at a bin edge, else float64) follows."""
     cumsum = np.cumsum(hist)
     idx = int(np.searchsorted(cumsum, target))
     if idx == 0:
@@ -89,7 +89,7 @@ def _vector_stats(batch: np.ndarray, count: int) -> Stats:
     mean_sq = np.mean(batch ** 2, axis=0)
     stats = {"min": low.copy(), "max": high.copy(), "mean": mean.copy(),
              "std": np.sqrt(np.maximum(0, mean_sq - mean ** 2)), "count": np.array([count])}
-    quantiles: list[list[np.floating]] = [[] for _ in QUANTILES]
+    quantiles: list[list[Any]] = [[] for _ in QUANTILES]
     n = batch.shape[0]
     for d in range(batch.shape[1]):
         edges = np.linspace(low[d] - 1e-10, high[d] + 1e-10, HISTOGRAM_BINS + 1)
