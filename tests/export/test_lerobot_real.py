@@ -79,15 +79,18 @@ def run_doctor(root: Path, tmp: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory,
              gameplay_session: Path) -> Iterator[dict[str, Path]]:
-    """One dataset of each kind the exporter writes: native size; resized and resampled;
-    two sessions of two games rolled over into several data and video files and chunks."""
+    """One dataset of each kind the exporter writes: native size (640x360, so image stats
+    take LeRobot's downsampling path); resized and resampled; two sessions of two games rolled
+    over into several data and video files and chunks."""
     base = tmp_path_factory.mktemp("real")
     other = build_session(base / "sessions", gameplay_script(
         seed=7, game="othergame", session_id="20250301T130000Z-othergame-000002"))
+    wide = build_session(base / "sessions", gameplay_script(
+        width=640, height=360, session_id="20250301T140000Z-factorygame-000003"))
     out = {kind: base / kind for kind in KINDS}
     with pytest.MonkeyPatch.context() as monkeypatch:
         stub_consent(monkeypatch, "active")
-        export_dataset([gameplay_session], out["native"], pseudonym_key=PSEUDONYM_KEY)
+        export_dataset([wide], out["native"], pseudonym_key=PSEUDONYM_KEY)
         export_dataset([gameplay_session], out["resized"], fps=15, size=(32, 24),
                        pseudonym_key=PSEUDONYM_KEY)
         export_dataset([gameplay_session, other], out["rollover"], pseudonym_key=PSEUDONYM_KEY,
@@ -213,6 +216,12 @@ def test_dataloader_with_workers_sees_every_frame(datasets: dict[str, Path],
 RENUMBERED = {"episode_index", "index", "task_index"}
 
 
+# Stats of decoded frames against ours of the frames before encoding (as LeRobot computes them):
+# compression ringing moves the extremes by up to 11 of 255 levels (0.043) on the tagged test
+# pictures; mean, std and quantiles stayed within 0.003.
+VIDEO_TOLERANCE = {"min": 0.06, "max": 0.06}
+
+
 def assert_stats_close(written: dict[str, Any], recomputed: dict[str, Any]) -> None:
     assert set(written) == set(recomputed)
     for feature, stats in recomputed.items():
@@ -224,9 +233,9 @@ def assert_stats_close(written: dict[str, Any], recomputed: dict[str, Any]) -> N
             assert got.shape == want.shape, (feature, key)
             if key == "count":
                 assert got.tolist() == want.tolist(), feature
-            elif video:  # decoded (lossy) frames vs the frames before encoding: min and max
-                # move by a few of 255 levels (0.012 measured), the rest by < 0.004
-                np.testing.assert_allclose(got, want, atol=0.03, err_msg=f"{feature}/{key}")
+            elif video:  # decoded (lossy) frames vs the frames before encoding
+                np.testing.assert_allclose(got, want, atol=VIDEO_TOLERANCE.get(key, 0.01),
+                                           err_msg=f"{feature}/{key}")
             else:
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
                                            err_msg=f"{feature}/{key}")
