@@ -9,9 +9,11 @@ to check. Imports only LeRobot's environment (never the capture package).
   loader ROOT        a DataLoader with 2 forked workers over the whole dataset. Nothing is decoded
                      in this process before the workers start: LeRobot caches video decoders at
                      module level, and a forked worker inheriting a used one fails.
-  delete ROOT NEW E  dataset_tools.delete_episodes(episodes [E, ...]) into NEW; then the stats
+  delete ROOT NEW SPLITS E
+                     dataset_tools.delete_episodes(episodes [E, ...]) into NEW; then the stats
                      recomputed from NEW's remaining episodes (numeric: compute_episode_stats on
-                     the data; video: LeRobot's sampling and get_feature_stats on decoded frames).
+                     the data; video: LeRobot's sampling and get_feature_stats on decoded frames);
+                     then split_dataset of ROOT into "first" (episode 0) and "rest" in SPLITS.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from lerobot.datasets.compute_stats import (
     get_feature_stats,
     sample_indices,
 )
-from lerobot.datasets.dataset_tools import delete_episodes
+from lerobot.datasets.dataset_tools import delete_episodes, split_dataset
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 IMAGE = "observation.image"
@@ -142,7 +144,7 @@ def video_episode_stats(dataset: LeRobotDataset) -> list[dict]:
     return out
 
 
-def cmd_delete(out: Path, root: str, new_root: str, *episodes: str) -> None:
+def cmd_delete(out: Path, root: str, new_root: str, split_root: str, *episodes: str) -> None:
     dataset = LeRobotDataset(repo_id="local/x", root=root)
     edited = delete_episodes(dataset, [int(e) for e in episodes], output_dir=new_root,
                              repo_id="local/edited")
@@ -152,9 +154,14 @@ def cmd_delete(out: Path, root: str, new_root: str, *episodes: str) -> None:
         stats.update(video)
     recomputed = aggregate_stats(per_episode)
     written = json.loads((Path(new_root) / "meta/stats.json").read_text())
+    rest = list(range(1, dataset.num_episodes))
+    parts = split_dataset(dataset, {"first": [0], "rest": rest}, output_dir=split_root)
+    splits = {name: {"len": len(part), "num_episodes": part.num_episodes,
+                     "stats": json.loads((Path(part.root) / "meta/stats.json").read_text())}
+              for name, part in parts.items()}
     out.with_suffix(".json").write_text(json.dumps({
         "num_episodes": edited.num_episodes, "len": len(edited), "stats": written,
-        "recomputed": jsonable(recomputed)}))
+        "recomputed": jsonable(recomputed), "splits": splits}))
 
 
 def main(argv: list[str]) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from capture.export import layout
 from capture.export.lerobot import export_dataset
+from capture.export.stats import sample_count
 from capture.export.verify import trace_consent, verify_dataset
 from tests.factories import build_session, gameplay_script, read_frame_tag
 
@@ -242,17 +243,27 @@ def assert_stats_close(written: dict[str, Any], recomputed: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("kind", ["native", "rollover"])
-def test_delete_episodes_keeps_the_stats(datasets: dict[str, Path], kind: str,
+def test_delete_episodes_and_split_keep_the_stats(datasets: dict[str, Path], kind: str,
                                          tmp_path: Path) -> None:
     root = datasets[kind]
     edited = tmp_path / "edited"
-    result, _ = run_driver(tmp_path, "delete", root, edited, 0)
+    result, _ = run_driver(tmp_path, "delete", root, edited, tmp_path / "splits", 0)
     kept = len(episodes_table(root)) - 1
     assert result["num_episodes"] == kept
     assert result["stats"], "LeRobot wrote an empty stats.json"
     assert set(result["stats"]) == set(json.loads((root / layout.INFO_PATH).read_text())[
         "features"])
     assert_stats_close(result["stats"], result["recomputed"])
+    # split_dataset goes the same way: each part's stats.json is the aggregate of its episodes
+    lengths = episodes_table(root)["length"].tolist()
+    features = set(result["stats"])
+    for name, episodes in (("first", lengths[:1]), ("rest", lengths[1:])):
+        part = result["splits"][name]
+        assert part["num_episodes"] == len(episodes) and part["len"] == sum(episodes)
+        assert set(part["stats"]) == features, name
+        assert part["stats"]["frame_index"]["count"] == [sum(episodes)], name
+        assert part["stats"][layout.VIDEO_KEY]["count"] == [sum(sample_count(n)
+                                                                for n in episodes)]
     # LeRobot's tools drop our consent columns, meta/consent.json and meta/events: verify says so
     report = verify_dataset(edited)
     messages = [str(p) for p in report.problems]
