@@ -35,6 +35,21 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# A working Python 3.12 (pyenv's shims exist for versions not selected, so each is tried).
+find_python312() {
+  local candidates=()
+  if command -v pyenv >/dev/null; then
+    candidates+=("$(pyenv root)"/versions/3.12*/bin/python3.12)
+  fi
+  candidates+=("$(command -v python3.12 || true)")
+  for candidate in "${candidates[@]}"; do
+    if [ -x "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+
 # The real LeRobot for the conformance tests (tests/export/test_lerobot_real.py). It needs
 # Python >= 3.12 and torch (~5 GB), so it lives in its own venv and the main one stays light.
 LEROBOT_SPEC=("lerobot[dataset]==0.6.1" "lerobot-doctor==0.2.0")
@@ -44,17 +59,11 @@ if [ "$with_lerobot" = 1 ]; then
       && [ -x .venv-lerobot/bin/lerobot-doctor ]; then
     :  # present: nothing to do
   else
-    py312=""
-    if command -v python3.12 >/dev/null; then py312="$(command -v python3.12)"; fi
+    py312="$(find_python312)"
     if [ -z "$py312" ] && command -v pyenv >/dev/null; then
-      for candidate in "$(pyenv root)"/versions/3.12*/bin/python3.12; do
-        if [ -x "$candidate" ]; then py312="$candidate"; fi
-      done
-      if [ -z "$py312" ]; then
-        echo "setup: installing Python 3.12 through pyenv for LeRobot" >&2
-        pyenv install -s 3.12
-        py312="$(ls -d "$(pyenv root)"/versions/3.12*/bin/python3.12 | tail -1)"
-      fi
+      echo "setup: installing Python 3.12 through pyenv for LeRobot" >&2
+      pyenv install -s 3.12
+      py312="$(find_python312)"
     fi
     if [ -z "$py312" ]; then
       echo "setup: LeRobot needs Python 3.12 (install it, or pyenv); skipping .venv-lerobot" >&2
