@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from capture.errors import BadInputError
 from capture.export.lerobot import ExportReport
-from capture.export.verify import verify_dataset
+from capture.export.verify import trace_consent, verify_dataset
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
@@ -241,3 +242,17 @@ def test_verify_survives_unreadable_parquet(exported: tuple[Path, ExportReport],
     assert {DATA, EPISODES} <= files, report.summary()
     assert "problem" in report.summary()
     assert np.all([p.message for p in report.problems])
+
+
+def test_trace_consent_matches_episodes_by_capture_times(exported: tuple[Path, ExportReport],
+                                                        tmp_path: Path) -> None:
+    root = exported[0]
+    consent = json.loads((root / CONSENT).read_text())
+    traced = trace_consent(root, root / CONSENT)
+    assert [(m.episode_index, m.source_episode_index) for m in traced] == [(0, 0), (1, 1)]
+    assert {m.consent_receipt_id for m in traced} == {consent["episodes"][0]["consent_receipt_id"]}
+    consent["episodes"][1]["last_capture_time_ns"] += 1  # no longer this dataset's episode 1
+    other = tmp_path / "consent.json"
+    other.write_text(json.dumps(consent))
+    with pytest.raises(BadInputError, match=r"episode\(s\) 1 match no episode"):
+        trace_consent(root, other)
