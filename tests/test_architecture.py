@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "capture"
 # (docs/architecture.md draws the same picture.)
 LAYERS: list[set[str]] = [
     {"capture", "clock", "errors", "paths", "formats", "journal", "sizes", "processes",
-     "xserver", "clockface", "keyvocab"},
+     "xserver", "clockface"},
     {"consent", "inputs", "video", "config"},
     {"session"},
     {"align", "export", "withdrawal"},

@@ -18,7 +18,7 @@ import pyarrow as pa
 from capture import formats
 from capture.align import DEFAULT_MAX_EPISODE_S, Alignment, align_session
 from capture.clock import utc_iso
-from capture.errors import BadInputError, CaptureError, ConsentError
+from capture.errors import BadInputError, CaptureError, ConsentError, DiskFullError, is_disk_full
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
 from capture.export.video import SourceFrames, probe_video, resized
@@ -27,6 +27,7 @@ from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
 
 PROGRESS_EVERY = 30  # frames between progress callbacks
+LOW_DISK_BYTES = 1 << 20  # an export that fails with less free space than this ran out of it
 MAX_EPISODE_S = 2000.0  # float32 steps exceed 2 x 1e-4 s beyond 2048 s
 
 
@@ -375,9 +376,14 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         writer.finish(card)
         _check_out(out)  # nobody created it meanwhile
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
+        # PyAV reports a full disk as a broken encoder, not as ENOSPC: look at the disk too.
+        if isinstance(exc, Exception) and not isinstance(exc, CaptureError) and (
+                is_disk_full(exc) or shutil.disk_usage(out.parent).free < LOW_DISK_BYTES):
+            raise DiskFullError(out, "the dataset was not written (nothing of it is left); "
+                                "free some space and export again") from None
         raise
     counter.flush()
     outside = sum(int((s.alignment.event_episode < 0).sum()) for s in sources

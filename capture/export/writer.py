@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -248,10 +249,14 @@ class DatasetWriter:
         _write_json(path, document)
 
     def abort(self) -> None:
-        """Release open files after a failure (the caller removes the directory)."""
-        self.video.close()
+        """Release open files after a failure (the caller removes the directory); closing may
+        fail again (a full disk), which changes nothing: the directory is removed."""
+        with contextlib.suppress(Exception):
+            self.video.close()
         if self._events is not None:
-            self._events.close()
+            with contextlib.suppress(Exception):
+                self._events.close()
+            self._events = None
 
 
 def file_digests(root: Path) -> dict[str, str]:

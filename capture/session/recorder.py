@@ -17,7 +17,7 @@ from capture import inputs, paths, video
 from capture.clock import ClockPair, now_ns
 from capture.consent import ConsentReceipt, receipt_status, require_consent
 from capture.errors import CaptureError, ConsentError, DiskFullError
-from capture.inputs import InputEvent, WindowInfo
+from capture.inputs import EventKind, InputEvent, WindowInfo
 from capture.journal import JournalWriter
 from capture.session import store, writer
 from capture.session.manifest import ComponentInfo, ConsentRef, GameInfo, InputInfo, RunInfo
@@ -56,11 +56,9 @@ def make_video_backend(opts: RecordOptions) -> video.VideoBackend:
     return cls.create(opts.video_options)
 
 
-HELD_PAIRS = {"key_press": "key_release", "button_press": "button_release",
-              "gamepad_button_press": "gamepad_button_release"}
-ACTIVITY_KINDS = frozenset({"key_press", "key_release", "button_press", "button_release",
-                            "motion", "wheel", "gamepad_axis", "gamepad_button_press",
-                            "gamepad_button_release"})
+# Input a player makes (not what we derive: pointer positions, focus changes).
+ACTIVITY_KINDS = frozenset(EventKind) - {EventKind.POINTER, EventKind.FOCUS_IN,
+                                         EventKind.FOCUS_OUT}
 
 
 _BEGIN_HANDOVER = object()
@@ -78,7 +76,7 @@ class _EventWriter:
         self.journal = journal
         self.on_activity = on_activity
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.held: dict[tuple[str, str | None, str | None], InputEvent] = {}
+        self.held: dict[tuple[EventKind, str | None, str | None], InputEvent] = {}
         self.focus: InputEvent | None = None
         self.thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self.thread.start()
@@ -97,26 +95,25 @@ class _EventWriter:
         done.wait()
 
     def _track(self, event: InputEvent) -> None:
-        if event.kind in HELD_PAIRS:
+        if event.kind.release_of() is not None:
             self.held[(event.kind, event.key or event.button or event.axis, event.device)] = event
-        elif event.kind in HELD_PAIRS.values():
-            press = next(k for k, v in HELD_PAIRS.items() if v == event.kind)
+        elif (press := event.kind.press_of()) is not None:
             self.held.pop((press, event.key or event.button or event.axis, event.device), None)
-        elif event.kind in ("focus_in", "focus_out"):
-            self.focus = event if event.kind == "focus_in" else None
+        elif event.kind in (EventKind.FOCUS_IN, EventKind.FOCUS_OUT):
+            self.focus = event if event.kind == EventKind.FOCUS_IN else None
 
     def _switch(self, journal: JournalWriter, t_ns: int) -> None:
-        def copy(event: InputEvent, kind: str) -> dict[str, Any]:
+        def copy(event: InputEvent, kind: EventKind | None) -> dict[str, Any]:
             record = event.to_record()
             record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
             return record
 
-        for (press, _name, _device), event in self.held.items():
-            self.journal.append(copy(event, HELD_PAIRS[press]))
+        for event in self.held.values():
+            self.journal.append(copy(event, event.kind.release_of()))
         self.journal.close()
         self.journal = journal
         if self.focus is not None:
-            journal.append(copy(self.focus, "focus_in"))
+            journal.append(copy(self.focus, EventKind.FOCUS_IN))
         for event in self.held.values():
             journal.append(copy(event, event.kind))
 
@@ -244,8 +241,8 @@ class Recording:
         if "gamepad" in self.opts.scope:
             from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
 
-            self.gamepad = GamepadCapture(sink=self.events.sink, is_focused=self.focused.is_set)
-            self.gamepad.start()
+            self.gamepad = GamepadCapture(is_focused=self.focused.is_set)
+            self.gamepad.start(self.events.sink)
         self._apply_capture()
         return segment.session_dir
 

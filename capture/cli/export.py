@@ -1,0 +1,68 @@
+"""`capture export` and `capture dataset verify`: build a LeRobot v3.0 dataset and check it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from capture.cli._common import resolve_sessions
+from capture.sizes import parse_size
+
+
+def _parse_size(value: str) -> tuple[int, int] | None:
+    if value == "native":
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}, or 'native'") from None
+
+
+@click.command("export")
+@click.argument("sessions", nargs=-1, required=True, metavar="SESSION...")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Dataset directory to create (must not exist or be empty).")
+@click.option("--fps", type=click.IntRange(1, 240), default=None,
+              help="Dataset frame rate (default: the sessions' recording rate).")
+@click.option("--size", default="native", show_default=True, help="WxH or native.")
+@click.option("--max-episode-s", type=float, default=600.0, show_default=True,
+              help="Split sessions into episodes of at most this length.")
+def export_cmd(sessions: tuple[str, ...], out: Path, fps: int | None, size: str,
+               max_episode_s: float) -> None:
+    """Export sessions (ids from `capture sessions list`, or directories) as a LeRobot v3.0
+    dataset with per-frame actions."""
+    from tqdm import tqdm
+
+    from capture.export import export_dataset, format_report
+    from capture.session.manifest import read_manifest
+
+    size_wh = _parse_size(size)
+    session_dirs = resolve_sessions(sessions)
+    for session_dir in session_dirs:
+        read_manifest(session_dir)  # an unreadable one is named before anything is written
+    with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
+        def progress(frames_done: int) -> None:
+            bar.update(frames_done - bar.n)
+
+        report = export_dataset(session_dirs, out, fps=fps, size=size_wh,
+                                max_episode_s=max_episode_s, progress=progress)
+    click.echo(format_report(report))
+
+
+@click.group()
+def dataset() -> None:
+    """Check datasets."""
+
+
+@dataset.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def dataset_verify(path: Path) -> None:
+    """Check a dataset against LeRobot's loading rules; exit 1 if anything is wrong."""
+    from capture.export.verify import verify_dataset
+
+    report = verify_dataset(path)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
