@@ -38,5 +38,7 @@ def test_schema_files_are_valid_json_and_versioned() -> None:
         assert ".v" in path.name, f"{path.name} has no version in its name"
         if path.name.endswith(".arrow.json"):
             assert {"name", "version", "fields"} <= doc.keys(), path.name
+        elif "openapi" in doc:  # an HTTP API's document (OpenAPI 3.1 has no $schema key)
+            assert doc["openapi"].startswith("3."), path.name
         else:
             assert doc.get("$schema", "").startswith("https://json-schema.org/"), path.name

@@ -101,6 +101,7 @@ class _Source:
     width: int
     height: int
     alignment: Alignment | None = None
+    time_uncertain: np.ndarray | None = None   # frames whose capture time is not established
 
     @property
     def manifest(self) -> Manifest:
@@ -133,9 +134,11 @@ def _load_source(session_dir: Path) -> _Source:
     if (np.diff(positions) <= 0).any() or positions[0] < 0:
         raise BadInputError("frame_index is not strictly increasing from >= 0", frames_path)
     width, height = probe_video(session.video_path)
+    uncertain = frames.column("time_uncertain").fill_null(False).to_numpy(zero_copy_only=False)
     return _Source(session=session, events=events, capture_times_ns=times,
                    video_positions=positions, width=width, height=height,
-                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64))
+                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64),
+                   time_uncertain=uncertain.astype(bool))
 
 
 def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str:
@@ -146,12 +149,18 @@ def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str
     return receipt_status(receipt_id, game=game, ledger_path=ledger_path)
 
 
-def _check_consent(sources: list[_Source], ledger_path: Path | None) -> None:
-    """Refuse unless every session's receipt is active (unknown receipts fail closed)."""
+def _check_consent(sources: list[_Source], ledger_path: Path | None,
+                   consent_status: Callable[[str, str], str] | None = None) -> None:
+    """Refuse unless every session's receipt is active (unknown receipts fail closed).
+
+    `consent_status(receipt_id, game)` replaces the local ledger (e.g. a collector's registry).
+    """
     refused = []
     for source in sources:
         receipt = source.manifest.consent.receipt_id
-        status = _receipt_status(receipt, source.manifest.game.name, ledger_path)
+        game = source.manifest.game.name
+        status = (consent_status(receipt, game) if consent_status is not None
+                  else _receipt_status(receipt, game, ledger_path))
         if status == "active":
             continue
         why = ("was withdrawn" if status == "revoked"
@@ -314,7 +323,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
                    pseudonym_key: bytes | None = None, ledger_path: Path | None = None,
                    progress: Callable[[int], None] | None = None,
-                   limits: layout.FileLimits = layout.DEFAULT_LIMITS) -> ExportReport:
+                   limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                   consent_status: Callable[[str, str], str] | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
     Every session is opened with hash checks and its consent receipt checked before anything
@@ -336,7 +346,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise CaptureError(f"sessions listed more than once: {', '.join(twice)}")
-    _check_consent(sources, ledger_path)
+    _check_consent(sources, ledger_path, consent_status)
     rate = _choose_fps(sources, fps)
     width, height = _choose_size(sources, size)
     for source in sources:
@@ -344,7 +354,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
             source.alignment = align_session(source.capture_times_ns, source.events,
                                              source_fps=source.fps_target, fps=rate,
                                              max_episode_s=max_episode_s,
-                                             dropped_before=source.dropped_before)
+                                             dropped_before=source.dropped_before,
+                                             uncertain=source.time_uncertain)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
