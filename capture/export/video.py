@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -136,7 +137,7 @@ class VideoFileWriter:
         self._mux(self._stream.encode(frame))
         self.frames_in_file += 1
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[Any]) -> None:
         assert self._container is not None
         for packet in packets:
             self.bytes_in_file += packet.size
@@ -187,14 +188,14 @@ class ImageStats:
         self._min = np.minimum(self._min, values.min(axis=0))
         self._max = np.maximum(self._max, values.max(axis=0))
 
-    def result(self) -> dict[str, list]:
+    def result(self) -> dict[str, list[Any]]:
         if not self.images:
             zeros = [[[0.0]]] * 3
             return {"min": zeros, "max": zeros, "mean": zeros, "std": zeros, "count": [0]}
         mean = self._sum / self._pixels
         std = np.sqrt(np.maximum(self._sum_sq / self._pixels - mean ** 2, 0.0))
 
-        def shaped(v: np.ndarray) -> list:
+        def shaped(v: np.ndarray) -> list[Any]:
             return [[[float(c)]] for c in v]
 
         return {"min": shaped(self._min), "max": shaped(self._max), "mean": shaped(mean),

@@ -49,7 +49,7 @@ class _RunningStats:
         self._min = np.minimum(self._min, v.min(axis=0))
         self._max = np.maximum(self._max, v.max(axis=0))
 
-    def result(self) -> dict[str, list]:
+    def result(self) -> dict[str, list[Any]]:
         n = max(self.count, 1)
         mean = self._sum / n
         std = np.sqrt(np.maximum(self._sum_sq / n - mean ** 2, 0.0))
