@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -136,7 +137,7 @@ class VideoFileWriter:
         self._mux(self._stream.encode(frame))
         self.frames_in_file += 1
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[Any]) -> None:
         assert self._container is not None
         for packet in packets:
             self.bytes_in_file += packet.size
