@@ -147,7 +147,8 @@ def parse_clock_log(lines: Iterable[bytes | str], source: str = "clock log") -> 
 def fingerprint_distance(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
     """Sum over cells of the luma difference beyond coding noise (0 for the same picture)."""
     difference = np.abs(a.astype(np.int16) - b.astype(np.int16)) - NOISE_LEVELS
-    return np.clip(difference, 0, None).sum(axis=-1).astype(np.float64)
+    distance: npt.NDArray[Any] = np.clip(difference, 0, None).sum(axis=-1).astype(np.float64)
+    return distance
 
 
 @dataclass(frozen=True, slots=True)
