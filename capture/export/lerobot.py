@@ -364,15 +364,16 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
     qlog = QualityLog(quality, rate) if quality is not None and quality.active else None
-    for source in sources if qlog is not None else ():
-        assert source.alignment is not None
-        source.alignment = qlog.filter(
-            source.alignment, session_id=source.session.session_id,
-            video_path=source.session.video_path, source_fps=source.fps_target,
-            frame_pts=source.session.frames().column("pts").to_numpy(),
-            events=source.events, dropped_before=source.dropped_before,
-            failed_checks=failed_checks(source.manifest), time_uncertain=source.time_uncertain)
     if qlog is not None:
+        for source in sources:
+            assert source.alignment is not None
+            source.alignment = qlog.filter(
+                source.alignment, session_id=source.session.session_id,
+                video_path=source.session.video_path, source_fps=source.fps_target,
+                frame_pts=source.session.frames().column("pts").to_numpy(),
+                events=source.events, dropped_before=source.dropped_before,
+                failed_checks=failed_checks(source.manifest),
+                time_uncertain=source.time_uncertain)
         qlog.refuse_if_nothing_left()
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}

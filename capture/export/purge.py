@@ -22,6 +22,7 @@ import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from av.video.codeccontext import VideoCodecContext
 
 from capture import __version__, formats
 from capture.align import DEFAULT_MAX_EPISODE_S
@@ -259,11 +260,11 @@ def _purge_lock(dataset: Path) -> Iterator[None]:
 
 
 # --- statistics ----------------------------------------------------------------------------
-def _stat_entry(values: np.ndarray, keys: list[str]) -> dict[str, list]:
+def _stat_entry(values: np.ndarray, keys: list[str]) -> dict[str, list[Any]]:
     n = len(values)
     v = values.reshape(n, -1).astype(np.float64) if n else np.zeros((0, 1))
     width = v.shape[1]
-    out: dict[str, list] = {}
+    out: dict[str, list[Any]] = {}
     for key in keys:
         if key == "count":
             out[key] = [n]
@@ -300,7 +301,7 @@ def _image_sample_rows(total_frames: int) -> set[int]:
     return set(np.round(np.linspace(0, total_frames - 1, count)).astype(int).tolist())
 
 
-def _image_stats(videos: list[Path], total_frames: int, keys: list[str]) -> dict[str, list]:
+def _image_stats(videos: list[Path], total_frames: int, keys: list[str]) -> dict[str, list[Any]]:
     """Per-channel stats in [0, 1] of the sampled frames, shaped [3, 1, 1] like LeRobot's;
     count is the number of frames sampled."""
     samples = _image_sample_rows(total_frames)
@@ -313,7 +314,7 @@ def _image_stats(videos: list[Path], total_frames: int, keys: list[str]) -> dict
                     pixels.append(_downsampled(frame))
                 row += 1
     values = np.concatenate(pixels) if pixels else np.zeros((0, 3))
-    out: dict[str, list] = {}
+    out: dict[str, list[Any]] = {}
     for key in keys:
         if key == "count":
             out[key] = [len(pixels)]
@@ -440,7 +441,7 @@ class _CannotSplice(Exception):
     """The file's packets cannot be spliced safely; the caller re-encodes the whole file."""
 
 
-def _frame_of(packet: av.Packet, fps: int) -> int:
+def _frame_of(packet: av.Packet[Any], fps: int) -> int:
     assert packet.pts is not None and packet.time_base is not None
     return round(float(packet.pts * packet.time_base) * fps)
 
@@ -471,10 +472,10 @@ def _to_length_prefixed(data: bytes, size: int) -> bytes:
     return b"".join(len(n).to_bytes(size, "big") + n for n in _annexb_nals(data))
 
 
-def _piece_encoder(fps: int, width: int, height: int) -> av.CodecContext:
+def _piece_encoder(fps: int, width: int, height: int) -> VideoCodecContext:
     """A libx264 encoder with the export's settings and out-of-band headers (as in mp4)."""
     codec = av.CodecContext.create(layout.VIDEO_CODEC, "w")
-    assert isinstance(codec, av.video.codeccontext.VideoCodecContext)
+    assert isinstance(codec, VideoCodecContext)
     codec.width, codec.height, codec.pix_fmt = width, height, layout.VIDEO_PIX_FMT
     codec.time_base = Fraction(1, fps)
     codec.framerate = Fraction(fps, 1)
@@ -485,13 +486,24 @@ def _piece_encoder(fps: int, width: int, height: int) -> av.CodecContext:
     return codec
 
 
-def _rewrapped(packet: av.Packet, position: int, nal_size: int) -> tuple[int, av.Packet]:
+def _rewrapped(packet: av.Packet[Any], position: int, nal_size: int) -> tuple[int, av.Packet[Any]]:
     """An encoder's Annex B packet as an mp4 (length-prefixed) one, at output frame
     position + its pts."""
     assert packet.pts is not None
     out = av.Packet(_to_length_prefixed(bytes(packet), nal_size))
     out.is_keyframe = packet.is_keyframe
     return position + int(packet.pts), out
+
+
+@dataclass(slots=True)
+class _SpliceState:
+    """Where the spliced output stands."""
+
+    position: int = 0           # next output frame
+    index: int = 0              # next packet in decode order
+    copied: int = 0
+    reencoded: int = 0
+    delay: int | None = None    # frames decode time runs ahead of display (from the source)
 
 
 def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: int,
@@ -513,19 +525,20 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
         if _annexb_nals(bytes(probe.extradata or b"")) != parameter_sets:
             raise _CannotSplice("a new encoder's SPS/PPS differ from the file's")
         out_stream = output.add_stream_from_template(stream)
-        state = {"position": 0, "index": 0, "copied": 0, "reencoded": 0, "delay": None}
+        state = _SpliceState()
 
-        def mux(frame_no: int, packet: av.Packet) -> None:
-            dts = state["index"] - state["delay"]
+        def mux(frame_no: int, packet: av.Packet[Any]) -> None:
+            assert state.delay is not None
+            dts = state.index - state.delay
             if dts > frame_no:
                 raise _CannotSplice("decode order runs ahead of display order")
             packet.stream = out_stream
             packet.time_base = Fraction(1, fps)
             packet.pts, packet.dts, packet.duration = frame_no, dts, 1
             output.mux(packet)
-            state["index"] += 1
+            state.index += 1
 
-        def finish_gop(gop: list[av.Packet], hi: int) -> None:
+        def finish_gop(gop: list[av.Packet[Any]], hi: int) -> None:
             """Copy, re-encode in part, or skip one closed GOP showing frames [lo, hi)."""
             lo = _frame_of(gop[0], fps)
             if sorted(_frame_of(p, fps) for p in gop) != list(range(lo, hi)):
@@ -533,16 +546,17 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
             mask = np.zeros(hi - lo, dtype=bool)
             inside = wanted[lo:hi]
             mask[:len(inside)] = inside
-            position = state["position"]
+            position = state.position
             if not mask.any():
                 return
             if mask.all():
                 for packet in gop:
                     mux(_frame_of(packet, fps) + position - lo, packet)
-                state["position"] += hi - lo
-                state["copied"] += hi - lo
+                state.position += hi - lo
+                state.copied += hi - lo
                 return
             decoder = av.CodecContext.create(stream.codec_context.name, "r")
+            assert isinstance(decoder, VideoCodecContext)
             decoder.extradata = extradata
             decoded = [frame for packet in [*gop, None] for frame in decoder.decode(packet)]
             if len(decoded) != hi - lo:
@@ -551,38 +565,38 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
             kept = np.flatnonzero(mask)  # closed GOP: decoded in display order
             for run in np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1):
                 encoder = _piece_encoder(fps, width, height)
-                pieces: list[tuple[int, av.Packet]] = []
+                pieces: list[tuple[int, av.Packet[Any]]] = []
                 for k, offset in enumerate(run.tolist()):
                     picture = decoded[offset].reformat(format=layout.VIDEO_PIX_FMT)
                     picture.pts, picture.time_base = k, Fraction(1, fps)
                     picture.pict_type = av.video.frame.PictureType.NONE
-                    pieces += [_rewrapped(p, state["position"], nal_size)
+                    pieces += [_rewrapped(p, state.position, nal_size)
                                for p in encoder.encode(picture)]
-                pieces += [_rewrapped(p, state["position"], nal_size)
+                pieces += [_rewrapped(p, state.position, nal_size)
                            for p in encoder.encode(None)]
                 for frame_no, packet in pieces:
                     mux(frame_no, packet)
-                state["position"] += len(run)
-                state["reencoded"] += len(run)
+                state.position += len(run)
+                state.reencoded += len(run)
 
-        gop: list[av.Packet] = []
+        gop: list[av.Packet[Any]] = []
         for packet in container.demux(stream):
             if packet.size == 0 or packet.pts is None:
                 continue
-            if state["delay"] is None:
-                if not packet.is_keyframe or packet.dts is None:
+            if state.delay is None:
+                if not packet.is_keyframe or packet.dts is None or packet.time_base is None:
                     raise _CannotSplice("the file does not start with a keyframe")
-                state["delay"] = -round(float(packet.dts * packet.time_base) * fps)
+                state.delay = -round(float(packet.dts * packet.time_base) * fps)
             if packet.is_keyframe and gop:
                 finish_gop(gop, _frame_of(packet, fps))
                 gop = []
             gop.append(packet)
         if gop:
             finish_gop(gop, max(_frame_of(p, fps) for p in gop) + 1)
-        if state["position"] != int(wanted.sum()):
-            raise _CannotSplice(f"the file holds {state['position']} of the "
+        if state.position != int(wanted.sum()):
+            raise _CannotSplice(f"the file holds {state.position} of the "
                                 f"{int(wanted.sum())} frames the kept episodes need")
-    return SpliceStats(copied=state["copied"], reencoded=state["reencoded"])
+    return SpliceStats(copied=state.copied, reencoded=state.reencoded)
 
 
 def _stream_codec(path: Path) -> str:
@@ -844,7 +858,7 @@ def _digests(root: Path, *, skip: str) -> dict[str, str]:
         if path.is_file() and rel != skip:
             digest = hashlib.sha256()
             with open(path, "rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                while block := f.read(1 << 20):
                     digest.update(block)
             out[rel] = digest.hexdigest()
     return out

@@ -140,12 +140,12 @@ def sample_pictures(video_path: Path, alignment: Alignment, frame_pts: np.ndarra
                 target = int(frame_pts[row])
                 container.seek(target, stream=stream, backward=True)
                 got: list[np.ndarray] = []
-                for frame in container.decode(stream):
-                    if frame.pts is None or frame.pts < target:
+                for picture in container.decode(stream):
+                    if picture.pts is None or picture.pts < target:
                         continue
-                    if not got and frame.pts != target:
+                    if not got and picture.pts != target:
                         break  # the timeline's frame is not in the file where it says
-                    got.append(frame.to_ndarray(format="gray").astype(np.float32))
+                    got.append(picture.to_ndarray(format="gray").astype(np.float32))
                     if len(got) == 2:
                         break
                 if not got:

@@ -140,7 +140,8 @@ class _Dataset:
 
 def _matrix(table: pa.Table, name: str) -> np.ndarray:
     column = table.column(name).combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    values: np.ndarray = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), -1)
 
 
 def _load(root: Path) -> _Dataset:
