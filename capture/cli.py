@@ -234,29 +234,45 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 
 
 @cli.command("export")
-@click.argument("session_dirs", nargs=-1, required=True,
-                type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Dataset directory to create (must not exist or be empty).")
+@click.argument("session_dirs", nargs=-1, required=True)
+@click.option("--out", required=True,
+              help="Dataset to create: a directory (must not exist or be empty) or an "
+                   "s3://bucket/prefix URL. Re-running into the same dataset adds new sessions "
+                   "and skips unchanged ones.")
 @click.option("--fps", type=click.IntRange(1, 240), default=None,
               help="Dataset frame rate (default: the sessions' recording rate).")
 @click.option("--size", default="native", show_default=True, help="WxH or native.")
 @click.option("--max-episode-s", type=float, default=600.0, show_default=True,
               help="Split sessions into episodes of at most this length.")
-def export_cmd(session_dirs: tuple[Path, ...], out: Path, fps: int | None, size: str,
-               max_episode_s: float) -> None:
-    """Export sessions as a LeRobot v3.0 dataset with per-frame actions."""
+@click.option("--codec", type=click.Choice(["h264", "av1"]), default="h264", show_default=True,
+              help="Video codec (av1: SVT-AV1, as LeRobot writes by default).")
+@click.option("--gop-seconds", type=float, default=2.0, show_default=True,
+              help="Seconds between keyframes of re-encoded episodes.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: worker processes; ray: Ray tasks.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes (local) or CPUs of a local Ray (default: one per CPU).")
+@click.option("--ray-address", default=None,
+              help="Address of a running Ray cluster (default: start a local one).")
+def export_cmd(session_dirs: tuple[str, ...], out: str, fps: int | None, size: str,
+               max_episode_s: float, codec: str, gop_seconds: float, engine: str,
+               workers: int | None, ray_address: str | None) -> None:
+    """Export sessions (directories or s3:// URLs) as a LeRobot v3.0 dataset with per-frame
+    actions."""
     from tqdm import tqdm
 
     from capture.export import export_dataset, format_report
+    from capture.export.engine import EngineOptions
 
     size_wh = _parse_size(size)
+    options = EngineOptions(engine=engine, workers=workers, ray_address=ray_address)
     with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
         def progress(frames_done: int) -> None:
             bar.update(frames_done - bar.n)
 
         report = export_dataset(list(session_dirs), out, fps=fps, size=size_wh,
-                                max_episode_s=max_episode_s, progress=progress)
+                                max_episode_s=max_episode_s, progress=progress, codec=codec,
+                                gop_seconds=gop_seconds, engine=options)
     click.echo(format_report(report))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -19,14 +20,22 @@ from capture import formats
 from capture.align import DEFAULT_MAX_EPISODE_S, Alignment, align_session
 from capture.clock import utc_iso
 from capture.errors import BadInputError, CaptureError, ConsentError
-from capture.export import layout
+from capture.export import layout, storage
 from capture.export.card import SessionSummary, render_card
-from capture.export.video import SourceFrames, probe_video, resized
+from capture.export.engine import (
+    EngineOptions,
+    EpisodeJob,
+    EpisodeResult,
+    SessionJob,
+    clear_segments,
+    fetch_segment,
+    run_jobs,
+)
+from capture.export.video import SourceInfo, probe_video
 from capture.export.writer import DatasetWriter
 from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
 
-PROGRESS_EVERY = 30  # frames between progress callbacks
 MAX_EPISODE_S = 2000.0  # float32 steps exceed 2 x 1e-4 s beyond 2048 s
 
 
@@ -45,6 +54,7 @@ class EpisodeReport:
     source_frames: int
     source_frames_dropped: int
     source_frames_repeated: int
+    copied: bool = False  # packets copied from the session video, no re-encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,9 @@ class ExportReport:
     height: int
     seconds: float
     episode_reports: tuple[EpisodeReport, ...]
+    codec: str = layout.DEFAULT_CODEC
+    engine: str = "local"
+    episodes_copied: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,7 +89,9 @@ def format_report(report: ExportReport) -> str:
         f"  {report.sessions} sessions -> {report.episodes} episodes, {report.frames} frames at "
         f"{report.fps} fps ({report.width}x{report.height}), {report.events} input events "
         f"({report.events_outside_episodes} outside episodes, e.g. while paused)",
-        f"  took {report.seconds:.1f} s ({report.frames / max(report.seconds, 1e-9):.0f} frames/s)",
+        f"  took {report.seconds:.1f} s ({report.frames / max(report.seconds, 1e-9):.0f} frames/s)"
+        f" with the {report.engine} engine; {report.codec}, {report.episodes_copied} of "
+        f"{report.episodes} episodes copied without re-encoding",
         "  episode  session                                  frames  |capture-grid| ms "
         "p50/p95/max  dropped  repeated",
     ]
@@ -97,9 +112,17 @@ class _Source:
     capture_times_ns: np.ndarray
     dropped_before: np.ndarray
     video_positions: np.ndarray
-    width: int
-    height: int
+    video: SourceInfo
+    location: str  # where workers read the session: its directory, or the URL it came from
     alignment: Alignment | None = None
+
+    @property
+    def width(self) -> int:
+        return self.video.width
+
+    @property
+    def height(self) -> int:
+        return self.video.height
 
     @property
     def manifest(self) -> Manifest:
@@ -117,7 +140,7 @@ def _check_out(out: Path) -> None:
         raise CaptureError("output directory exists and is not empty; choose a new path", out)
 
 
-def _load_source(session_dir: Path) -> _Source:
+def _load_source(session_dir: Path, location: str) -> _Source:
     session = open_session(session_dir)
     frames = session.frames()
     events = session.events()
@@ -130,9 +153,9 @@ def _load_source(session_dir: Path) -> _Source:
         raise BadInputError("capture_time_ns goes backwards", frames_path)
     if (np.diff(positions) <= 0).any() or positions[0] < 0:
         raise BadInputError("frame_index is not strictly increasing from >= 0", frames_path)
-    width, height = probe_video(session.video_path)
     return _Source(session=session, events=events, capture_times_ns=times,
-                   video_positions=positions, width=width, height=height,
+                   video_positions=positions, video=probe_video(session.video_path),
+                   location=location,
                    dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64))
 
 
@@ -219,73 +242,90 @@ def _events_table(source: _Source, first_episode: int) -> pa.Table:
             .append_column("frame_index", pa.array(frame, pa.int64(), mask=~inside)))
 
 
-class _Progress:
-    def __init__(self, callback: Callable[[int], None] | None) -> None:
-        self.callback, self.done, self._reported = callback, 0, 0
+def _plan_session(source: _Source, *, first_episode: int, first_row: int, samples: set[int],
+                  fps: int, width: int, height: int, encoding: layout.VideoEncoding,
+                  segments: str) -> SessionJob:
+    """The job making this session's episodes: source frames, stats samples, copy or encode."""
+    assert source.alignment is not None
+    native = (width, height) == (source.width, source.height)
+    copyable_source = (native and encoding.codec == "h264" and source.video.codec == "h264"
+                       and source.video.pix_fmt == layout.VIDEO_PIX_FMT
+                       and float(fps) == source.fps_target)
+    episodes = []
+    row = first_row
+    for offset, episode in enumerate(source.alignment.episodes):
+        positions = source.video_positions[episode.source_index]
+        one_to_one = bool(len(positions) and (np.diff(positions) == 1).all())
+        episodes.append(EpisodeJob(
+            index=first_episode + offset, positions=tuple(positions.tolist()),
+            samples=tuple(i for i in range(episode.n_frames) if row + i in samples),
+            copy=copyable_source and one_to_one))
+        row += episode.n_frames
+    return SessionJob(source=source.location, video=source.manifest.video.file,
+                      episodes=tuple(episodes), fps=fps, width=width, height=height,
+                      encoding=encoding, segments=segments)
 
-    def step(self) -> None:
-        self.done += 1
-        if self.callback is not None and self.done - self._reported >= PROGRESS_EVERY:
-            self.flush()
 
-    def flush(self) -> None:
-        if self.callback is not None and self.done != self._reported:
-            self.callback(self.done)
-            self._reported = self.done
-
-
-def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, int] | None,
-                   samples: set[int], pseudonym: str, progress: _Progress,
-                   reports: list[EpisodeReport]) -> int:
-    """Write one session's episodes and events; returns its first episode index."""
+def _join_session(writer: DatasetWriter, source: _Source, results: list[EpisodeResult], *,
+                  work: Path, pseudonym: str, reports: list[EpisodeReport]) -> int:
+    """Append one session's made episodes and its events; returns its first episode index."""
     assert source.alignment is not None
     manifest = source.manifest
     first_episode = writer.total_episodes
     task = manifest.game.name
-    with SourceFrames(source.session.video_path) as video:
-        for position, episode in enumerate(source.alignment.episodes):
-            slot = writer.start_episode()
-            last_position, picture = -1, None
-            positions = source.video_positions[episode.source_index].tolist()
-            for i, video_position in enumerate(positions):
-                if video_position != last_position:
-                    picture = resized(video.at(video_position), size)
-                    last_position = video_position
-                assert picture is not None
-                if writer.total_frames + i in samples:
-                    writer.image_stats.add(picture)
-                writer.video.write(picture)
-                progress.step()
-            rows = source.alignment.episode_rows(position)
-            stats = episode.stats
-            index = writer.add_episode(
-                slot, task=task, capture_time_ns=episode.capture_time_ns,
-                actions={name: values[rows] for name, values in source.alignment.actions.items()},
-                extra={
-                    "session_id": source.session.session_id,
-                    "segment_index": episode.segment_index,
-                    "segment_part": episode.part_index,
-                    "consent_receipt_id": manifest.consent.receipt_id,
-                    "license": manifest.consent.license,
-                    "player": pseudonym,
-                    "synthetic_consent": manifest.consent.synthetic,
-                    "source_start_utc": _utc_at(manifest, episode.start_ns),
-                    "grid_start_ns": episode.start_ns,
-                    "alignment/offset_ms_p50": stats.offset_ms_p50,
-                    "alignment/offset_ms_p95": stats.offset_ms_p95,
-                    "alignment/offset_ms_max": stats.offset_ms_max,
-                    "alignment/source_frames_dropped": stats.dropped,
-                    "alignment/source_frames_repeated": stats.repeated,
-                })
-            reports.append(EpisodeReport(
-                episode_index=index, session_id=source.session.session_id,
-                segment_index=episode.segment_index, segment_part=episode.part_index,
-                frames=episode.n_frames, offset_ms_p50=stats.offset_ms_p50,
-                offset_ms_p95=stats.offset_ms_p95, offset_ms_max=stats.offset_ms_max,
-                source_frames=stats.source_frames, source_frames_dropped=stats.dropped,
-                source_frames_repeated=stats.repeated))
+    for position, (episode, result) in enumerate(zip(source.alignment.episodes, results,
+                                                     strict=True)):
+        if result.index != writer.total_episodes:
+            raise RuntimeError(f"episode {result.index} came back where "
+                               f"{writer.total_episodes} was due")
+        segment = fetch_segment(result, work)
+        slot = writer.start_episode(segment)
+        writer.video.append()
+        segment.path.unlink(missing_ok=True)
+        writer.image_stats.merge(result.image_stats)
+        rows = source.alignment.episode_rows(position)
+        stats = episode.stats
+        index = writer.add_episode(
+            slot, task=task, capture_time_ns=episode.capture_time_ns,
+            actions={name: values[rows] for name, values in source.alignment.actions.items()},
+            extra={
+                "session_id": source.session.session_id,
+                "segment_index": episode.segment_index,
+                "segment_part": episode.part_index,
+                "consent_receipt_id": manifest.consent.receipt_id,
+                "license": manifest.consent.license,
+                "player": pseudonym,
+                "synthetic_consent": manifest.consent.synthetic,
+                "source_start_utc": _utc_at(manifest, episode.start_ns),
+                "grid_start_ns": episode.start_ns,
+                "alignment/offset_ms_p50": stats.offset_ms_p50,
+                "alignment/offset_ms_p95": stats.offset_ms_p95,
+                "alignment/offset_ms_max": stats.offset_ms_max,
+                "alignment/source_frames_dropped": stats.dropped,
+                "alignment/source_frames_repeated": stats.repeated,
+            })
+        reports.append(EpisodeReport(
+            episode_index=index, session_id=source.session.session_id,
+            segment_index=episode.segment_index, segment_part=episode.part_index,
+            frames=episode.n_frames, offset_ms_p50=stats.offset_ms_p50,
+            offset_ms_p95=stats.offset_ms_p95, offset_ms_max=stats.offset_ms_max,
+            source_frames=stats.source_frames, source_frames_dropped=stats.dropped,
+            source_frames_repeated=stats.repeated, copied=result.copied))
     writer.add_events(_events_table(source, first_episode))
     return first_episode
+
+
+def _stage_inputs(session_dirs: Sequence[Path | str], work: Path) -> list[tuple[Path, str]]:
+    """(local directory, location for workers) of each session; URLs are copied down."""
+    staged = []
+    for number, item in enumerate(session_dirs):
+        location = str(item)
+        if storage.is_url(location):
+            local = storage.local_dir(location, work / "inputs" / f"{number:06d}")
+        else:
+            local = Path(location)
+        staged.append((local, location))
+    return staged
 
 
 def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
@@ -293,24 +333,64 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
                    pseudonym_key: bytes | None = None, ledger_path: Path | None = None,
                    progress: Callable[[int], None] | None = None,
-                   limits: layout.FileLimits = layout.DEFAULT_LIMITS) -> ExportReport:
+                   limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                   codec: str = layout.DEFAULT_CODEC,
+                   gop_seconds: float = layout.GOP_SECONDS,
+                   engine: EngineOptions | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
+    Sessions and `out` are local paths or object-store URLs (see capture.export.storage).
     Every session is opened with hash checks and its consent receipt checked before anything
-    is written; the dataset is built in a temporary directory next to `out` and renamed into
-    place, so a failure leaves no partial dataset. `progress` gets the number of frames written
-    so far. `size` is (width, height); None keeps the sessions' own size.
+    is written; the dataset is built in a temporary directory next to `out` (or, for a URL,
+    locally) and renamed (uploaded, info.json last) into place, so a failure leaves no partial
+    dataset. `progress` gets the number of frames written so far. `size` is (width, height);
+    None keeps the sessions' own size. `engine` says where episodes are encoded (worker
+    processes by default); the result is the same whichever engine makes it.
     """
     began = time.monotonic()
-    out = Path(out)
-    _check_out(out)
+    engine = engine or EngineOptions()
+    remote_out = storage.is_url(str(out))
+    if remote_out:
+        if storage.exists(storage.join(str(out), *layout.INFO_PATH.split("/"))):
+            raise CaptureError(f"a dataset already exists at {str(out).split('?')[0]}; "
+                               "choose a new location")
+    else:
+        out = Path(out)
+        _check_out(out)
     if not session_dirs:
         raise CaptureError("no sessions given to export")
+    if codec not in layout.CODECS:
+        raise CaptureError(f"unknown codec {codec!r}; use one of {', '.join(layout.CODECS)}")
     if not 0 < max_episode_s <= MAX_EPISODE_S:
         raise CaptureError(f"max episode length must be in (0, {MAX_EPISODE_S:g}] s, not "
                            f"{max_episode_s:g}: float32 timestamps lose the 1e-4 s precision "
                            "LeRobot's loader needs in longer episodes")
-    sources = [_load_source(Path(d)) for d in session_dirs]
+    if gop_seconds <= 0:
+        raise CaptureError(f"the keyframe interval must be positive, not {gop_seconds:g} s")
+    local_out = Path(tempfile.mkdtemp(prefix="capture-export-")) / "dataset" if remote_out \
+        else out
+    assert isinstance(local_out, Path)
+    local_out.parent.mkdir(parents=True, exist_ok=True)
+    work = local_out.parent / f".{local_out.name}.work-{secrets.token_hex(4)}"
+    work.mkdir()
+    try:
+        return _export(session_dirs, out, local_out, work, fps=fps, size=size,
+                       max_episode_s=max_episode_s, pseudonym_key=pseudonym_key,
+                       ledger_path=ledger_path, progress=progress, limits=limits, codec=codec,
+                       gop_seconds=gop_seconds, engine=engine, began=began)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if remote_out:
+            shutil.rmtree(local_out.parent, ignore_errors=True)
+
+
+def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path, work: Path,
+            *, fps: int | None, size: tuple[int, int] | None, max_episode_s: float,
+            pseudonym_key: bytes | None, ledger_path: Path | None,
+            progress: Callable[[int], None] | None, limits: layout.FileLimits, codec: str,
+            gop_seconds: float, engine: EngineOptions, began: float) -> ExportReport:
+    staged = _stage_inputs(session_dirs, work)
+    sources = [_load_source(local, location) for local, location in staged]
     ids = [s.session.session_id for s in sources]
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
@@ -318,6 +398,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     _check_consent(sources, ledger_path)
     rate = _choose_fps(sources, fps)
     width, height = _choose_size(sources, size)
+    encoding = layout.default_encoding(rate, codec, gop_seconds)
     for source in sources:
         try:
             source.alignment = align_session(source.capture_times_ns, source.events,
@@ -330,40 +411,72 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                   for s in sources}
     tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
     total = sum(s.alignment.n_frames for s in sources if s.alignment is not None)
-    resize_to = (width, height) if size is not None else None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    remote_out = storage.is_url(str(out))
+    segments = (storage.join(str(out), ".capture-segments", secrets.token_hex(6))
+                if remote_out and engine.engine == "ray" else str(work / "segments"))
+    tmp = local_out.parent / f".{local_out.name}.partial-{secrets.token_hex(4)}"
     tmp.mkdir()
-    writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits)
+    writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits,
+                           encoding=encoding)
     reports: list[EpisodeReport] = []
     summaries: list[SessionSummary] = []
-    counter = _Progress(progress)
-    try:
-        samples = writer.image_stats.sample_positions(total)
-        for source in sources:
-            first = _write_session(writer, source, size=resize_to, samples=samples,
-                                   pseudonym=pseudonyms[source.session.session_id],
-                                   progress=counter, reports=reports)
+    samples = writer.image_stats.sample_positions(total)
+    jobs, first_episode, first_row = [], 0, 0
+    for source in sources:
+        assert source.alignment is not None
+        jobs.append(_plan_session(source, first_episode=first_episode, first_row=first_row,
+                                  samples=samples, fps=rate, width=width, height=height,
+                                  encoding=encoding,
+                                  segments=storage.join(segments, f"{len(jobs):06d}")))
+        first_episode += len(source.alignment.episodes)
+        first_row += source.alignment.n_frames
+    done: dict[int, list[EpisodeResult]] = {}
+    joined = 0
+
+    def on_result(position: int, results: list[EpisodeResult]) -> None:
+        nonlocal joined
+        done[position] = results
+        while joined in done:  # join in session order, as soon as the next one is there
+            source = sources[joined]
             assert source.alignment is not None
+            first = _join_session(writer, source, done.pop(joined), work=work,
+                                  pseudonym=pseudonyms[source.session.session_id],
+                                  reports=reports)
             summaries.append(SessionSummary(
                 session_id=source.session.session_id, game=source.manifest.game.name,
                 license=source.manifest.consent.license,
                 synthetic_consent=source.manifest.consent.synthetic,
                 episodes=writer.total_episodes - first, frames=source.alignment.n_frames))
-        card = render_card(name=out.name, fps=rate, width=width, height=height,
-                           max_episode_s=max_episode_s, sessions=summaries)
+            joined += 1
+            if progress is not None:
+                progress(writer.total_frames)
+
+    try:
+        run_jobs(jobs, engine, on_result)
+        if joined != len(sources):
+            raise RuntimeError(f"{len(sources) - joined} sessions were not made")
+        card = render_card(name=Path(str(out).split("?")[0]).name, fps=rate, width=width,
+                           height=height, max_episode_s=max_episode_s, sessions=summaries)
         writer.finish(card)
-        _check_out(out)  # nobody created it meanwhile
-        os.replace(tmp, out)
+        if remote_out:
+            storage.upload_dir(tmp, str(out), last=(layout.INFO_PATH,))
+        else:
+            _check_out(local_out)  # nobody created it meanwhile
+            os.replace(tmp, local_out)
     except BaseException:
         writer.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
-    counter.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if storage.is_url(segments):
+            clear_segments(segments)
     outside = sum(int((s.alignment.event_episode < 0).sum()) for s in sources
                   if s.alignment is not None)
-    return ExportReport(path=out, sessions=len(sources), episodes=writer.total_episodes,
+    return ExportReport(path=local_out if not remote_out else Path(str(out).split("?")[0]),
+                        sessions=len(sources), episodes=writer.total_episodes,
                         frames=writer.total_frames, events=writer.total_events,
                         events_outside_episodes=outside, fps=rate, width=width, height=height,
-                        seconds=time.monotonic() - began, episode_reports=tuple(reports))
+                        seconds=time.monotonic() - began, episode_reports=tuple(reports),
+                        codec=codec, engine=engine.engine,
+                        episodes_copied=sum(r.copied for r in reports))

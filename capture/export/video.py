@@ -1,29 +1,52 @@
-"""Export video: read a session's frames in decode order, write constant-rate files, image stats."""
+"""Export video: decode session videos, encode or copy episode segments, join them into files.
+
+An episode is written as its own segment file (an mp4 holding just that episode's frames at
+pts = 0, 1, 2, ... in a 1/fps time base, starting on a keyframe) by encode_segment or
+copy_segment; VideoFileWriter then joins segments into the dataset's chunk files by stream copy,
+as LeRobot concatenates episodes. Segments are independent, so any number of workers can make
+them and the joined files are the same whoever made them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from capture.errors import BadInputError
 from capture.export import layout
 
 _MB = 1024 * 1024
+SCALE_INTERPOLATION = "AREA"  # libswscale's area averaging: no aliasing when shrinking
+ENCODER_THREADS = 1  # parallelism comes from workers; one thread is the least CPU per frame
+# and makes libx264's output the same bytes in every worker and engine.
 
 
-def probe_video(path: Path) -> tuple[int, int]:
-    """(width, height) of a session video, after checking its first frame decodes."""
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What export needs to know about a session video before decoding it."""
+
+    width: int
+    height: int
+    codec: str      # the stream's codec name, e.g. "h264"
+    pix_fmt: str
+
+
+def probe_video(path: Path) -> SourceInfo:
+    """Size, codec and pixel format of a session video, after checking its first frame decodes."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise BadInputError("has no video stream", path)
-            for frame in container.decode(video=0):
-                return frame.width, frame.height
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                return SourceInfo(width=frame.width, height=frame.height,
+                                  codec=stream.codec_context.name, pix_fmt=frame.format.name)
     except (av.error.FFmpegError, ValueError) as exc:
         raise BadInputError(f"video cannot be decoded ({exc})", path) from None
     raise BadInputError("video has no decodable frames", path)
@@ -39,7 +62,8 @@ class SourceFrames:
             stream = self._container.streams.video[0]
         except (av.error.FFmpegError, IndexError) as exc:
             raise BadInputError(f"video cannot be opened ({exc})", path) from None
-        stream.thread_type = "AUTO"
+        # One decoding thread: workers run in parallel, and frame threads only add CPU.
+        stream.thread_type = "NONE"
         self._frames = self._container.decode(stream)
         self._position = -1
         self._current: av.VideoFrame | None = None
@@ -71,21 +95,180 @@ class SourceFrames:
         self.close()
 
 
-def resized(frame: av.VideoFrame, size: tuple[int, int] | None) -> av.VideoFrame:
-    """The frame at `size` (width, height), resized with OpenCV's INTER_AREA; as is if None."""
-    if size is None or (frame.width, frame.height) == size:
+def scaled(frame: av.VideoFrame, size: tuple[int, int] | None,
+           reformatter: VideoReformatter | None = None) -> av.VideoFrame:
+    """The frame as yuv420p at `size` (width, height), scaled by libswscale in one step (no RGB
+    round trip); as is when it already is. None keeps the frame's size.
+
+    Pass one VideoReformatter for a run of frames: it keeps libswscale's context, which
+    frame.reformat() builds anew for every frame (3x the CPU of the scaling itself)."""
+    width, height = size if size is not None else (frame.width, frame.height)
+    if (frame.width, frame.height) == (width, height) and \
+            frame.format.name == layout.VIDEO_PIX_FMT:
         return frame
-    rgb = frame.to_ndarray(format="rgb24")
-    small = np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA),
-                                 dtype=np.uint8)
-    return av.VideoFrame.from_ndarray(small, format="rgb24")
+    return (reformatter or VideoReformatter()).reformat(
+        frame, width=width, height=height, format=layout.VIDEO_PIX_FMT,
+        interpolation=SCALE_INTERPOLATION)
 
 
+# --- segments -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One episode's video as a standalone file, and how it was made."""
+
+    path: Path
+    frames: int
+    bytes: int
+    copied: bool  # packets copied from the session video (no re-encode)
+
+
+FrameSink = Callable[[int, av.VideoFrame], None]  # (frame number in the episode, frame)
+
+
+def _open_segment(path: Path, *, fps: int, width: int, height: int,
+                  encoding: layout.VideoEncoding,
+                  like: av.VideoFrame | None) -> tuple[av.container.OutputContainer,
+                                                       av.video.stream.VideoStream]:
+    container = av.open(str(path), "w", format="mp4")
+    stream = container.add_stream(encoding.encoder, rate=fps)
+    assert isinstance(stream, av.video.stream.VideoStream)
+    stream.width, stream.height, stream.pix_fmt = width, height, layout.VIDEO_PIX_FMT
+    context = stream.codec_context
+    context.time_base = Fraction(1, fps)
+    context.gop_size = encoding.gop
+    if like is not None:  # say what the pixels are: the session's colour range and matrix
+        context.color_range = like.color_range
+        context.colorspace = like.colorspace
+    stream.options = encoding.codec_options(ENCODER_THREADS)
+    return container, stream
+
+
+def encode_segment(path: Path, frames: Iterator[av.VideoFrame], count: int, *, fps: int,
+                   width: int, height: int, encoding: layout.VideoEncoding,
+                   sink: FrameSink | None = None) -> Segment:
+    """Encode `count` frames (any size and format: scaled here) into a segment file.
+
+    `sink` sees every frame as encoded (at the output size, yuv420p), e.g. for image stats.
+    """
+    container: av.container.OutputContainer | None = None
+    stream: av.video.stream.VideoStream | None = None
+    size = 0
+    written = 0
+    reformatter = VideoReformatter()
+    try:
+        for frame in frames:
+            picture = scaled(frame, (width, height), reformatter)
+            if container is None:
+                container, stream = _open_segment(path, fps=fps, width=width, height=height,
+                                                  encoding=encoding, like=frame)
+            assert stream is not None
+            if sink is not None:
+                sink(written, picture)
+            picture.pts, picture.time_base = written, Fraction(1, fps)
+            # A decoded frame keeps its I/P type, and the encoder would make every I a keyframe.
+            picture.pict_type = av.video.frame.PictureType.NONE
+            for packet in stream.encode(picture):
+                size += packet.size
+                container.mux(packet)
+            written += 1
+        if container is None or stream is None:
+            raise ValueError("an episode needs at least one frame")
+        for packet in stream.encode(None):
+            size += packet.size
+            container.mux(packet)
+    finally:
+        if container is not None:
+            container.close()
+    if written != count:
+        raise RuntimeError(f"segment {path.name}: {written} frames encoded, {count} expected")
+    return Segment(path=path, frames=written, bytes=size, copied=False)
+
+
+def keyframe_positions(path: Path) -> np.ndarray:
+    """File positions (packet order) of a session video's keyframes, read without decoding."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        flags = [packet.is_keyframe for packet in container.demux(stream)
+                 if packet.size]
+    return np.flatnonzero(np.asarray(flags, dtype=bool))
+
+
+def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
+                 sink: FrameSink | None = None) -> Segment:
+    """Copy the packets of file positions [first, first + count) of `source` into a segment,
+    rewriting only timestamps (frame i at i/fps). `first` must be a keyframe and the source
+    must store frames in presentation order (no B-frames): the caller checks (copy_possible).
+
+    `sink` sees the decoded frames (decoding is cheap next to encoding; stats need pictures).
+    """
+    size = 0
+    written = 0
+    decoded = 0
+    with av.open(str(source)) as src:
+        in_stream = src.streams.video[0]
+        in_stream.thread_type = "NONE"
+        decoder = in_stream.codec_context if sink is not None else None
+        with av.open(str(path), "w", format="mp4") as out:
+            out_stream = out.add_stream_from_template(in_stream)
+            out_stream.time_base = Fraction(1, fps)
+            position = -1
+            for packet in src.demux(in_stream):
+                if not packet.size:
+                    continue
+                position += 1
+                if position < first:
+                    continue
+                if position >= first + count:
+                    break
+                if position == first and not packet.is_keyframe:
+                    raise ValueError(f"file position {first} of {source} is not a keyframe")
+                if decoder is not None and sink is not None:
+                    for frame in decoder.decode(packet):
+                        sink(decoded, frame)
+                        decoded += 1
+                packet.stream = out_stream
+                packet.pts = packet.dts = written
+                packet.time_base = Fraction(1, fps)
+                size += packet.size
+                out.mux(packet)
+                written += 1
+            if decoder is not None and sink is not None:
+                for frame in decoder.decode(None):
+                    sink(decoded, frame)
+                    decoded += 1
+    if written != count:
+        raise BadInputError(f"video ends at file position {first + written}; the episode needs "
+                            f"{count} frames from position {first}", source)
+    return Segment(path=path, frames=written, bytes=size, copied=True)
+
+
+def copy_possible(path: Path, first: int) -> bool:
+    """True if packets from file position `first` of `path` can be copied: H.264 without frame
+    reordering (each packet is the next frame shown) and a keyframe at `first`."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.codec_context.name != layout.CODECS["h264"].name:
+            return False
+        if stream.codec_context.has_b_frames:
+            return False
+        position = -1
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            position += 1
+            if position == first:
+                return bool(packet.is_keyframe)
+    return False
+
+
+# --- joining segments into chunk files ------------------------------------------------------------
 class VideoFileWriter:
-    """Writes videos/<key>/chunk-*/file-*.mp4: H.264 at constant rate, pts = frame number.
+    """Writes videos/<key>/chunk-*/file-*.mp4 by joining episode segments (stream copy).
 
-    A new file starts at an episode boundary once the current one reaches the size limit, so a
-    file may exceed the limit by at most one episode.
+    A new file starts at an episode boundary once the current one reaches the size limit, or
+    when the next segment's stream parameters differ from the file's (a copied episode carries
+    the recorder's encoder settings, a re-encoded one ours): a file holds one stream
+    description. A file may exceed the size limit by at most one episode.
     """
 
     def __init__(self, root: Path, *, fps: int, width: int, height: int,
@@ -94,75 +277,113 @@ class VideoFileWriter:
         self.chunk_index, self.file_index = 0, 0
         self.frames_in_file = 0
         self.bytes_in_file = 0
+        self.files = 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
+        self._signature: tuple[object, ...] | None = None
+        self._pending: Segment | None = None
 
     def path(self, chunk_index: int, file_index: int) -> Path:
         return self.root / layout.VIDEO_PATH.format(video_key=layout.VIDEO_KEY,
                                                     chunk_index=chunk_index, file_index=file_index)
 
-    def start_episode(self) -> tuple[int, int, int]:
-        """(chunk_index, file_index, first frame number in that file) for the next episode."""
-        if self._container is not None and self.bytes_in_file >= self.limits.video_mb * _MB:
+    def start_episode(self, segment: Segment) -> tuple[int, int, int]:
+        """(chunk_index, file_index, first frame number in that file) for `segment`, the next
+        episode's video; append() then writes it."""
+        signature = _signature(segment.path)
+        if self._container is not None and (
+                self.bytes_in_file >= self.limits.video_mb * _MB or signature != self._signature):
             self._close_file()
             self.chunk_index, self.file_index = layout.next_file(
                 self.chunk_index, self.file_index, self.limits.chunks_size)
         if self._container is None:
-            self._open_file()
+            self._open_file(segment.path, signature)
+        self._pending = segment
         return self.chunk_index, self.file_index, self.frames_in_file
 
-    def _open_file(self) -> None:
+    def _open_file(self, template: Path, signature: tuple[object, ...]) -> None:
         path = self.path(self.chunk_index, self.file_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(path), "w", format="mp4")
-        stream = self._container.add_stream(layout.VIDEO_CODEC, rate=self.fps)
-        assert isinstance(stream, av.video.stream.VideoStream)
-        stream.width, stream.height, stream.pix_fmt = self.width, self.height, layout.VIDEO_PIX_FMT
-        stream.codec_context.time_base = Fraction(1, self.fps)
-        stream.codec_context.gop_size = layout.GOP_SECONDS * self.fps  # a keyframe every 2 s
-        stream.codec_context.options = {"preset": layout.VIDEO_PRESET, "crf": str(layout.VIDEO_CRF)}
+        with av.open(str(template)) as segment:
+            stream = self._container.add_stream_from_template(segment.streams.video[0])
+        stream.time_base = Fraction(1, self.fps)
         self._stream = stream
+        self._signature = signature
         self.frames_in_file = 0
         self.bytes_in_file = 0
+        self.files += 1
 
-    def write(self, frame: av.VideoFrame) -> None:
-        assert self._container is not None and self._stream is not None, "start_episode first"
-        if frame.format.name != layout.VIDEO_PIX_FMT:
-            frame = frame.reformat(format=layout.VIDEO_PIX_FMT)
-        frame.pts = self.frames_in_file
-        frame.time_base = Fraction(1, self.fps)
-        # A decoded frame keeps its I/P type, and libx264 would force a keyframe for every I.
-        frame.pict_type = av.video.frame.PictureType.NONE
-        self._mux(self._stream.encode(frame))
-        self.frames_in_file += 1
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        assert self._container is not None
-        for packet in packets:
-            self.bytes_in_file += packet.size
-            self._container.mux(packet)
+    def append(self) -> int:
+        """Append the segment given to start_episode; returns its frame count."""
+        segment, self._pending = self._pending, None
+        assert segment is not None and self._container is not None and self._stream is not None
+        offset = self.frames_in_file
+        with av.open(str(segment.path)) as source:
+            stream = source.streams.video[0]
+            ticks = stream.time_base
+            assert ticks is not None
+            frames = 0
+            for packet in source.demux(stream):
+                if not packet.size:
+                    continue
+                packet.stream = self._stream
+                packet.pts = offset + _to_frames(packet.pts, ticks, self.fps)
+                packet.dts = offset + _to_frames(packet.dts, ticks, self.fps)
+                packet.time_base = Fraction(1, self.fps)
+                self.bytes_in_file += packet.size
+                self._container.mux(packet)
+                frames += 1
+        if frames != segment.frames:
+            raise RuntimeError(f"segment {segment.path} holds {frames} frames, "
+                               f"{segment.frames} expected")
+        self.frames_in_file += frames
+        return frames
 
     def _close_file(self) -> None:
-        if self._container is None or self._stream is None:
+        if self._container is None:
             return
-        self._mux(self._stream.encode(None))
         self._container.close()
-        self._container, self._stream = None, None
+        self._container, self._stream, self._signature = None, None, None
 
     def close(self) -> None:
         self._close_file()
 
 
+def _to_frames(ticks: int | None, time_base: Fraction, fps: int) -> int:
+    if ticks is None:
+        raise ValueError("a segment packet has no timestamp")
+    return round(ticks * time_base * fps)
+
+
+def _signature(path: Path) -> tuple[object, ...]:
+    """What must match for two segments to share one file: codec, size, format, extradata."""
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        return (context.name, context.width, context.height, context.format.name
+                if context.format else None, bytes(context.extradata or b""))
+
+
+# --- image statistics -----------------------------------------------------------------------------
 class ImageStats:
-    """Per-channel min/max/mean/std of sampled frames in [0, 1], shaped [3, 1, 1] like LeRobot."""
+    """Per-channel min/max/mean/std of sampled frames in [0, 1], shaped [3, 1, 1] like LeRobot.
+
+    Keeps a histogram of the 256 values per channel: exact integer counts, so partial results
+    (one per episode, made wherever it was encoded) merge to the same numbers in any engine.
+    """
 
     def __init__(self) -> None:
         self.images = 0
-        self._pixels = 0
-        self._sum = np.zeros(3)
-        self._sum_sq = np.zeros(3)
-        self._min = np.full(3, np.inf)
-        self._max = np.full(3, -np.inf)
+        self._counts = np.zeros((3, 256), dtype=np.int64)
+        self._rgb = VideoReformatter()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"images": self.images, "counts": self._counts}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.images = int(state["images"])  # type: ignore[call-overload]
+        self._counts = np.asarray(state["counts"], dtype=np.int64)
+        self._rgb = VideoReformatter()
 
     @staticmethod
     def sample_positions(total_frames: int) -> set[int]:
@@ -174,30 +395,35 @@ class ImageStats:
         return set(np.round(np.linspace(0, total_frames - 1, count)).astype(int).tolist())
 
     def add(self, frame: av.VideoFrame) -> None:
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = self._rgb.reformat(frame, format="rgb24").to_ndarray()
         height, width = rgb.shape[:2]
         if max(width, height) >= 300:  # LeRobot downsamples large images to ~150 px for stats
             step = max(1, int(width / 150) if width > height else int(height / 150))
             rgb = rgb[::step, ::step]
-        values = rgb.reshape(-1, 3).astype(np.float64) / 255.0
+        channels = rgb.reshape(-1, 3).astype(np.int64) + np.array([0, 256, 512])
+        self._counts += np.bincount(channels.ravel(), minlength=768).reshape(3, 256)
         self.images += 1
-        self._pixels += len(values)
-        self._sum += values.sum(axis=0)
-        self._sum_sq += (values ** 2).sum(axis=0)
-        self._min = np.minimum(self._min, values.min(axis=0))
-        self._max = np.maximum(self._max, values.max(axis=0))
+
+    def merge(self, other: ImageStats) -> None:
+        self.images += other.images
+        self._counts += other._counts
 
     def result(self) -> dict[str, list]:
         if not self.images:
             zeros = [[[0.0]]] * 3
             return {"min": zeros, "max": zeros, "mean": zeros, "std": zeros, "count": [0]}
-        mean = self._sum / self._pixels
-        std = np.sqrt(np.maximum(self._sum_sq / self._pixels - mean ** 2, 0.0))
+        values = np.arange(256, dtype=np.float64) / 255.0
+        pixels = self._counts.sum(axis=1)
+        mean = self._counts @ values / pixels
+        std = np.sqrt(np.maximum(self._counts @ values ** 2 / pixels - mean ** 2, 0.0))
+        present = self._counts > 0
+        low = np.array([values[np.argmax(row)] for row in present])
+        high = np.array([values[255 - np.argmax(row[::-1])] for row in present])
 
         def shaped(v: np.ndarray) -> list:
             return [[[float(c)]] for c in v]
 
-        return {"min": shaped(self._min), "max": shaped(self._max), "mean": shaped(mean),
+        return {"min": shaped(low), "max": shaped(high), "mean": shaped(mean),
                 "std": shaped(std), "count": [self.images]}
 
 

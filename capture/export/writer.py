@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from capture import formats
 from capture.export import layout
-from capture.export.video import ImageStats, VideoFileWriter
+from capture.export.video import ImageStats, Segment, VideoFileWriter
 
 _MB = 1024 * 1024
 
@@ -69,8 +69,10 @@ class DatasetWriter:
     """Writes one LeRobot v3.0 dataset into `root`, episode by episode."""
 
     def __init__(self, root: Path, *, fps: int, width: int, height: int, tasks: list[str],
-                 limits: layout.FileLimits = layout.DEFAULT_LIMITS) -> None:
+                 limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                 encoding: layout.VideoEncoding | None = None) -> None:
         self.root, self.fps, self.width, self.height = root, fps, width, height
+        self.encoding = encoding or layout.default_encoding(fps)
         self.tasks, self.limits = tasks, limits
         self.video = VideoFileWriter(root, fps=fps, width=width, height=height, limits=limits)
         self.image_stats = ImageStats()
@@ -91,9 +93,9 @@ class DatasetWriter:
     def total_episodes(self) -> int:
         return len(self._episodes)
 
-    def start_episode(self) -> VideoSlot:
-        """Call before writing an episode's frames to `video`."""
-        return VideoSlot(*self.video.start_episode())
+    def start_episode(self, segment: Segment) -> VideoSlot:
+        """Call before appending an episode's video segment with `video.append()`."""
+        return VideoSlot(*self.video.start_episode(segment))
 
     def add_episode(self, slot: VideoSlot, *, task: str, capture_time_ns: np.ndarray,
                     actions: dict[str, np.ndarray], extra: dict[str, Any]) -> int:
@@ -191,7 +193,7 @@ class DatasetWriter:
         info = layout.build_info(fps=self.fps, width=self.width, height=self.height,
                                  total_episodes=len(self._episodes),
                                  total_frames=self.total_frames, total_tasks=len(self.tasks),
-                                 limits=self.limits)
+                                 limits=self.limits, encoding=self.encoding)
         info_path = self.root / layout.INFO_PATH
         formats.validate_json(info, layout.INFO_SCHEMA, info_path)
         _write_json(info_path, info)
