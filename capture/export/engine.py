@@ -26,9 +26,9 @@ from capture.export.video import (
     ImageStats,
     Segment,
     SourceFrames,
-    copy_possible,
     copy_segment,
     encode_segment,
+    idr_positions,
 )
 
 ENGINES = ("local", "ray")
@@ -82,6 +82,7 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
         out_dir = work / "segments"
         out_dir.mkdir()
         results: list[EpisodeResult] = []
+        starts = idr_positions(video) if any(e.copy for e in job.episodes) else frozenset()
         with SourceFrames(video) as frames:
             for episode in job.episodes:
                 name = f"episode-{episode.index:09d}.mp4"
@@ -94,7 +95,7 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                         stats.add(frame)
 
                 first = episode.positions[0]
-                if episode.copy and copy_possible(video, first):
+                if episode.copy and first in starts:
                     segment = copy_segment(out_dir / name, video, first, episode.frames,
                                            fps=job.fps, sink=sink)
                 else:

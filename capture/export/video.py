@@ -184,19 +184,32 @@ def encode_segment(path: Path, frames: Iterator[av.VideoFrame], count: int, *, f
     return Segment(path=path, frames=written, bytes=size, copied=False)
 
 
-def keyframe_positions(path: Path) -> np.ndarray:
-    """File positions (packet order) of a session video's keyframes, read without decoding."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        flags = [packet.is_keyframe for packet in container.demux(stream)
-                 if packet.size]
-    return np.flatnonzero(np.asarray(flags, dtype=bool))
+def _nal_length_size(extradata: bytes) -> int:
+    """Bytes of each NAL unit's length prefix (avcC's lengthSizeMinusOne + 1)."""
+    if len(extradata) < 5 or extradata[0] != 1:
+        raise ValueError("not an avcC H.264 stream (no length-prefixed NAL units)")
+    return (extradata[4] & 3) + 1
+
+
+def is_idr(data: bytes, length_size: int) -> bool:
+    """True if an avcC H.264 access unit holds an IDR slice (NAL type 5): decoding can start
+    there and nothing after it refers back (a plain I-frame does not promise that)."""
+    at = 0
+    while at + length_size <= len(data):
+        size = int.from_bytes(data[at:at + length_size], "big")
+        at += length_size
+        if size <= 0 or at + size > len(data):
+            return False
+        if data[at] & 0x1F == 5:
+            return True
+        at += size
+    return False
 
 
 def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
                  sink: FrameSink | None = None) -> Segment:
     """Copy the packets of file positions [first, first + count) of `source` into a segment,
-    rewriting only timestamps (frame i at i/fps). `first` must be a keyframe and the source
+    rewriting only timestamps (frame i at i/fps). `first` must be an IDR frame and the source
     must store frames in presentation order (no B-frames): the caller checks (copy_possible).
 
     `sink` sees the decoded frames (decoding is cheap next to encoding; stats need pictures).
@@ -207,6 +220,7 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
     with av.open(str(source)) as src:
         in_stream = src.streams.video[0]
         in_stream.thread_type = "NONE"
+        length_size = _nal_length_size(bytes(in_stream.codec_context.extradata or b""))
         decoder = in_stream.codec_context if sink is not None else None
         with av.open(str(path), "w", format="mp4") as out:
             out_stream = out.add_stream_from_template(in_stream)
@@ -220,8 +234,8 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
                     continue
                 if position >= first + count:
                     break
-                if position == first and not packet.is_keyframe:
-                    raise ValueError(f"file position {first} of {source} is not a keyframe")
+                if position == first and not is_idr(bytes(packet), length_size):
+                    raise ValueError(f"file position {first} of {source} is not an IDR frame")
                 if decoder is not None and sink is not None:
                     for frame in decoder.decode(packet):
                         sink(decoded, frame)
@@ -242,23 +256,28 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
     return Segment(path=path, frames=written, bytes=size, copied=True)
 
 
-def copy_possible(path: Path, first: int) -> bool:
-    """True if packets from file position `first` of `path` can be copied: H.264 without frame
-    reordering (each packet is the next frame shown) and a keyframe at `first`."""
+def idr_positions(path: Path) -> frozenset[int]:
+    """File positions whose packets can start a copy: IDR frames of an avcC H.264 stream
+    without frame reordering (each packet is the next frame shown). Empty if the stream
+    cannot be copied at all. Reads packets only, no decoding."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        if stream.codec_context.name != layout.CODECS["h264"].name:
-            return False
-        if stream.codec_context.has_b_frames:
-            return False
+        context = stream.codec_context
+        if context.name != layout.CODECS["h264"].name or context.has_b_frames:
+            return frozenset()
+        try:
+            length_size = _nal_length_size(bytes(context.extradata or b""))
+        except ValueError:
+            return frozenset()
+        starts = []
         position = -1
         for packet in container.demux(stream):
             if not packet.size:
                 continue
             position += 1
-            if position == first:
-                return bool(packet.is_keyframe)
-    return False
+            if is_idr(bytes(packet), length_size):
+                starts.append(position)
+    return frozenset(starts)
 
 
 # --- joining segments into chunk files ------------------------------------------------------------
