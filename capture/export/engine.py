@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from capture.errors import CaptureError
 from capture.export import layout, storage
@@ -28,7 +29,9 @@ from capture.export.video import (
     SourceFrames,
     copy_segment,
     encode_segment,
+    extract_segment,
     idr_positions,
+    scaled,
 )
 
 ENGINES = ("local", "ray")
@@ -42,6 +45,8 @@ class EpisodeJob:
     positions: tuple[int, ...]   # file position of the source frame of each output frame
     samples: tuple[int, ...]     # output frames whose pictures go into the image statistics
     copy: bool                   # frames map one to one onto the grid at native size
+    reuse: str | None = None     # unchanged since an earlier export: that dataset video file
+    reuse_from: int = 0          # and the episode's first frame in it
 
     @property
     def frames(self) -> int:
@@ -83,6 +88,8 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
         out_dir.mkdir()
         results: list[EpisodeResult] = []
         starts = idr_positions(video) if any(e.copy for e in job.episodes) else frozenset()
+        reused: dict[str, Path] = {}
+        reformatter = VideoReformatter()
         with SourceFrames(video) as frames:
             for episode in job.episodes:
                 name = f"episode-{episode.index:09d}.mp4"
@@ -95,7 +102,18 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                         stats.add(frame)
 
                 first = episode.positions[0]
-                if episode.copy and first in starts:
+                if episode.reuse is not None:
+                    if episode.reuse not in reused:
+                        reused[episode.reuse] = storage.local_file(
+                            episode.reuse, work / "reused" / f"{len(reused):06d}.mp4")
+                    segment = extract_segment(out_dir / name, reused[episode.reuse],
+                                              episode.reuse_from, episode.frames, fps=job.fps)
+                    # the statistics come from the source, as when the episode was made
+                    pictures = _pictures(frames, [episode.positions[i]
+                                                  for i in episode.samples])
+                    for i, picture in zip(episode.samples, pictures, strict=True):
+                        sink(i, scaled(picture, (job.width, job.height), reformatter))
+                elif episode.copy and first in starts:
                     segment = copy_segment(out_dir / name, video, first, episode.frames,
                                            fps=job.fps, sink=sink)
                 else:

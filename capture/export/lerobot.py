@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from capture import formats
 from capture.align import DEFAULT_MAX_EPISODE_S, Alignment, align_session
@@ -31,7 +32,16 @@ from capture.export.engine import (
     fetch_segment,
     run_jobs,
 )
-from capture.export.video import SourceInfo, probe_video
+from capture.export.engine_state import (
+    STATE_PATH,
+    ExportedSession,
+    ExportSettings,
+    ExportState,
+    manifest_sha256,
+    read_state,
+    write_state,
+)
+from capture.export.video import ImageStats, SourceInfo, probe_video
 from capture.export.writer import DatasetWriter
 from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
@@ -75,6 +85,7 @@ class ExportReport:
     codec: str = layout.DEFAULT_CODEC
     engine: str = "local"
     episodes_copied: int = 0
+    sessions_unchanged: int = 0  # already in the dataset at `path`: not decoded or encoded again
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,25 +253,26 @@ def _events_table(source: _Source, first_episode: int) -> pa.Table:
             .append_column("frame_index", pa.array(frame, pa.int64(), mask=~inside)))
 
 
-def _plan_session(source: _Source, *, first_episode: int, first_row: int, samples: set[int],
-                  fps: int, width: int, height: int, encoding: layout.VideoEncoding,
-                  segments: str) -> SessionJob:
-    """The job making this session's episodes: source frames, stats samples, copy or encode."""
+def _plan_session(source: _Source, *, first_episode: int, fps: int, width: int, height: int,
+                  encoding: layout.VideoEncoding, segments: str,
+                  reuse: dict[int, tuple[str, int]] | None) -> SessionJob:
+    """The job making this session's episodes: source frames, stats samples, and whether to
+    copy packets, encode, or reuse the episode from the dataset's own videos (`reuse`)."""
     assert source.alignment is not None
     native = (width, height) == (source.width, source.height)
     copyable_source = (native and encoding.codec == "h264" and source.video.codec == "h264"
                        and source.video.pix_fmt == layout.VIDEO_PIX_FMT
                        and float(fps) == source.fps_target)
     episodes = []
-    row = first_row
     for offset, episode in enumerate(source.alignment.episodes):
         positions = source.video_positions[episode.source_index]
         one_to_one = bool(len(positions) and (np.diff(positions) == 1).all())
+        index = first_episode + offset
+        video, video_from = reuse[index] if reuse is not None else (None, 0)
         episodes.append(EpisodeJob(
-            index=first_episode + offset, positions=tuple(positions.tolist()),
-            samples=tuple(i for i in range(episode.n_frames) if row + i in samples),
-            copy=copyable_source and one_to_one))
-        row += episode.n_frames
+            index=index, positions=tuple(positions.tolist()),
+            samples=tuple(ImageStats.episode_samples(episode.n_frames)),
+            copy=copyable_source and one_to_one, reuse=video, reuse_from=video_from))
     return SessionJob(source=source.location, video=source.manifest.video.file,
                       episodes=tuple(episodes), fps=fps, width=width, height=height,
                       encoding=encoding, segments=segments)
@@ -334,8 +346,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    pseudonym_key: bytes | None = None, ledger_path: Path | None = None,
                    progress: Callable[[int], None] | None = None,
                    limits: layout.FileLimits = layout.DEFAULT_LIMITS,
-                   codec: str = layout.DEFAULT_CODEC,
-                   gop_seconds: float = layout.GOP_SECONDS,
+                   codec: str | None = None, gop_seconds: float | None = None,
                    engine: EngineOptions | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
@@ -346,59 +357,152 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     dataset. `progress` gets the number of frames written so far. `size` is (width, height);
     None keeps the sessions' own size. `engine` says where episodes are encoded (worker
     processes by default); the result is the same whichever engine makes it.
+
+    If `out` is a dataset this function made, the export is incremental (engine_state): every
+    session it holds must be given again; unchanged ones are not re-encoded, new ones are
+    appended, and the result equals a from-scratch export of all of them. Settings left None
+    (fps, size, codec, keyframe interval) then default to the dataset's.
     """
     began = time.monotonic()
     engine = engine or EngineOptions()
-    remote_out = storage.is_url(str(out))
-    if remote_out:
-        if storage.exists(storage.join(str(out), *layout.INFO_PATH.split("/"))):
-            raise CaptureError(f"a dataset already exists at {str(out).split('?')[0]}; "
-                               "choose a new location")
-    else:
-        out = Path(out)
-        _check_out(out)
     if not session_dirs:
         raise CaptureError("no sessions given to export")
-    if codec not in layout.CODECS:
+    if codec is not None and codec not in layout.CODECS:
         raise CaptureError(f"unknown codec {codec!r}; use one of {', '.join(layout.CODECS)}")
     if not 0 < max_episode_s <= MAX_EPISODE_S:
         raise CaptureError(f"max episode length must be in (0, {MAX_EPISODE_S:g}] s, not "
                            f"{max_episode_s:g}: float32 timestamps lose the 1e-4 s precision "
                            "LeRobot's loader needs in longer episodes")
-    if gop_seconds <= 0:
+    if gop_seconds is not None and gop_seconds <= 0:
         raise CaptureError(f"the keyframe interval must be positive, not {gop_seconds:g} s")
-    local_out = Path(tempfile.mkdtemp(prefix="capture-export-")) / "dataset" if remote_out \
-        else out
-    assert isinstance(local_out, Path)
-    local_out.parent.mkdir(parents=True, exist_ok=True)
-    work = local_out.parent / f".{local_out.name}.work-{secrets.token_hex(4)}"
-    work.mkdir()
+    remote_out = storage.is_url(str(out))
+    scratch = Path(tempfile.mkdtemp(prefix="capture-export-"))
     try:
-        return _export(session_dirs, out, local_out, work, fps=fps, size=size,
+        if remote_out:
+            local_out = scratch / "dataset"
+        else:
+            local_out = Path(out)
+            local_out.parent.mkdir(parents=True, exist_ok=True)
+        previous = _previous_export(str(out), local_out, scratch)
+        return _export(session_dirs, out, local_out, scratch, previous, fps=fps, size=size,
                        max_episode_s=max_episode_s, pseudonym_key=pseudonym_key,
                        ledger_path=ledger_path, progress=progress, limits=limits, codec=codec,
                        gop_seconds=gop_seconds, engine=engine, began=began)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if remote_out:
-            shutil.rmtree(local_out.parent, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path, work: Path,
-            *, fps: int | None, size: tuple[int, int] | None, max_episode_s: float,
-            pseudonym_key: bytes | None, ledger_path: Path | None,
-            progress: Callable[[int], None] | None, limits: layout.FileLimits, codec: str,
-            gop_seconds: float, engine: EngineOptions, began: float) -> ExportReport:
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """A dataset this exporter made earlier at the same place."""
+
+    state: ExportState
+    episodes: pa.Table   # its meta/episodes rows
+    location: str        # the dataset (directory or URL)
+
+
+def _previous_export(out: str, local_out: Path, scratch: Path) -> _Previous | None:
+    """The earlier export at `out`, or None if there is none; refuses anything else there."""
+    if storage.is_url(out):
+        info_url = storage.join(out, *layout.INFO_PATH.split("/"))
+        state_url = storage.join(out, *STATE_PATH.split("/"))
+        if not storage.exists(info_url):
+            return None
+        if not storage.exists(state_url):
+            raise CaptureError(f"{out.split('?')[0]} holds a dataset that capture export did "
+                               "not make (no meta/capture_export.json); choose a new location")
+        state_file = storage.local_file(state_url, scratch / "previous" / STATE_PATH)
+        episodes_file = storage.local_file(
+            storage.join(out, *layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
+                         .split("/")), scratch / "previous" / "episodes.parquet")
+    else:
+        if local_out.is_symlink() or (local_out.exists() and not local_out.is_dir()):
+            raise CaptureError("output exists and is not a directory", local_out)
+        if not local_out.is_dir() or not any(local_out.iterdir()):
+            return None
+        state_file = local_out / STATE_PATH
+        if not state_file.is_file():
+            raise CaptureError("output directory exists, is not empty and is not a dataset "
+                               "capture export made; choose a new path", local_out)
+        episodes_file = local_out / layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
+    try:
+        episodes = pq.read_table(episodes_file)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise BadInputError(f"the dataset's episodes table cannot be read ({exc})",
+                            episodes_file) from None
+    return _Previous(state=read_state(state_file), episodes=episodes, location=out)
+
+
+def _order_sources(sources: list[_Source], previous: _Previous | None) -> tuple[
+        list[_Source], set[str]]:
+    """Sources in dataset order (the earlier export's first) and the ids of unchanged ones."""
+    if previous is None:
+        return sources, set()
+    by_id = {s.session.session_id: s for s in sources}
+    missing = [e.session_id for e in previous.state.sessions if e.session_id not in by_id]
+    if missing:
+        raise CaptureError(
+            f"the dataset holds {len(missing)} sessions that were not given "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); give every "
+            "session again (unchanged ones are not re-encoded), or export to a new location")
+    changed = [e.session_id for e in previous.state.sessions
+               if manifest_sha256(by_id[e.session_id].session.path) != e.manifest_sha256]
+    if changed:
+        raise CaptureError(f"sessions changed since they were exported: {', '.join(changed)}; "
+                           "export to a new location")
+    old = [by_id[e.session_id] for e in previous.state.sessions]
+    known = {e.session_id for e in previous.state.sessions}
+    return old + [s for s in sources if s.session.session_id not in known], known
+
+
+def _reuse_plan(previous: _Previous, fps: int) -> dict[int, tuple[str, int]]:
+    """Episode index -> (dataset video location, its first frame in that file)."""
+    key = layout.VIDEO_KEY
+    rows = previous.episodes.select([
+        "episode_index", f"videos/{key}/chunk_index", f"videos/{key}/file_index",
+        f"videos/{key}/from_timestamp"]).to_pylist()
+    plan = {}
+    for row in rows:
+        rel = layout.VIDEO_PATH.format(video_key=key, chunk_index=row[f"videos/{key}/chunk_index"],
+                                       file_index=row[f"videos/{key}/file_index"])
+        plan[int(row["episode_index"])] = (storage.join(previous.location, *rel.split("/")),
+                                           round(row[f"videos/{key}/from_timestamp"] * fps))
+    return plan
+
+
+def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path,
+            scratch: Path, previous: _Previous | None, *, fps: int | None,
+            size: tuple[int, int] | None, max_episode_s: float, pseudonym_key: bytes | None,
+            ledger_path: Path | None, progress: Callable[[int], None] | None,
+            limits: layout.FileLimits, codec: str | None, gop_seconds: float | None,
+            engine: EngineOptions, began: float) -> ExportReport:
+    work = scratch / "work"
     staged = _stage_inputs(session_dirs, work)
     sources = [_load_source(local, location) for local, location in staged]
     ids = [s.session.session_id for s in sources]
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise CaptureError(f"sessions listed more than once: {', '.join(twice)}")
+    sources, unchanged = _order_sources(sources, previous)
     _check_consent(sources, ledger_path)
+    if previous is not None:
+        old = previous.state.settings
+        fps = fps if fps is not None else old.fps
+        size = size if size is not None else (old.width, old.height)
+        codec = codec or old.codec
+        gop_seconds = gop_seconds if gop_seconds is not None else old.gop / old.fps
     rate = _choose_fps(sources, fps)
     width, height = _choose_size(sources, size)
-    encoding = layout.default_encoding(rate, codec, gop_seconds)
+    encoding = layout.default_encoding(rate, codec or layout.DEFAULT_CODEC,
+                                       layout.GOP_SECONDS if gop_seconds is None
+                                       else gop_seconds)
+    settings = ExportSettings.of(fps=rate, width=width, height=height, encoding=encoding,
+                                 max_episode_s=max_episode_s, limits=limits)
+    if previous is not None:
+        differences = settings.differences(previous.state.settings)
+        if differences:
+            raise CaptureError("the dataset was exported with other settings: "
+                               + "; ".join(differences) + "; export to a new location")
     for source in sources:
         try:
             source.alignment = align_session(source.capture_times_ns, source.events,
@@ -407,30 +511,33 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
                                              dropped_before=source.dropped_before)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
+    if previous is not None and len(unchanged) == len(sources):
+        return _nothing_new(previous, out, sources, began, engine)
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}
     tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
-    total = sum(s.alignment.n_frames for s in sources if s.alignment is not None)
+    reuse = _reuse_plan(previous, rate) if previous is not None else {}
 
     remote_out = storage.is_url(str(out))
     segments = (storage.join(str(out), ".capture-segments", secrets.token_hex(6))
                 if remote_out and engine.engine == "ray" else str(work / "segments"))
-    tmp = local_out.parent / f".{local_out.name}.partial-{secrets.token_hex(4)}"
+    tmp = (scratch / "build") if remote_out else \
+        local_out.parent / f".{local_out.name}.partial-{secrets.token_hex(4)}"
     tmp.mkdir()
     writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits,
                            encoding=encoding)
     reports: list[EpisodeReport] = []
     summaries: list[SessionSummary] = []
-    samples = writer.image_stats.sample_positions(total)
-    jobs, first_episode, first_row = [], 0, 0
+    exported: list[ExportedSession] = []
+    jobs, first_episode = [], 0
     for source in sources:
         assert source.alignment is not None
-        jobs.append(_plan_session(source, first_episode=first_episode, first_row=first_row,
-                                  samples=samples, fps=rate, width=width, height=height,
-                                  encoding=encoding,
-                                  segments=storage.join(segments, f"{len(jobs):06d}")))
+        jobs.append(_plan_session(source, first_episode=first_episode, fps=rate, width=width,
+                                  height=height, encoding=encoding,
+                                  segments=storage.join(segments, f"{len(jobs):06d}"),
+                                  reuse=reuse if source.session.session_id in unchanged
+                                  else None))
         first_episode += len(source.alignment.episodes)
-        first_row += source.alignment.n_frames
     done: dict[int, list[EpisodeResult]] = {}
     joined = 0
 
@@ -448,6 +555,10 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
                 license=source.manifest.consent.license,
                 synthetic_consent=source.manifest.consent.synthetic,
                 episodes=writer.total_episodes - first, frames=source.alignment.n_frames))
+            exported.append(ExportedSession(
+                session_id=source.session.session_id,
+                manifest_sha256=manifest_sha256(source.session.path), first_episode=first,
+                episodes=writer.total_episodes - first, frames=source.alignment.n_frames))
             joined += 1
             if progress is not None:
                 progress(writer.total_frames)
@@ -456,14 +567,14 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         run_jobs(jobs, engine, on_result)
         if joined != len(sources):
             raise RuntimeError(f"{len(sources) - joined} sessions were not made")
+        write_state(tmp / STATE_PATH, ExportState(settings=settings, sessions=tuple(exported)))
         card = render_card(name=Path(str(out).split("?")[0]).name, fps=rate, width=width,
                            height=height, max_episode_s=max_episode_s, sessions=summaries)
         writer.finish(card)
         if remote_out:
-            storage.upload_dir(tmp, str(out), last=(layout.INFO_PATH,))
+            storage.upload_dir(tmp, str(out), last=(STATE_PATH, layout.INFO_PATH))
         else:
-            _check_out(local_out)  # nobody created it meanwhile
-            os.replace(tmp, local_out)
+            _replace_dataset(tmp, local_out, replacing=previous is not None)
     except BaseException:
         writer.abort()
         raise
@@ -478,5 +589,31 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
                         frames=writer.total_frames, events=writer.total_events,
                         events_outside_episodes=outside, fps=rate, width=width, height=height,
                         seconds=time.monotonic() - began, episode_reports=tuple(reports),
-                        codec=codec, engine=engine.engine,
-                        episodes_copied=sum(r.copied for r in reports))
+                        codec=encoding.codec, engine=engine.engine,
+                        episodes_copied=sum(r.copied for r in reports),
+                        sessions_unchanged=len(unchanged))
+
+
+def _replace_dataset(built: Path, out: Path, *, replacing: bool) -> None:
+    """Put the built dataset at `out`: a rename, or for a re-run, the old one renamed aside
+    first (a crash between the two renames leaves it as `.<name>.previous-*` next to `out`)."""
+    if not replacing:
+        _check_out(out)  # nobody created it meanwhile
+        os.replace(built, out)
+        return
+    aside = out.parent / f".{out.name}.previous-{secrets.token_hex(4)}"
+    os.replace(out, aside)
+    os.replace(built, out)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _nothing_new(previous: _Previous, out: Path | str, sources: list[_Source], began: float,
+                 engine: EngineOptions) -> ExportReport:
+    settings = previous.state.settings
+    return ExportReport(
+        path=Path(str(out).split("?")[0]), sessions=len(sources),
+        episodes=sum(e.episodes for e in previous.state.sessions),
+        frames=sum(e.frames for e in previous.state.sessions), events=0,
+        events_outside_episodes=0, fps=settings.fps, width=settings.width,
+        height=settings.height, seconds=time.monotonic() - began, episode_reports=(),
+        codec=settings.codec, engine=engine.engine, sessions_unchanged=len(sources))

@@ -242,6 +242,7 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
                         decoded += 1
                 packet.stream = out_stream
                 packet.pts = packet.dts = written
+                packet.duration = 1  # one frame (the source's is in its own time base)
                 packet.time_base = Fraction(1, fps)
                 size += packet.size
                 out.mux(packet)
@@ -278,6 +279,37 @@ def idr_positions(path: Path) -> frozenset[int]:
             if is_idr(bytes(packet), length_size):
                 starts.append(position)
     return frozenset(starts)
+
+
+def extract_segment(path: Path, video: Path, first: int, count: int, *, fps: int) -> Segment:
+    """The segment of frames [first, first + count) of a dataset video file, by stream copy:
+    an episode of an earlier export, as it was joined (each episode starts on its own IDR)."""
+    size = 0
+    written = 0
+    with av.open(str(video)) as src:
+        in_stream = src.streams.video[0]
+        ticks = in_stream.time_base
+        assert ticks is not None
+        with av.open(str(path), "w", format="mp4") as out:
+            out_stream = out.add_stream_from_template(in_stream)
+            out_stream.time_base = Fraction(1, fps)
+            for packet in src.demux(in_stream):
+                if not packet.size:
+                    continue
+                pts = _to_frames(packet.pts, ticks, fps) - first
+                if not 0 <= pts < count:
+                    continue
+                dts = _to_frames(packet.dts, ticks, fps) - first
+                packet.stream = out_stream
+                packet.pts, packet.dts, packet.duration = pts, dts, 1
+                packet.time_base = Fraction(1, fps)
+                size += packet.size
+                out.mux(packet)
+                written += 1
+    if written != count:
+        raise BadInputError(f"holds {written} frames of the episode at frame {first}, "
+                            f"{count} expected", video)
+    return Segment(path=path, frames=written, bytes=size, copied=False)
 
 
 # --- joining segments into chunk files ------------------------------------------------------------
@@ -349,6 +381,7 @@ class VideoFileWriter:
                 packet.stream = self._stream
                 packet.pts = offset + _to_frames(packet.pts, ticks, self.fps)
                 packet.dts = offset + _to_frames(packet.dts, ticks, self.fps)
+                packet.duration = 1
                 packet.time_base = Fraction(1, self.fps)
                 self.bytes_in_file += packet.size
                 self._container.mux(packet)
@@ -405,13 +438,13 @@ class ImageStats:
         self._rgb = VideoReformatter()
 
     @staticmethod
-    def sample_positions(total_frames: int) -> set[int]:
-        """Which dataset rows to sample: LeRobot's count, n**0.75 clipped to [min(n, 100),
-        10000], spread evenly over the whole dataset (LeRobot samples per episode)."""
-        if total_frames == 0:
-            return set()
-        count = max(min(total_frames, 100), min(int(total_frames ** 0.75), 10_000))
-        return set(np.round(np.linspace(0, total_frames - 1, count)).astype(int).tolist())
+    def episode_samples(frames: int) -> list[int]:
+        """Which of an episode's frames to sample, as LeRobot does per episode: n**0.75 of
+        them clipped to [min(n, 100), 10000], spread evenly."""
+        if frames <= 0:
+            return []
+        count = max(min(frames, 100), min(int(frames ** 0.75), 10_000))
+        return sorted(set(np.round(np.linspace(0, frames - 1, count)).astype(int).tolist()))
 
     def add(self, frame: av.VideoFrame) -> None:
         rgb = self._rgb.reformat(frame, format="rgb24").to_ndarray()

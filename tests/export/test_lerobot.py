@@ -67,6 +67,7 @@ def test_export_writes_the_lerobot_v3_layout_and_verifies(
     root, report = exported
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == ["README.md", "data/chunk-000/file-000.parquet",
+                     "meta/capture_export.json",
                      "meta/episodes/chunk-000/file-000.parquet",
                      "meta/events/chunk-000/file-000.parquet", "meta/info.json",
                      "meta/stats.json", "meta/tasks.parquet",
@@ -212,7 +213,9 @@ def test_stats_cover_every_feature_like_lerobot(exported: tuple[Path, ExportRepo
     assert set(stats) == set(json.loads((root / "meta/info.json").read_text())["features"])
     image = stats["observation.image"]
     assert np.shape(image["mean"]) == (3, 1, 1) and np.min(image["min"]) >= 0
-    assert np.max(image["max"]) <= 1 and image["count"][0] == min(report.frames, 100)
+    # sampled per episode, as LeRobot does (ImageStats.episode_samples)
+    assert np.max(image["max"]) <= 1 and image["count"][0] == sum(
+        min(e.frames, 100) for e in report.episode_reports)
     assert stats["action.mouse_buttons"]["count"] == [report.frames]
     assert len(stats["action.keys_held"]["mean"]) == len(KEY_NAMES)
     assert stats["frame_index"]["min"] == [0]
