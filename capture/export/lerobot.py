@@ -519,7 +519,7 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
     reuse = _reuse_plan(previous, rate) if previous is not None else {}
 
     remote_out = storage.is_url(str(out))
-    segments = (storage.join(str(out), ".capture-segments", secrets.token_hex(6))
+    segments = (storage.join(str(out), f".capture-segments-{secrets.token_hex(6)}")
                 if remote_out and engine.engine == "ray" else str(work / "segments"))
     tmp = (scratch / "build") if remote_out else \
         local_out.parent / f".{local_out.name}.partial-{secrets.token_hex(4)}"
