@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from capture.export.video import (
     encode_segment,
     extract_segment,
     idr_positions,
+    keyframe_pictures,
     scaled,
 )
 
@@ -44,6 +45,7 @@ class EpisodeJob:
     index: int                   # the episode's index in the dataset
     positions: tuple[int, ...]   # file position of the source frame of each output frame
     samples: tuple[int, ...]     # output frames whose pictures go into the image statistics
+    #                              (a copied episode samples its keyframes instead)
     copy: bool                   # frames map one to one onto the grid at native size
     reuse: str | None = None     # unchanged since an earlier export: that dataset video file
     reuse_from: int = 0          # and the episode's first frame in it
@@ -102,20 +104,29 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                         stats.add(frame)
 
                 first = episode.positions[0]
+                copied = episode.copy and first in starts
                 if episode.reuse is not None:
                     if episode.reuse not in reused:
                         reused[episode.reuse] = storage.local_file(
                             episode.reuse, work / "reused" / f"{len(reused):06d}.mp4")
                     segment = extract_segment(out_dir / name, reused[episode.reuse],
                                               episode.reuse_from, episode.frames, fps=job.fps)
+                    segment = replace(segment, copied=copied)
                     # the statistics come from the source, as when the episode was made
-                    pictures = _pictures(frames, [episode.positions[i]
-                                                  for i in episode.samples])
-                    for i, picture in zip(episode.samples, pictures, strict=True):
-                        sink(i, scaled(picture, (job.width, job.height), reformatter))
-                elif episode.copy and first in starts:
+                    if copied:
+                        for _, picture in keyframe_pictures(video, first, episode.frames,
+                                                            starts):
+                            stats.add(picture)
+                    else:
+                        pictures = _pictures(frames, [episode.positions[i]
+                                                      for i in episode.samples])
+                        for picture in pictures:
+                            stats.add(scaled(picture, (job.width, job.height), reformatter))
+                elif copied:
                     segment = copy_segment(out_dir / name, video, first, episode.frames,
-                                           fps=job.fps, sink=sink)
+                                           fps=job.fps)
+                    for _, picture in keyframe_pictures(video, first, episode.frames, starts):
+                        stats.add(picture)
                 else:
                     segment = encode_segment(
                         out_dir / name, _pictures(frames, episode.positions), episode.frames,

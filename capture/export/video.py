@@ -206,22 +206,16 @@ def is_idr(data: bytes, length_size: int) -> bool:
     return False
 
 
-def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
-                 sink: FrameSink | None = None) -> Segment:
+def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int) -> Segment:
     """Copy the packets of file positions [first, first + count) of `source` into a segment,
     rewriting only timestamps (frame i at i/fps). `first` must be an IDR frame and the source
-    must store frames in presentation order (no B-frames): the caller checks (copy_possible).
-
-    `sink` sees the decoded frames (decoding is cheap next to encoding; stats need pictures).
+    must store frames in presentation order (no B-frames): the caller checks (idr_positions).
     """
     size = 0
     written = 0
-    decoded = 0
     with av.open(str(source)) as src:
         in_stream = src.streams.video[0]
-        in_stream.thread_type = "NONE"
         length_size = _nal_length_size(bytes(in_stream.codec_context.extradata or b""))
-        decoder = in_stream.codec_context if sink is not None else None
         with av.open(str(path), "w", format="mp4") as out:
             out_stream = out.add_stream_from_template(in_stream)
             out_stream.time_base = Fraction(1, fps)
@@ -236,10 +230,6 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
                     break
                 if position == first and not is_idr(bytes(packet), length_size):
                     raise ValueError(f"file position {first} of {source} is not an IDR frame")
-                if decoder is not None and sink is not None:
-                    for frame in decoder.decode(packet):
-                        sink(decoded, frame)
-                        decoded += 1
                 packet.stream = out_stream
                 packet.pts = packet.dts = written
                 packet.duration = 1  # one frame (the source's is in its own time base)
@@ -247,14 +237,39 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
                 size += packet.size
                 out.mux(packet)
                 written += 1
-            if decoder is not None and sink is not None:
-                for frame in decoder.decode(None):
-                    sink(decoded, frame)
-                    decoded += 1
     if written != count:
         raise BadInputError(f"video ends at file position {first + written}; the episode needs "
                             f"{count} frames from position {first}", source)
     return Segment(path=path, frames=written, bytes=size, copied=True)
+
+
+def keyframe_pictures(source: Path, first: int, count: int,
+                      idrs: frozenset[int]) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(frame number in the episode, decoded frame) of the IDR frames among file positions
+    [first, first + count): each decodes on its own, so nothing else is decoded. A copied
+    episode's image statistics come from these (decoding every frame would cost more than
+    the copy itself)."""
+    wanted = sorted(p for p in idrs if first <= p < first + count)
+    if not wanted:
+        return
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        stream.thread_type = "NONE"
+        decoder = stream.codec_context
+        numbers = iter(p - first for p in wanted)
+        keep = set(wanted)
+        position = -1
+        for packet in src.demux(stream):
+            if not packet.size:
+                continue
+            position += 1
+            if position > wanted[-1]:
+                break
+            if position in keep:
+                for frame in decoder.decode(packet):
+                    yield next(numbers), frame
+        for frame in decoder.decode(None):
+            yield next(numbers), frame
 
 
 def idr_positions(path: Path) -> frozenset[int]:
