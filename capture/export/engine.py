@@ -8,6 +8,7 @@ the job, so every engine and worker count gives the same segments and the same s
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -104,7 +105,8 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                         stats.add(frame)
 
                 first = episode.positions[0]
-                copied = episode.copy and first in starts
+                copied = episode.copy and _keyframes_fit(starts, first, episode.frames,
+                                                         job.encoding.gop)
                 if episode.reuse is not None:
                     if episode.reuse not in reused:
                         reused[episode.reuse] = storage.local_file(
@@ -138,6 +140,16 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                                              frames=segment.frames, bytes=segment.bytes,
                                              copied=segment.copied, image_stats=stats))
         return results
+
+
+def _keyframes_fit(starts: frozenset[int], first: int, count: int, gop: int) -> bool:
+    """True if positions [first, first + count) start on an IDR frame and keep at most `gop`
+    frames between IDR frames: a copy then keeps the keyframe interval info.json promises."""
+    inside = sorted(p for p in starts if first <= p < first + count)
+    if not inside or inside[0] != first:
+        return False
+    edges = [*inside, first + count]
+    return max(b - a for a, b in itertools.pairwise(edges)) <= gop
 
 
 def _pictures(frames: SourceFrames, positions: Sequence[int]) -> Iterator[av.VideoFrame]:

@@ -99,12 +99,13 @@ def test_an_episode_starting_between_keyframes_is_reencoded_into_its_own_file(
 
 
 @pytest.mark.usefixtures("consent_active")
-@pytest.mark.parametrize("case", ["resized", "dropped slot", "other fps"])
+@pytest.mark.parametrize("case", ["resized", "dropped slot", "other fps", "shorter gop"])
 def test_no_copy_unless_frames_map_one_to_one_at_native_size(tmp_path: Path, case: str) -> None:
     timing = {"dropped_slots": {40}} if case == "dropped slot" else {}
     session = _session(tmp_path / "s", 3 * FPS, **timing)
     kwargs: dict[str, object] = {"size": (80, 48)} if case == "resized" else \
-        {"fps": 15} if case == "other fps" else {}
+        {"fps": 15} if case == "other fps" else \
+        {"gop_seconds": 2 / FPS} if case == "shorter gop" else {}  # source: GOP frames
     report = _export(session, tmp_path / "ds", **kwargs)
     assert report.episodes_copied == 0
     check = verify_dataset(tmp_path / "ds")
