@@ -32,8 +32,8 @@ from capture.export.video import (
     encode_segment,
     extract_segment,
     idr_positions,
-    keyframe_pictures,
     scaled,
+    stats_keyframes,
 )
 
 ENGINES = ("local", "ray")
@@ -79,6 +79,7 @@ class EpisodeResult:
     frames: int
     bytes: int
     copied: bool
+    signature: tuple[object, ...]
     image_stats: ImageStats = field(default_factory=ImageStats)
 
 
@@ -116,9 +117,9 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                     segment = replace(segment, copied=copied)
                     # the statistics come from the source, as when the episode was made
                     if copied:
-                        for _, picture in keyframe_pictures(video, first, episode.frames,
-                                                            starts):
-                            stats.add(picture)
+                        copy_segment(work / "stats.mp4", video, first, episode.frames,
+                                     fps=job.fps, sink=_adder(stats),
+                                     decode=stats_keyframes(starts, first, episode.frames))
                     else:
                         pictures = _pictures(frames, [episode.positions[i]
                                                       for i in episode.samples])
@@ -126,9 +127,9 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                             stats.add(scaled(picture, (job.width, job.height), reformatter))
                 elif copied:
                     segment = copy_segment(out_dir / name, video, first, episode.frames,
-                                           fps=job.fps)
-                    for _, picture in keyframe_pictures(video, first, episode.frames, starts):
-                        stats.add(picture)
+                                           fps=job.fps, sink=_adder(stats),
+                                           decode=stats_keyframes(starts, first,
+                                                                  episode.frames))
                 else:
                     segment = encode_segment(
                         out_dir / name, _pictures(frames, episode.positions), episode.frames,
@@ -138,8 +139,16 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                 segment.path.unlink(missing_ok=True)
                 results.append(EpisodeResult(index=episode.index, segment=dest,
                                              frames=segment.frames, bytes=segment.bytes,
-                                             copied=segment.copied, image_stats=stats))
+                                             copied=segment.copied,
+                                             signature=segment.signature, image_stats=stats))
         return results
+
+
+def _adder(stats: ImageStats) -> Callable[[int, av.VideoFrame], None]:
+    """A frame sink that adds every frame it gets to `stats`."""
+    def add(_number: int, picture: av.VideoFrame) -> None:
+        stats.add(picture)
+    return add
 
 
 def _keyframes_fit(starts: frozenset[int], first: int, count: int, gop: int) -> bool:
@@ -166,7 +175,8 @@ def _pictures(frames: SourceFrames, positions: Sequence[int]) -> Iterator[av.Vid
 def fetch_segment(result: EpisodeResult, work: Path) -> Segment:
     """The result's segment as a local file (downloaded into `work` if it is remote)."""
     path = storage.local_file(result.segment, work / Path(result.segment).name)
-    return Segment(path=path, frames=result.frames, bytes=result.bytes, copied=result.copied)
+    return Segment(path=path, frames=result.frames, bytes=result.bytes, copied=result.copied,
+                   signature=result.signature)
 
 
 # --- engines --------------------------------------------------------------------------------------

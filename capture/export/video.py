@@ -57,19 +57,26 @@ class SourceFrames:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._container = av.open(str(path))
-            stream = self._container.streams.video[0]
-        except (av.error.FFmpegError, IndexError) as exc:
-            raise BadInputError(f"video cannot be opened ({exc})", path) from None
-        # One decoding thread: workers run in parallel, and frame threads only add CPU.
-        stream.thread_type = "NONE"
-        self._frames = self._container.decode(stream)
+        self._container: av.container.InputContainer | None = None
+        self._frames: Iterator[av.VideoFrame] = iter(())
         self._position = -1
         self._current: av.VideoFrame | None = None
 
+    def _open(self) -> None:
+        """Opened at the first frame asked for (a job that only copies never decodes)."""
+        try:
+            self._container = av.open(str(self.path))
+            stream = self._container.streams.video[0]
+        except (av.error.FFmpegError, IndexError) as exc:
+            raise BadInputError(f"video cannot be opened ({exc})", self.path) from None
+        # One decoding thread: workers run in parallel, and frame threads only add CPU.
+        stream.thread_type = "NONE"
+        self._frames = self._container.decode(stream)
+
     def at(self, position: int) -> av.VideoFrame:
         """The frame at `position`; positions must not go backwards (nothing is re-read)."""
+        if self._container is None:
+            self._open()
         if position < self._position:
             raise ValueError(f"asked for frame {position} after frame {self._position}")
         try:
@@ -86,7 +93,8 @@ class SourceFrames:
         return self._current
 
     def close(self) -> None:
-        self._container.close()
+        if self._container is not None:
+            self._container.close()
 
     def __enter__(self) -> SourceFrames:
         return self
@@ -120,6 +128,7 @@ class Segment:
     frames: int
     bytes: int
     copied: bool  # packets copied from the session video (no re-encode)
+    signature: tuple[object, ...]  # what must match to share a file with other segments
 
 
 FrameSink = Callable[[int, av.VideoFrame], None]  # (frame number in the episode, frame)
@@ -181,7 +190,8 @@ def encode_segment(path: Path, frames: Iterator[av.VideoFrame], count: int, *, f
             container.close()
     if written != count:
         raise RuntimeError(f"segment {path.name}: {written} frames encoded, {count} expected")
-    return Segment(path=path, frames=written, bytes=size, copied=False)
+    return Segment(path=path, frames=written, bytes=size, copied=False,
+                   signature=signature(path))
 
 
 def _nal_length_size(extradata: bytes) -> int:
@@ -206,16 +216,24 @@ def is_idr(data: bytes, length_size: int) -> bool:
     return False
 
 
-def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int) -> Segment:
+def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
+                 decode: frozenset[int] = frozenset(),
+                 sink: FrameSink | None = None) -> Segment:
     """Copy the packets of file positions [first, first + count) of `source` into a segment,
     rewriting only timestamps (frame i at i/fps). `first` must be an IDR frame and the source
     must store frames in presentation order (no B-frames): the caller checks (idr_positions).
+
+    The IDR frames at the positions in `decode` are decoded on the way (each on its own, so
+    nothing else is) and handed to `sink` with their frame number in the episode.
     """
     size = 0
     written = 0
     with av.open(str(source)) as src:
         in_stream = src.streams.video[0]
+        in_stream.thread_type = "NONE"
         length_size = _nal_length_size(bytes(in_stream.codec_context.extradata or b""))
+        decoder = in_stream.codec_context
+        numbers: list[int] = []
         with av.open(str(path), "w", format="mp4") as out:
             out_stream = out.add_stream_from_template(in_stream)
             out_stream.time_base = Fraction(1, fps)
@@ -230,6 +248,10 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int) 
                     break
                 if position == first and not is_idr(bytes(packet), length_size):
                     raise ValueError(f"file position {first} of {source} is not an IDR frame")
+                if position in decode and sink is not None:
+                    numbers.append(position - first)
+                    for frame in decoder.decode(packet):
+                        sink(numbers.pop(0), frame)
                 packet.stream = out_stream
                 packet.pts = packet.dts = written
                 packet.duration = 1  # one frame (the source's is in its own time base)
@@ -237,39 +259,28 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int) 
                 size += packet.size
                 out.mux(packet)
                 written += 1
+            if numbers and sink is not None:
+                for frame in decoder.decode(None):
+                    sink(numbers.pop(0), frame)
     if written != count:
         raise BadInputError(f"video ends at file position {first + written}; the episode needs "
                             f"{count} frames from position {first}", source)
-    return Segment(path=path, frames=written, bytes=size, copied=True)
+    return Segment(path=path, frames=written, bytes=size, copied=True, signature=signature(path))
 
 
-def keyframe_pictures(source: Path, first: int, count: int,
-                      idrs: frozenset[int]) -> Iterator[tuple[int, av.VideoFrame]]:
-    """(frame number in the episode, decoded frame) of the IDR frames among file positions
-    [first, first + count): each decodes on its own, so nothing else is decoded. A copied
-    episode's image statistics come from these (decoding every frame would cost more than
-    the copy itself)."""
-    wanted = sorted(p for p in idrs if first <= p < first + count)
-    if not wanted:
-        return
-    with av.open(str(source)) as src:
-        stream = src.streams.video[0]
-        stream.thread_type = "NONE"
-        decoder = stream.codec_context
-        numbers = iter(p - first for p in wanted)
-        keep = set(wanted)
-        position = -1
-        for packet in src.demux(stream):
-            if not packet.size:
-                continue
-            position += 1
-            if position > wanted[-1]:
-                break
-            if position in keep:
-                for frame in decoder.decode(packet):
-                    yield next(numbers), frame
-        for frame in decoder.decode(None):
-            yield next(numbers), frame
+KEYFRAME_SAMPLES = 32  # at most this many keyframes of a copied episode go into its image stats
+
+
+def stats_keyframes(idrs: frozenset[int], first: int, count: int) -> frozenset[int]:
+    """Up to KEYFRAME_SAMPLES IDR positions in [first, first + count), spread evenly: the
+    frames a copied episode's image statistics come from. Each decodes on its own; decoding
+    every frame, or LeRobot's n**0.75 samples, would cost many times the copy itself (about
+    25 ms per 720p IDR frame here)."""
+    inside = sorted(p for p in idrs if first <= p < first + count)
+    if not inside:
+        return frozenset()
+    picks = np.round(np.linspace(0, len(inside) - 1, min(len(inside), KEYFRAME_SAMPLES)))
+    return frozenset(inside[i] for i in picks.astype(int).tolist())
 
 
 def idr_positions(path: Path) -> frozenset[int]:
@@ -324,7 +335,8 @@ def extract_segment(path: Path, video: Path, first: int, count: int, *, fps: int
     if written != count:
         raise BadInputError(f"holds {written} frames of the episode at frame {first}, "
                             f"{count} expected", video)
-    return Segment(path=path, frames=written, bytes=size, copied=False)
+    return Segment(path=path, frames=written, bytes=size, copied=False,
+                   signature=signature(path))
 
 
 # --- joining segments into chunk files ------------------------------------------------------------
@@ -356,37 +368,39 @@ class VideoFileWriter:
     def start_episode(self, segment: Segment) -> tuple[int, int, int]:
         """(chunk_index, file_index, first frame number in that file) for `segment`, the next
         episode's video; append() then writes it."""
-        signature = _signature(segment.path)
         if self._container is not None and (
-                self.bytes_in_file >= self.limits.video_mb * _MB or signature != self._signature):
+                self.bytes_in_file >= self.limits.video_mb * _MB
+                or segment.signature != self._signature):
             self._close_file()
             self.chunk_index, self.file_index = layout.next_file(
                 self.chunk_index, self.file_index, self.limits.chunks_size)
         if self._container is None:
-            self._open_file(segment.path, signature)
+            self.frames_in_file = 0
+            self.bytes_in_file = 0
         self._pending = segment
         return self.chunk_index, self.file_index, self.frames_in_file
 
-    def _open_file(self, template: Path, signature: tuple[object, ...]) -> None:
+    def _open_file(self, template: av.video.stream.VideoStream,
+                   signature: tuple[object, ...]) -> None:
         path = self.path(self.chunk_index, self.file_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(path), "w", format="mp4")
-        with av.open(str(template)) as segment:
-            stream = self._container.add_stream_from_template(segment.streams.video[0])
+        stream = self._container.add_stream_from_template(template)
         stream.time_base = Fraction(1, self.fps)
         self._stream = stream
         self._signature = signature
-        self.frames_in_file = 0
-        self.bytes_in_file = 0
         self.files += 1
 
     def append(self) -> int:
         """Append the segment given to start_episode; returns its frame count."""
         segment, self._pending = self._pending, None
-        assert segment is not None and self._container is not None and self._stream is not None
+        assert segment is not None
         offset = self.frames_in_file
         with av.open(str(segment.path)) as source:
             stream = source.streams.video[0]
+            if self._container is None:
+                self._open_file(stream, segment.signature)
+            assert self._container is not None and self._stream is not None
             ticks = stream.time_base
             assert ticks is not None
             frames = 0
@@ -423,12 +437,15 @@ def _to_frames(ticks: int | None, time_base: Fraction, fps: int) -> int:
     return round(ticks * time_base * fps)
 
 
-def _signature(path: Path) -> tuple[object, ...]:
-    """What must match for two segments to share one file: codec, size, format, extradata."""
+def signature(path: Path) -> tuple[object, ...]:
+    """What must match for two segments to share one file: codec, size, format, extradata,
+    read back from the segment file (an encoder's own extradata is in another syntax than
+    the one the mp4 holds)."""
     with av.open(str(path)) as container:
         context = container.streams.video[0].codec_context
-        return (context.name, context.width, context.height, context.format.name
-                if context.format else None, bytes(context.extradata or b""))
+        return (context.name, context.width, context.height,
+                context.format.name if context.format else None,
+                bytes(context.extradata or b""))
 
 
 # --- image statistics -----------------------------------------------------------------------------
