@@ -235,7 +235,7 @@ def copy_segment(path: Path, source: Path, first: int, count: int, *, fps: int,
         decoder = in_stream.codec_context
         numbers: list[int] = []
         with av.open(str(path), "w", format="mp4") as out:
-            out_stream = out.add_stream_from_template(in_stream)
+            out_stream = out.add_stream_from_template(in_stream, opaque=True)
             out_stream.time_base = Fraction(1, fps)
             position = -1
             for packet in src.demux(in_stream):
@@ -317,7 +317,7 @@ def extract_segment(path: Path, video: Path, first: int, count: int, *, fps: int
         ticks = in_stream.time_base
         assert ticks is not None
         with av.open(str(path), "w", format="mp4") as out:
-            out_stream = out.add_stream_from_template(in_stream)
+            out_stream = out.add_stream_from_template(in_stream, opaque=True)
             out_stream.time_base = Fraction(1, fps)
             for packet in src.demux(in_stream):
                 if not packet.size:
@@ -385,7 +385,7 @@ class VideoFileWriter:
         path = self.path(self.chunk_index, self.file_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(path), "w", format="mp4")
-        stream = self._container.add_stream_from_template(template)
+        stream = self._container.add_stream_from_template(template, opaque=True)
         stream.time_base = Fraction(1, self.fps)
         self._stream = stream
         self._signature = signature

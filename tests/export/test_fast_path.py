@@ -110,3 +110,20 @@ def test_no_copy_unless_frames_map_one_to_one_at_native_size(tmp_path: Path, cas
     assert report.episodes_copied == 0
     check = verify_dataset(tmp_path / "ds")
     assert check.ok, check.problems
+
+
+@pytest.mark.usefixtures("consent_active")
+@pytest.mark.skipif("libsvtav1" not in av.codecs_available, reason="PyAV without SVT-AV1")
+def test_av1_export_records_its_encoding_and_decodes_on_the_grid(tmp_path: Path) -> None:
+    session = _session(tmp_path / "s", FPS)
+    report = _export(session, tmp_path / "ds", codec="av1", gop_seconds=2 / FPS)
+    assert report.episodes_copied == 0 and report.codec == "av1"
+    info = (tmp_path / "ds" / layout.INFO_PATH).read_text()
+    video = __import__("json").loads(info)["features"][layout.VIDEO_KEY]["info"]
+    assert (video["video.codec"], video["video.g"], video["video.crf"],
+            video["video.preset"]) == ("av1", 2, 30, 12)
+    (episode,) = _episodes(tmp_path / "ds")
+    frames = _decoded(_video(tmp_path / "ds", episode))
+    assert [t for t, _ in frames] == [Fraction(i, FPS) for i in range(FPS)]
+    check = verify_dataset(tmp_path / "ds")
+    assert check.ok, check.problems
