@@ -188,7 +188,8 @@ def _child(argv: list[str]) -> int:
         "export_cpu_s_in_process": round(cpu2.ru_utime + cpu2.ru_stime - cpu1.ru_utime
                                          - cpu1.ru_stime, 3),
         "frames": report.frames, "episodes": report.episodes,
-        "episodes_copied": report.episodes_copied, "seconds": round(report.seconds, 3)}))
+        "episodes_copied": report.episodes_copied, "seconds": round(report.seconds, 3),
+        "worker_cpu_s": round(report.worker_cpu_s, 3)}))
     return 0
 
 

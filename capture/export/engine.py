@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -81,6 +82,7 @@ class EpisodeResult:
     copied: bool
     signature: tuple[object, ...]
     image_stats: ImageStats = field(default_factory=ImageStats)
+    cpu_s: float = 0.0  # CPU time the worker spent making it (process time, all threads)
 
 
 def run_session_job(job: SessionJob) -> list[EpisodeResult]:
@@ -96,6 +98,7 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
         reformatter = VideoReformatter()
         with SourceFrames(video) as frames:
             for episode in job.episodes:
+                began = time.process_time()
                 name = f"episode-{episode.index:09d}.mp4"
                 stats = ImageStats()
                 samples = set(episode.samples)
@@ -140,7 +143,8 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                 results.append(EpisodeResult(index=episode.index, segment=dest,
                                              frames=segment.frames, bytes=segment.bytes,
                                              copied=segment.copied,
-                                             signature=segment.signature, image_stats=stats))
+                                             signature=segment.signature, image_stats=stats,
+                                             cpu_s=time.process_time() - began))
         return results
 
 

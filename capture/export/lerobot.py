@@ -65,6 +65,7 @@ class EpisodeReport:
     source_frames_dropped: int
     source_frames_repeated: int
     copied: bool = False  # packets copied from the session video, no re-encode
+    worker_cpu_s: float = 0.0  # CPU its worker spent making its video (a measurement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class ExportReport:
     engine: str = "local"
     episodes_copied: int = 0
     sessions_unchanged: int = 0  # already in the dataset at `path`: not decoded or encoded again
+    worker_cpu_s: float = 0.0    # CPU the workers (processes, Ray tasks) spent making episodes
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -322,7 +324,8 @@ def _join_session(writer: DatasetWriter, source: _Source, results: list[EpisodeR
             frames=episode.n_frames, offset_ms_p50=stats.offset_ms_p50,
             offset_ms_p95=stats.offset_ms_p95, offset_ms_max=stats.offset_ms_max,
             source_frames=stats.source_frames, source_frames_dropped=stats.dropped,
-            source_frames_repeated=stats.repeated, copied=result.copied))
+            source_frames_repeated=stats.repeated, copied=result.copied,
+            worker_cpu_s=result.cpu_s))
     writer.add_events(_events_table(source, first_episode))
     return first_episode
 
@@ -591,7 +594,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
                         seconds=time.monotonic() - began, episode_reports=tuple(reports),
                         codec=encoding.codec, engine=engine.engine,
                         episodes_copied=sum(r.copied for r in reports),
-                        sessions_unchanged=len(unchanged))
+                        sessions_unchanged=len(unchanged),
+                        worker_cpu_s=sum(r.worker_cpu_s for r in reports))
 
 
 def _replace_dataset(built: Path, out: Path, *, replacing: bool) -> None:
