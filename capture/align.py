@@ -10,47 +10,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from capture.keyvocab import KEY_ALIASES, KEY_NAMES, OTHER
+from capture.export.vocabulary import (
+    GAMEPAD_AXES,
+    GAMEPAD_AXIS_ALIASES,
+    GAMEPAD_BUTTONS,
+    KEY_ALIASES,
+    KEY_NAMES,
+    MOUSE_BUTTONS,
+    MULTI_HOT_DTYPE,
+    OTHER,
+)
+from capture.inputs import HOLDS, EventKind
 
 NS_PER_S = 1_000_000_000
 GAP_FACTOR = 3  # consecutive frames further apart than this many source intervals: a pause
 DEFAULT_MAX_EPISODE_S = 600.0
 _NEVER_NS = np.iinfo(np.int64).max  # release time of a key still held when the stream ends
-
-MOUSE_BUTTONS: tuple[str, ...] = ("left", "middle", "right", "back", "forward")
-GAMEPAD_AXES: tuple[str, ...] = ("left_x", "left_y", "right_x", "right_y", "trigger_left",
-                                 "trigger_right")
-# SDL GameController button names, in SDL_GameControllerButton order.
-GAMEPAD_BUTTONS: tuple[str, ...] = ("a", "b", "x", "y", "back", "guide", "start", "leftstick",
-                                    "rightstick", "leftshoulder", "rightshoulder", "dpup",
-                                    "dpdown", "dpleft", "dpright")
-_GAMEPAD_AXIS_ALIASES = {"leftx": "left_x", "lefty": "left_y", "rightx": "right_x",
-                         "righty": "right_y", "lefttrigger": "trigger_left",
-                         "righttrigger": "trigger_right"}
-
-# Action features: names of each slot, in order. Float features are sums or last values; the
-# others are multi-hot (see MULTI_HOT_DTYPE).
-ACTION_NAMES: dict[str, tuple[str, ...]] = {
-    "action.mouse_delta": ("dx", "dy"),
-    "action.mouse_wheel": ("vertical", "horizontal"),
-    "action.mouse_buttons": MOUSE_BUTTONS,
-    "action.keys_held": KEY_NAMES,
-    "action.keys_pressed": KEY_NAMES,
-    "action.gamepad_axes": GAMEPAD_AXES,
-    "action.gamepad_buttons": GAMEPAD_BUTTONS,
-}
-FLOAT_ACTIONS = ("action.mouse_delta", "action.mouse_wheel", "action.gamepad_axes")
-MULTI_HOT_DTYPE = np.uint8
-"""Multi-hot features are uint8 0/1 rather than bool.
-
-LeRobot computes mean/std stats over every feature and its normaliser does arithmetic on the
-tensors it loads; uint8 works in both places unchanged, while bool tensors fail in arithmetic.
-After Parquet compression uint8 costs no more than bit-packed bool.
-"""
-
-
-def action_dtype(feature: str) -> np.dtype:
-    return np.dtype(np.float32 if feature in FLOAT_ACTIONS else MULTI_HOT_DTYPE)
 
 
 @cache
@@ -58,7 +33,7 @@ def _slot_tables() -> dict[str, dict[str, int]]:
     keys = {name: i for i, name in enumerate(KEY_NAMES)}
     keys.update({alias: keys[target] for alias, target in KEY_ALIASES.items()})
     axes = {name: i for i, name in enumerate(GAMEPAD_AXES)}
-    axes.update({alias: axes[target] for alias, target in _GAMEPAD_AXIS_ALIASES.items()})
+    axes.update({alias: axes[target] for alias, target in GAMEPAD_AXIS_ALIASES.items()})
     return {
         "key": keys,
         "button": {name: i for i, name in enumerate(MOUSE_BUTTONS)},
@@ -274,8 +249,8 @@ class _Frames:
         return out
 
 
-def _mask(events: pa.Table, kind: str) -> np.ndarray:
-    return pc.equal(events.column("kind"), kind).to_numpy(zero_copy_only=False)
+def _mask(events: pa.Table, kind: EventKind) -> np.ndarray:
+    return np.asarray(pc.equal(events.column("kind"), kind.value).to_numpy(zero_copy_only=False))
 
 
 def _slots(column: pa.ChunkedArray, table: str, missing: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +268,8 @@ def _slots(column: pa.ChunkedArray, table: str, missing: int) -> tuple[np.ndarra
 
 
 def _floats(events: pa.Table, name: str) -> np.ndarray:
-    return events.column(name).fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+    values = events.column(name).fill_null(0.0).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
 
 
 def _hold_intervals(t: np.ndarray, slots: np.ndarray, identity: np.ndarray,
@@ -322,10 +298,10 @@ def _hold_intervals(t: np.ndarray, slots: np.ndarray, identity: np.ndarray,
             np.array(out_until, dtype=np.int64))
 
 
-def _held_feature(events: pa.Table, t: np.ndarray, frames: _Frames, press_kind: str,
-                  release_kind: str, name_column: str, table: str, width: int,
-                  missing: int) -> np.ndarray:
-    press, release = _mask(events, press_kind), _mask(events, release_kind)
+def _held_feature(events: pa.Table, t: np.ndarray, frames: _Frames, press_kind: EventKind,
+                  name_column: str, table: str, width: int, missing: int) -> np.ndarray:
+    """Multi-hot of what `press_kind` events hold until their releases (see _hold_intervals)."""
+    press, release = _mask(events, press_kind), _mask(events, HOLDS[press_kind])
     rows = np.flatnonzero(press | release)
     slots, identity = _slots(events.column(name_column).take(rows), table, missing)
     known = slots >= 0
@@ -349,31 +325,30 @@ def frame_actions(events: pa.Table, episodes: list[EpisodeGrid]) -> tuple[
     placed = pos >= 0
     actions: dict[str, np.ndarray] = {}
 
-    def summed(kind: str, column: str) -> np.ndarray:
+    def summed(kind: EventKind, column: str) -> np.ndarray:
         rows = placed & _mask(events, kind)
         return np.bincount(pos[rows], weights=_floats(events, column)[rows], minlength=n)
 
     actions["action.mouse_delta"] = np.stack(
-        [summed("motion", "dx"), summed("motion", "dy")], axis=1).astype(np.float32)
+        [summed(EventKind.MOTION, "dx"), summed(EventKind.MOTION, "dy")], axis=1).astype(np.float32)
     actions["action.mouse_wheel"] = np.stack(
-        [summed("wheel", "dy"), summed("wheel", "dx")], axis=1).astype(np.float32)
+        [summed(EventKind.WHEEL, "dy"), summed(EventKind.WHEEL, "dx")], axis=1).astype(np.float32)
 
     other_key = KEY_NAMES.index(OTHER)
     actions["action.mouse_buttons"] = _held_feature(
-        events, t, frames, "button_press", "button_release", "button", "button",
-        len(MOUSE_BUTTONS), missing=-1)
+        events, t, frames, EventKind.BUTTON_PRESS, "button", "button", len(MOUSE_BUTTONS),
+        missing=-1)
     actions["action.keys_held"] = _held_feature(
-        events, t, frames, "key_press", "key_release", "key", "key", len(KEY_NAMES),
-        missing=other_key)
+        events, t, frames, EventKind.KEY_PRESS, "key", "key", len(KEY_NAMES), missing=other_key)
     # A synthetic press reopens a hold at a segment start: held, but not pressed in that frame.
     genuine = ~events.column("synthetic").to_numpy(zero_copy_only=False).astype(bool)
-    presses = np.flatnonzero(placed & _mask(events, "key_press") & genuine)
+    presses = np.flatnonzero(placed & _mask(events, EventKind.KEY_PRESS) & genuine)
     pressed = np.zeros((n, len(KEY_NAMES)), dtype=MULTI_HOT_DTYPE)
     pressed[pos[presses], _slots(events.column("key").take(presses), "key", other_key)[0]] = 1
     actions["action.keys_pressed"] = pressed
 
     axes = np.zeros((n, len(GAMEPAD_AXES)), dtype=np.float32)
-    axis_rows = np.flatnonzero(_mask(events, "gamepad_axis"))
+    axis_rows = np.flatnonzero(_mask(events, EventKind.GAMEPAD_AXIS))
     axis_slots, _ = _slots(events.column("axis").take(axis_rows), "gamepad_axis", -1)
     values = _floats(events, "value")
     for slot in range(len(GAMEPAD_AXES)):
@@ -383,8 +358,8 @@ def frame_actions(events: pa.Table, episodes: list[EpisodeGrid]) -> tuple[
             axes[:, slot] = np.where(last >= 0, values[rows][last.clip(0, None)], 0.0)
     actions["action.gamepad_axes"] = axes
     actions["action.gamepad_buttons"] = _held_feature(
-        events, t, frames, "gamepad_button_press", "gamepad_button_release", "axis",
-        "gamepad_button", len(GAMEPAD_BUTTONS), missing=-1)
+        events, t, frames, EventKind.GAMEPAD_BUTTON_PRESS, "axis", "gamepad_button",
+        len(GAMEPAD_BUTTONS), missing=-1)
     return actions, pos
 
 

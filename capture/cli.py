@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from capture import __version__, video
-from capture.errors import CaptureError
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.sizes import parse_size
 from capture.video.obs.commands import obs_connection_options, obs_settings_from
 
@@ -28,6 +28,12 @@ class _Group(click.Group):
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            problem = DiskFullError(exc.filename, "free some space and run the command again")
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(problem.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -311,8 +317,9 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
     It waits for a game you consented to, records it while its window has focus (pausing when
     another window has focus or after a while without input), splits long play into segments,
     checks each segment right after it is recorded, and stops when the game exits. It serves a
-    page on 127.0.0.1 (the address, with its access token, is printed on a line of its own) to
-    give or withdraw consent and to see, check and delete recordings. Stop it with Ctrl-C.
+    page on 127.0.0.1 (a one-time sign-in address is printed on a line of its own; press Enter
+    for a new one) to give or withdraw consent and to see, check and delete recordings. Stop it
+    with Ctrl-C.
     """
     from dataclasses import replace
 
@@ -335,7 +342,10 @@ def agent(backend: str | None, port: int | None, no_browser: bool, display: str 
     server = WebServer(the_agent, port=settings.port)
     server.start()
     try:
-        click.echo(server.url)
+        click.echo(server.login_url())
+        say(f"Open the address above (it works once, within a minute); then {server.url} "
+            "is the page. Press Enter here for a new address.")
+        server.hand_out_login_urls(sys.stdin, click.echo)
         if settings.open_browser:
             server.open_browser()
         the_agent.run(stop_on_signals())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 if sys.platform == "win32":
     now_ns = time.perf_counter_ns
@@ -33,7 +35,7 @@ class ClockPair:
         return {"monotonic_ns": self.monotonic_ns, "utc": self.utc}
 
     @classmethod
-    def from_dict(cls, d: dict) -> ClockPair:
+    def from_dict(cls, d: Mapping[str, Any]) -> ClockPair:
         return cls(monotonic_ns=int(d["monotonic_ns"]), utc=str(d["utc"]))
 
 

@@ -15,12 +15,22 @@ from capture.errors import CaptureError
 
 # The file holds one table per part of capture, e.g.
 #
-#   [obs]
-#   host = "127.0.0.1"
-#   port = 4455
-#   password = "..."
+#   [agent]
+#   fps = 30
+#   idle_pause_seconds = 30.0
 #
-# Add a table here by reading it with `config_table("name")` and its typed getters.
+# Add a table by naming it in OWN_TABLES (or, for a video backend, in its registry entry) and
+# reading it with `config_table("name")` and its typed getters; a table the file has but nothing
+# reads (a typo such as `[agnet]`) is refused.
+
+OWN_TABLES: tuple[str, ...] = ("agent",)
+
+
+def config_tables() -> tuple[str, ...]:
+    """Every table the file may hold: capture's own and each video backend's."""
+    from capture import video  # the registry lists each backend's table (its settings)
+
+    return (*OWN_TABLES, *(e.config_table for e in video.BACKENDS.values() if e.config_table))
 
 
 def config_path() -> Path:
@@ -31,17 +41,33 @@ def config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """The whole file as a dict ({} if it does not exist)."""
+    """The whole file as a dict ({} if it does not exist); only the tables of config_tables()."""
     path = path or config_path()
     try:
-        with path.open("rb") as stream:
-            return tomllib.load(stream)
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise CaptureError(f"not valid TOML: {exc}", path) from None
     except OSError as exc:
         raise CaptureError(f"cannot read the config file: {exc.strerror}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CaptureError(f"the config file is not UTF-8 text (byte 0x{data[exc.start]:02x} on "
+                           f"line {line}); save it as UTF-8", path) from None
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CaptureError(f"not valid TOML: {exc}", path) from None
+    tables = config_tables()
+    unknown = sorted(set(config) - set(tables))
+    if unknown:
+        name = unknown[0]
+        what = f"unknown table [{name}]" if isinstance(config[name], dict) else \
+            f"`{name}` is outside any table"
+        raise CaptureError(f"{what} (the tables are: "
+                           + ", ".join(f"[{t}]" for t in tables) + ")", path)
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +130,8 @@ class ConfigTable:
 
 def config_table(name: str, path: Path | None = None) -> ConfigTable:
     """The `[name]` table (empty if the file or the table is missing)."""
+    if name not in config_tables():
+        raise ValueError(f"[{name}] is not a config table: add it to OWN_TABLES first")
     path = path or config_path()
     values = load_config(path).get(name, {})
     if not isinstance(values, dict):

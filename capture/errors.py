@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class CaptureError(Exception):
@@ -29,3 +32,16 @@ class BadInputError(CaptureError):
     """A file we read is corrupt, truncated, malformed or of the wrong version."""
 
     exit_code = 4
+
+
+class DiskFullError(CaptureError):
+    """The disk (or the user's quota) was full: `path` could not be written."""
+
+    def __init__(self, path: Path | str | None,
+                 advice: str = "free some space; what was written before is kept") -> None:
+        super().__init__(f"disk full: {advice}", path)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError saying the disk or the quota is full (ENOSPC, EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS

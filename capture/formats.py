@@ -82,7 +82,8 @@ def _arrow_type(spec: str, length: int | None) -> pa.DataType:
 
 @cache
 def arrow_schema_doc(name: str) -> dict[str, Any]:
-    return json.loads((schemas_dir() / name).read_text())
+    doc: dict[str, Any] = json.loads((schemas_dir() / name).read_text())
+    return doc
 
 
 def arrow_schema(name: str, lengths: dict[str, int] | None = None) -> pa.Schema:

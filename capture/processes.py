@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
     """SIGTERM, wait up to `timeout_s`, then SIGKILL; always reaps it."""
     if process.poll() is None:
         process.terminate()

@@ -181,8 +181,12 @@ def write_video(path: Path, script: SessionScript) -> list[int]:
     return pts_list
 
 
-def build_session(root: Path, script: SessionScript) -> Path:
-    """Write a finalised session bundle for `script` under root/<session_id>; returns its path."""
+def build_recording(root: Path, script: SessionScript, *, extra_logged_frames: int = 0,
+                    torn_event: bool = False, recorder_pid: int | None = None) -> Path:
+    """A session as a recorder leaves it before finalise: manifest 'recording', the video,
+    the frames and events journals. `extra_logged_frames` logs frames the video does not hold
+    (a recorder killed between logging and writing); `torn_event` cuts off the last journal
+    line as a crash would; `recorder_pid` goes into the lock file."""
     session_dir = root / script.session_id
     consent = ConsentRef(receipt_id=script.receipt_id, license=script.license,
                          scope=("gamepad", "keyboard", "mouse", "video"),
@@ -190,26 +194,43 @@ def build_session(root: Path, script: SessionScript) -> Path:
     start = ClockPair(monotonic_ns=script.start_ns, utc=START_UTC)
     manifest = writer.initial_manifest(
         session_id=script.session_id, player=script.player, consent=consent,
-        game=GameInfo(name=script.game), video_backend="factory",
+        game=GameInfo(name=script.game), video_backend="builtin",
         input_info=InputInfo(backend=ComponentInfo(name="factory")), fps=script.fps,
         start=start)
-    writer.create_session(session_dir, manifest)
+    writer.create_session(session_dir, manifest, recorder_pid=recorder_pid)
 
     pts_list = write_video(session_dir / formats.VIDEO, script)
-    dropped = script.dropped_before or [0] * len(script.capture_times_ns)
+    times = script.capture_times_ns
+    dropped = script.dropped_before or [0] * len(times)
     frames = JournalWriter(session_dir / formats.FRAMES_JOURNAL)
-    for i, (t, pts) in enumerate(zip(script.capture_times_ns, pts_list, strict=True)):
+    for i in range(len(times) + extra_logged_frames):
+        last = min(i, len(times) - 1)
+        t = times[last] + max(0, i - len(times) + 1) * 33_000_000
         frames.append({"frame_index": i, "capture_time_ns": t, "grab_duration_ns": 2_000_000,
-                       "dropped_before": dropped[i], "repeated": False, "pts": pts})
+                       "dropped_before": dropped[last] if i < len(times) else 0,
+                       "repeated": False, "pts": pts_list[last] + max(0, i - last) * 33})
     frames.close()
     events = JournalWriter(session_dir / formats.EVENTS_JOURNAL)
     for record in script.events:
         events.append(record)
     events.close()
-    video_result = VideoResult(backend="factory", frames=len(pts_list),
-                               dropped_slots=sum(dropped), width=script.width,
-                               height=script.height, codec="h264")
-    writer.finalise(session_dir, video_result=video_result)
+    if torn_event:
+        with open(session_dir / formats.EVENTS_JOURNAL, "a") as f:
+            f.write('{"t_ns": 99, "kind": "mot')  # the write the crash cut off
+    return session_dir
+
+
+def factory_video_result(script: SessionScript) -> VideoResult:
+    dropped = script.dropped_before or [0] * len(script.capture_times_ns)
+    return VideoResult(backend="builtin", frames=len(script.capture_times_ns),
+                       dropped_slots=sum(dropped), width=script.width, height=script.height,
+                       codec="h264")
+
+
+def build_session(root: Path, script: SessionScript) -> Path:
+    """Write a finalised session bundle for `script` under root/<session_id>; returns its path."""
+    session_dir = build_recording(root, script)
+    writer.finalise(session_dir, video_result=factory_video_result(script))
     return session_dir
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,8 @@ from capture.session import store, writer
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
+
+log = logging.getLogger(__name__)
 
 RECORDABLE = frozenset({"video", "keyboard", "mouse", "gamepad"})
 POLL_S = 0.25
@@ -44,9 +47,10 @@ class Agent:
                  say: Callable[[str], None] = print,
                  video_options: Any | None = None) -> None:
         self.settings = settings
-        self.display = display or settings.display or os.environ.get("DISPLAY")
-        if not self.display:
+        watched = display or settings.display or os.environ.get("DISPLAY")
+        if not watched:
             raise CaptureError("no X display to watch: set DISPLAY or [agent] display")
+        self.display: str = watched
         self.say = say
         self.video_options = video_options
         self._lock = threading.RLock()
@@ -121,16 +125,29 @@ class Agent:
                 self._watchers.clear()
 
     def recover_crashed(self) -> list[Path]:
-        """Finalise sessions a crash left behind (called once at start)."""
-        recovered = []
-        for session_dir in store.session_dirs():
-            if needs_recovery(session_dir):
-                try:
-                    writer.recover(session_dir)
-                    recovered.append(session_dir)
-                    self.say(f"recovered a session left by a crash: {session_dir}")
-                except CaptureError as exc:
-                    self.say(f"warning: could not recover {session_dir}: {exc}")
+        """Finalise sessions a crash left behind (called once at start).
+
+        A session that cannot be read or recovered is reported (by path) and skipped: the agent
+        carries on with the others and starts anyway.
+        """
+        recovered: list[Path] = []
+        try:
+            candidates = store.session_dirs()
+        except Exception as exc:  # an unreadable index or sessions folder must not stop the agent
+            log.debug("listing sessions failed", exc_info=True)
+            self.say(f"warning: could not list the sessions to recover: {_plain(exc)}")
+            return recovered
+        for session_dir in candidates:
+            try:
+                if not needs_recovery(session_dir):
+                    continue
+                writer.recover(session_dir)
+            except Exception as exc:  # one bad session never hides the rest
+                log.debug("recovering %s failed", session_dir, exc_info=True)
+                self.say(f"warning: could not recover {session_dir}: {_plain(exc)}")
+                continue
+            recovered.append(session_dir)
+            self.say(f"recovered a session left by a crash: {session_dir}")
         return recovered
 
     # --- internals ----------------------------------------------------------------------------
@@ -221,3 +238,14 @@ class Agent:
         for check in checks:
             if not check["ok"]:
                 self.say(f"  {check['name']}: {check['detail']}")
+
+
+def _plain(exc: BaseException) -> str:
+    """An error in plain words: a CaptureError as it is, anything else with its kind named."""
+    if isinstance(exc, CaptureError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return "a file in it is not UTF-8 text"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"

@@ -112,6 +112,8 @@ def _video_of(session_dir: Path, manifest: Manifest) -> Path:
         video = file_in_session(session_dir, name)
     except BadInputError as exc:
         raise MediaUnavailable(exc.problem) from None
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte in the name
+        raise MediaUnavailable(f"the session's video {name[:80]!r} cannot be found") from None
     if not video.is_file():
         raise MediaUnavailable("the session's video file is missing")
     return video
@@ -156,7 +158,7 @@ def video_duration_s(video: Path) -> float:
     with _open(video) as container:
         stream = container.streams.video[0]
         if container.duration:
-            return max(0.0, container.duration / 1_000_000 - _start_s(stream))
+            return max(0.0, float(container.duration) / 1_000_000 - _start_s(stream))
         last = 0.0
         for packet in container.demux(stream):
             if packet.pts is not None and packet.time_base is not None:
@@ -188,8 +190,8 @@ def frames_at(video: Path, times_s: list[float], width: int, *,
             raise MediaUnavailable(f"the session's video cannot be decoded ({exc})") from None
         if any(f is None for f in picked):
             raise MediaUnavailable("the session's video has no decodable frame")
-        return [f.to_ndarray(format="rgb24", width=size[0], height=size[1])  # type: ignore[union-attr]
-                for f in picked]
+        return [f.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                for f in picked if f is not None]
 
 
 def _one_pass(container: Any, stream: Any, targets: list[float]) -> list[Any]:

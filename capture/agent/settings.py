@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from capture import video
 from capture.config import config_path, config_table
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +43,46 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
     """Settings from the config file; a bad value raises CaptureError naming file and key."""
     table = config_table("agent", path)
     table.reject_unknown(set(KEY_DOCS))
-    defaults = AgentSettings()
-    values = {
-        "backend": table.choice("backend", video.backend_names()),
-        "fps": table.integer("fps", 1, 240),
-        "idle_pause_seconds": table.number("idle_pause_seconds", 1, 3600),
-        "segment_minutes": table.number("segment_minutes", 1, 60),
-        "port": table.integer("port", 0, 65535),
-        "open_browser": table.boolean("open_browser"),
-        "display": table.string("display"),
-    }
-    return AgentSettings(**{f.name: values[f.name] if values[f.name] is not None
-                            else getattr(defaults, f.name) for f in fields(AgentSettings)})
+    d = AgentSettings()
+
+    def given(value: T | None, default: T) -> T:
+        return default if value is None else value
+
+    return AgentSettings(
+        backend=given(table.choice("backend", video.backend_names()), d.backend),
+        fps=given(table.integer("fps", 1, 240), d.fps),
+        idle_pause_seconds=given(table.number("idle_pause_seconds", 1, 3600),
+                                 d.idle_pause_seconds),
+        segment_minutes=given(table.number("segment_minutes", 1, 60), d.segment_minutes),
+        port=given(table.integer("port", 0, 65535), d.port),
+        open_browser=given(table.boolean("open_browser"), d.open_browser),
+        display=table.string("display") or d.display)
+
+
+def check_config() -> None:
+    """Read every table of the config file in use as the agent would: its own, and each video
+    backend's (made with its defaults, a backend reads its table); CaptureError names the
+    problem."""
+    load_agent_settings()
+    for name in video.backend_names():
+        try:
+            backend = video.backend(name)
+        except ImportError:  # a backend that cannot be loaded here reads no table
+            continue
+        backend.create(None)
 
 
 def documented_config() -> str:
-    """A config file with every agent key at its default, each with its documentation."""
+    """A config file with every agent key at its default, each with its documentation.
+
+    The file in use is checked first: a bad file raises CaptureError (naming file and key)
+    rather than printing defaults that would not be what the agent runs with.
+    """
+    check_config()
     defaults = AgentSettings()
-    lines = [f"# capture config: {config_path()}", "[agent]"]
+    path = config_path()
+    state = "checked, no problems" if path.exists() else "no such file yet: all defaults"
+    lines = [f"# capture config: {path} ({state})", "[agent]"]
     for key, doc in KEY_DOCS.items():
         value = getattr(defaults, key)
         shown = ("true" if value else "false") if isinstance(value, bool) else \

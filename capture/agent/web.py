@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 import re
 import secrets
+import sys
 import threading
+import time
 import webbrowser
+from collections.abc import Callable
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from capture import consent, paths
 from capture.consent import records, terms
 from capture.consent.commands import _games_to_delete  # which sessions a withdrawal deletes
-from capture.errors import BadInputError, CaptureError
+from capture.errors import BadInputError, CaptureError, DiskFullError, is_disk_full
 from capture.session import store
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
@@ -30,7 +35,12 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 TOKEN_HEADER = "X-Capture-Token"
-MAX_BODY = 64 * 1024
+LOGIN_PATH = "/login"      # GET /login?code=ONE-TIME-CODE swaps the code for a cookie
+LOGIN_CODE_TTL_S = 60.0    # a one-time code works once, within this many seconds
+MAX_LOGIN_CODES = 32       # unused codes kept at once (the oldest are dropped)
+MAX_BODY = 64 * 1024       # bytes; a POST body is never read past this
+NEW_ADDRESS_HINT = ("press Enter in the terminal running `capture agent` for a new address "
+                    f"(each works once, within {LOGIN_CODE_TTL_S:.0f} s)")
 WEB_METHOD = "agent-web"  # the consent ledger's collection method for grants made on the page
 STATIC_FILES = {"/app.js": "text/javascript", "/style.css": "text/css",
                 "/icon.svg": "image/svg+xml"}
@@ -75,7 +85,13 @@ class HttpError(Exception):
 
 
 class WebServer:
-    """Serves the page and its JSON API on 127.0.0.1 only; every request must carry the token."""
+    """Serves the page and its JSON API on 127.0.0.1 only; every request must be authorised.
+
+    A browser gets in through a one-time address (`login_url()`, works once within
+    LOGIN_CODE_TTL_S): the server swaps its code for an HttpOnly, SameSite=Strict cookie and
+    redirects to the token-free page, so no secret stays in the address bar, the history or the
+    browser's command line. Programs may instead send `token` in the X-Capture-Token header.
+    """
 
     def __init__(self, agent: AgentView, *, port: int = 0, token: str | None = None,
                  media: MediaCache | None = None) -> None:
@@ -83,6 +99,9 @@ class WebServer:
         self.token = token if token is not None else secrets.token_urlsafe(24)
         if len(self.token) < 16:
             raise CaptureError("the page token must be at least 16 characters")
+        self._auth_lock = threading.Lock()
+        self._login_codes: dict[str, float] = {}   # code -> monotonic expiry
+        self._cookies: set[str] = set()            # cookie values handed out by /login
         self.media = media if media is not None else MediaCache()
         try:
             self._httpd = _Server((HOST, port), _Handler)
@@ -92,12 +111,47 @@ class WebServer:
         self.port: int = self._httpd.server_address[1]
         self.allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+        self.cookie_name = f"capture_agent_{self.port}"  # cookies are shared across ports
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        """The address to open: http://127.0.0.1:PORT/?token=..."""
-        return f"http://{HOST}:{self.port}/?token={self.token}"
+        """The page's address without any secret: http://127.0.0.1:PORT/"""
+        return f"http://{HOST}:{self.port}/"
+
+    def login_url(self) -> str:
+        """A new one-time address that lets one browser in (works once, within 60 s)."""
+        code = secrets.token_urlsafe(24)
+        with self._auth_lock:
+            now = time.monotonic()
+            self._login_codes = {c: t for c, t in self._login_codes.items() if t > now}
+            while len(self._login_codes) >= MAX_LOGIN_CODES:
+                del self._login_codes[min(self._login_codes, key=self._login_codes.__getitem__)]
+            self._login_codes[code] = now + LOGIN_CODE_TTL_S
+        return f"http://{HOST}:{self.port}{LOGIN_PATH}?code={code}"
+
+    def redeem_login_code(self, code: str) -> str | None:
+        """A new cookie value for a valid, unexpired, unused code (which is used up); else None."""
+        with self._auth_lock:
+            expiry = None
+            for known in list(self._login_codes):
+                if hmac.compare_digest(known.encode(), code.encode()):
+                    expiry = self._login_codes.pop(known)
+            if expiry is None or expiry < time.monotonic():
+                return None
+            cookie = secrets.token_urlsafe(32)
+            self._cookies.add(cookie)
+            return cookie
+
+    def authorised(self, header_token: str | None, cookie: str | None) -> bool:
+        """True if the header carries the token or the cookie is one /login handed out."""
+        if header_token is not None:
+            return hmac.compare_digest(header_token.encode("utf-8"), self.token.encode("utf-8"))
+        if cookie is None:
+            return False
+        with self._auth_lock:
+            return any(hmac.compare_digest(cookie.encode("utf-8"), c.encode("utf-8"))
+                       for c in self._cookies)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -122,11 +176,22 @@ class WebServer:
         self._httpd.server_close()
 
     def open_browser(self) -> bool:
-        """Open the page in the player's browser; False if no browser could be started."""
+        """Open the page (through its own one-time address) in the player's browser; False if
+        no browser could be started."""
         try:
-            return webbrowser.open(self.url)
+            return webbrowser.open(self.login_url())
         except webbrowser.Error:
             return False
+
+    def hand_out_login_urls(self, lines: IO[str], echo: Callable[[str], None]) -> None:
+        """Echo a new one-time address for each line read from `lines` (Enter in the terminal),
+        in a background thread that ends with `lines`."""
+        def serve() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                for _ in lines:
+                    echo(self.login_url())
+
+        threading.Thread(target=serve, name="capture-web-login", daemon=True).start()
 
     def __enter__(self) -> WebServer:
         self.start()
@@ -353,9 +418,20 @@ def _str_list(value: Any, what: str) -> list[str]:
 
 
 # --- HTTP plumbing ---------------------------------------------------------------------------
+_CLIENT_GONE = (ConnectionError, TimeoutError)  # BrokenPipe, ConnectionReset/Aborted, timeouts
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     app: WebServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is normal (debug log); anything else is logged once."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, _CLIENT_GONE):
+            log.debug("client %s went away (%s)", client_address[0], type(exc).__name__)
+        else:
+            log.error("page request from %s failed", client_address[0], exc_info=exc)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -380,28 +456,45 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         app = self.server.app
         try:
-            url = urlsplit(self.path)
-            self._check_host(app)
-            self._check_token(app, url.query, method)
-            if method == "GET":
-                self._get(app, url.path)
-            elif method == "POST":
-                self._check_origin(app)
-                self._send_json(self._post(app, url.path, self._read_json()))
-            else:
-                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not supported")
-        except HttpError as exc:
-            self.close_connection = True  # a refused request may leave its body unread
-            self._send_json({"error": exc.message}, exc.status)
-        except Exception as exc:
-            log.exception("page request failed")
-            self._send_json({"error": f"the agent failed to answer ({type(exc).__name__}: "
-                                      f"{exc})"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+            try:
+                url = urlsplit(self.path)
+                self._check_host(app)
+                if method == "GET" and url.path == LOGIN_PATH:
+                    self._login(app, url.query)
+                    return
+                by_cookie = self._check_auth(app, method)
+                if method != "POST" and (self.headers.get("Transfer-Encoding")
+                                         or self.headers.get("Content-Length", "0") != "0"):
+                    self.close_connection = True  # its body is never read
+                if method == "GET":
+                    self._get(app, url.path)
+                elif method == "POST":
+                    self._check_origin(app, by_cookie)
+                    self._send_json(self._post(app, url.path, self._read_json()))
+                else:
+                    raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not supported")
+            except HttpError as exc:
+                self.close_connection = True  # a refused request may leave its body unread
+                self._send_json({"error": exc.message}, exc.status)
+            except _CLIENT_GONE:
+                raise
+            except Exception as exc:
+                self.close_connection = True
+                if is_disk_full(exc):
+                    problem = DiskFullError(getattr(exc, "filename", None),
+                                            "free some space and try again")
+                    self._send_json({"error": str(problem)}, HTTPStatus.INSUFFICIENT_STORAGE)
+                    return
+                log.exception("page request failed")
+                self._send_json({"error": f"the agent failed to answer ({type(exc).__name__}: "
+                                          f"{exc})"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+        except _CLIENT_GONE as exc:  # the browser closed the tab or cancelled a preview
+            self.close_connection = True
+            log.debug("client went away during %s (%s)", method, type(exc).__name__)
 
     def _get(self, app: WebServer, path: str) -> None:
         if path in ("/", "/index.html"):
-            page = _static("index.html").decode("utf-8").replace("__TOKEN__", app.token)
-            self._send(page.encode("utf-8"), "text/html; charset=utf-8")
+            self._send(_static("index.html"), "text/html; charset=utf-8")
         elif path in STATIC_FILES:
             self._send(_static(path[1:]), STATIC_FILES[path])
         elif path == "/api/status":
@@ -424,6 +517,32 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.NOT_FOUND, "no such action")
         return routes[path](body)
 
+    # -- signing in
+    def _login(self, app: WebServer, query: str) -> None:
+        """Swap a one-time code for a cookie and send the browser to the token-free page."""
+        code = (parse_qs(query).get("code") or [""])[0]
+        cookie = app.redeem_login_code(code) if code else None
+        if cookie is None:
+            if app.authorised(None, self._cookie(app)):  # already in (e.g. the address reused)
+                self._redirect("/")
+                return
+            raise HttpError(HTTPStatus.FORBIDDEN, "this sign-in address was already used or has "
+                            f"expired: {NEW_ADDRESS_HINT}")
+        self._redirect("/", {"Set-Cookie": f"{app.cookie_name}={cookie}; Path=/; HttpOnly; "
+                                           "SameSite=Strict"})
+
+    def _cookie(self, app: WebServer) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        jar = SimpleCookie()
+        try:
+            jar.load(raw)
+        except CookieError:
+            return None
+        morsel = jar.get(app.cookie_name)
+        return morsel.value if morsel is not None else None
+
     # -- checks
     def _check_host(self, app: WebServer) -> None:
         host = (self.headers.get("Host") or "").strip().lower()
@@ -431,21 +550,22 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.FORBIDDEN, "this page only answers to "
                             f"127.0.0.1:{app.port} or localhost:{app.port}")
 
-    def _check_token(self, app: WebServer, query: str, method: str) -> None:
-        given = self.headers.get(TOKEN_HEADER)
-        if given is None and method == "GET":
-            given = (parse_qs(query).get("token") or [None])[0]
-        if not given:
-            how = "" if method == "GET" else f" (changes need it in the {TOKEN_HEADER} header)"
-            raise HttpError(HTTPStatus.UNAUTHORIZED, "open the address `capture agent` printed: "
-                            f"it carries the access token{how}")
-        if not hmac.compare_digest(given.encode("utf-8"), app.token.encode("utf-8")):
-            raise HttpError(HTTPStatus.FORBIDDEN, "wrong access token: open the address "
-                            "`capture agent` printed most recently")
+    def _check_auth(self, app: WebServer, method: str) -> bool:
+        """Refuse a request without the token header or a valid cookie; True if by cookie."""
+        given, cookie = self.headers.get(TOKEN_HEADER), self._cookie(app)
+        if given is None and cookie is None:
+            raise HttpError(HTTPStatus.UNAUTHORIZED, "not signed in: open the address "
+                            f"`capture agent` printed, or {NEW_ADDRESS_HINT}")
+        if not app.authorised(given, cookie if given is None else None):
+            raise HttpError(HTTPStatus.FORBIDDEN, "wrong access token or an old sign-in (was the "
+                            f"agent restarted?): {NEW_ADDRESS_HINT}")
+        return given is None
 
-    def _check_origin(self, app: WebServer) -> None:
+    def _check_origin(self, app: WebServer, by_cookie: bool) -> None:
+        """Changes come only from the page itself: a browser (cookie) must say its Origin."""
         origin = self.headers.get("Origin")
-        if origin is not None and origin not in app.allowed_origins:
+        if (origin is None and by_cookie) or (origin is not None
+                                              and origin not in app.allowed_origins):
             raise HttpError(HTTPStatus.FORBIDDEN, "changes are accepted only from the page itself")
         site = self.headers.get("Sec-Fetch-Site")
         if site is not None and site != "same-origin":
@@ -455,14 +575,26 @@ class _Handler(BaseHTTPRequestHandler):
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the change as JSON")
-        try:
-            length = int(self.headers.get("Content-Length") or "0")
-        except ValueError:
-            raise HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED,
+                            "send the change with a Content-Length, not in chunks")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "the request has no Content-Length")
+        if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
+            raise HttpError(HTTPStatus.BAD_REQUEST,
+                            "the Content-Length must be one whole number of bytes")
+        length = int(lengths[0])
         if length > MAX_BODY:
-            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "the request is too large")
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"the request is too large (at most {MAX_BODY} bytes)")
+        data = self.rfile.read(length)
+        if len(data) != length:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "the request body ended early")
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = json.loads(data or b"null")
+        except RecursionError:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "the request is nested too deeply") from None
         except (ValueError, UnicodeDecodeError):
             raise HttpError(HTTPStatus.BAD_REQUEST, "the request is not valid JSON") from None
         if not isinstance(body, dict):
@@ -473,6 +605,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, obj: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
         data = json.dumps(obj, default=str).encode("utf-8")
         self._send(data, "application/json; charset=utf-8", status)
+
+    def _redirect(self, location: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
 
     def _send(self, data: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
         if self.command not in ("GET", "POST"):
@@ -487,10 +627,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Log at debug level, with the token and any query string cut out."""
-        text = format % args
-        text = re.sub(r"\?[^ \"]*", "?…", text).replace(self.server.app.token, "…")
+        """Log at debug level, with every query string and secret cut out."""
+        text = re.sub(r"\?[^ \"]*", "?…", format % args).replace(self.server.app.token, "…")
         log.debug("%s %s", self.address_string(), text)
+
+
 
 
 def _static(name: str) -> bytes:

@@ -161,6 +161,7 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from capture.inputs import EventKind
     from capture.session.reader import open_session
 
     session = open_session(session_dir)
@@ -170,7 +171,7 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
     deltas = data.column("action.mouse_delta").combine_chunks().flatten().to_numpy()
     recorded_dx, recorded_dy = float(deltas[0::2].sum()), float(deltas[1::2].sum())
     events = session.events()
-    presses = pc.sum(pc.equal(events.column("kind"), "key_press")).as_py() or 0
+    presses = pc.sum(pc.equal(events.column("kind"), EventKind.KEY_PRESS.value)).as_py() or 0
     sent_presses = sum(tally.key_presses.values())
     lines = [
         "",

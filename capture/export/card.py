@@ -6,9 +6,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 from capture import __version__, formats
-from capture.align import GAMEPAD_AXES, GAMEPAD_BUTTONS, GAP_FACTOR, MOUSE_BUTTONS
+from capture.align import GAP_FACTOR
 from capture.export import layout
-from capture.keyvocab import KEY_ALIASES, KEY_NAMES
+from capture.export.vocabulary import (
+    GAMEPAD_AXES,
+    GAMEPAD_BUTTONS,
+    KEY_ALIASES,
+    KEY_NAMES,
+    MOUSE_BUTTONS,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,9 @@
-"""Export engines: make episode video segments in worker processes (local) or Ray tasks (ray).
+"""Export engines: make episode video segments in worker processes (local) or Ray tasks (ray)."""
 
-The driver (capture.export.lerobot) plans every episode first (which source frames, which
-frames to sample for image statistics, whether packets can be copied), hands one SessionJob per
-session to an engine, and joins the results in episode order. A job's result depends only on
-the job, so every engine and worker count gives the same segments and the same statistics.
-"""
+# The driver (capture.export.lerobot) plans every episode first (which source frames, which
+# frames to sample for image statistics, whether packets can be copied), hands one SessionJob per
+# session to an engine, and joins the results in episode order. A job's result depends only on
+# the job, so every engine and worker count gives the same segments and the same statistics.
 
 from __future__ import annotations
 

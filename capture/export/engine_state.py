@@ -1,10 +1,9 @@
-"""The export state file (meta/capture_export.json): settings and sessions of a dataset's export.
+"""The export state file (meta/capture_export.json): settings and sessions of a dataset's export."""
 
-A re-run into the same dataset reads it: sessions whose manifest SHA-256 is unchanged are not
-decoded or encoded again (their episodes' packets are copied out of the dataset's own videos),
-new sessions are appended after them, and everything else is rewritten, so the result is the
-dataset a from-scratch export of all the sessions would make.
-"""
+# A re-run into the same dataset reads it: sessions whose manifest SHA-256 is unchanged are not
+# decoded or encoded again (their episodes' packets are copied out of the dataset's own videos),
+# new sessions are appended after them, and everything else is rewritten, so the result is the
+# dataset a from-scratch export of all the sessions would make.
 
 from __future__ import annotations
 

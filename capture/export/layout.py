@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from capture import formats
-from capture.align import ACTION_NAMES, action_dtype
+from capture.export.vocabulary import ACTION_NAMES, action_dtype
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -74,7 +74,7 @@ def next_file(chunk_index: int, file_index: int, chunks_size: int) -> tuple[int,
 
 
 def action_features() -> dict[str, dict[str, Any]]:
-    return {name: {"dtype": action_dtype(name).name, "shape": [len(names)], "names": list(names)}
+    return {name: {"dtype": action_dtype(name), "shape": [len(names)], "names": list(names)}
             for name, names in ACTION_NAMES.items()}
 
 

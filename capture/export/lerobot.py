@@ -343,6 +343,28 @@ def _stage_inputs(session_dirs: Sequence[Path | str], work: Path) -> list[tuple[
     return staged
 
 
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete what killed exports to `out` left (their process is gone); returns them."""
+    removed = []
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    fps: int | None = None, size: tuple[int, int] | None = None,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
@@ -524,8 +546,10 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
     remote_out = storage.is_url(str(out))
     segments = (storage.join(str(out), f".capture-segments-{secrets.token_hex(6)}")
                 if remote_out and engine.engine == "ray" else str(work / "segments"))
+    if not remote_out:
+        remove_stale_partials(local_out)
     tmp = (scratch / "build") if remote_out else \
-        local_out.parent / f".{local_out.name}.partial-{secrets.token_hex(4)}"
+        local_out.parent / f".{local_out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     writer = DatasetWriter(tmp, fps=rate, width=width, height=height, tasks=tasks, limits=limits,
                            encoding=encoding)

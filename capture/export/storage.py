@@ -1,13 +1,12 @@
-"""Export's filesystem layer: local paths and object-store URLs (s3://...) through pyarrow.fs.
+"""Export's filesystem layer: local paths and object-store URLs (s3://...) through pyarrow.fs."""
 
-pyarrow.fs because pyarrow is already a dependency (no new package), it streams reads and
-multipart writes in C++ without holding a file in memory, and one FileSystem API covers the local
-disk, S3-compatible stores (AWS, MinIO, R2, Ceph, moto) and GCS/HDFS. An S3 endpoint comes from
-the URL's query (`s3://bucket/prefix?endpoint_override=http://127.0.0.1:9000`) or from
-AWS_ENDPOINT_URL; credentials from the usual AWS_* variables, never from the URL.
-Codecs work on local files: inputs are copied down (streamed, block by block) before decoding,
-outputs are written locally and copied up.
-"""
+# pyarrow.fs because pyarrow is already a dependency (no new package), it streams reads and
+# multipart writes in C++ without holding a file in memory, and one FileSystem API covers the local
+# disk, S3-compatible stores (AWS, MinIO, R2, Ceph, moto) and GCS/HDFS. An S3 endpoint comes from
+# the URL's query (`s3://bucket/prefix?endpoint_override=http://127.0.0.1:9000`) or from
+# AWS_ENDPOINT_URL; credentials from the usual AWS_* variables, never from the URL.
+# Codecs work on local files: inputs are copied down (streamed, block by block) before decoding,
+# outputs are written locally and copied up.
 
 from __future__ import annotations
 

@@ -69,6 +69,24 @@ def _read_parquet_dir(root: Path, subdir: str) -> list[tuple[Path, pa.Table | No
     return out
 
 
+def _read_json(path: Path, shown: Path | str) -> Any:
+    """A JSON file's value; BadInputError naming `shown` if it cannot be read, is not UTF-8 text
+    or not JSON (never a traceback)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise BadInputError("is missing", shown) from None
+    except OSError as exc:
+        raise BadInputError(f"cannot be read ({exc.strerror})", shown) from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"is not UTF-8 text (byte {exc.start})", shown) from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"is not valid JSON ({exc.msg})", shown) from None
+    except RecursionError:
+        raise BadInputError("is not valid JSON (nested too deeply)", shown) from None
+
+
 class _Checker:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -109,7 +127,7 @@ class _Checker:
             self.problem(layout.INFO_PATH, "is missing: not a LeRobot dataset")
             return False
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
+            info = _read_json(path, layout.INFO_PATH)
             formats.validate_json(info, layout.INFO_SCHEMA, layout.INFO_PATH)
         except json.JSONDecodeError as exc:
             self.problem(layout.INFO_PATH, f"is not valid JSON ({exc.msg})")
@@ -387,7 +405,7 @@ class _Checker:
 
     def check_stats(self) -> None:
         path = self.root / layout.STATS_PATH
-        stats = json.loads(path.read_text(encoding="utf-8"))
+        stats = _read_json(path, layout.STATS_PATH)
         for name, spec in self.info["features"].items():
             entry = stats.get(name)
             if not isinstance(entry, dict) or not {"min", "max", "mean", "std", "count"} <= set(

@@ -1,11 +1,10 @@
-"""Export video: decode session videos, encode or copy episode segments, join them into files.
+"""Export video: decode session videos, encode or copy episode segments, join them into files."""
 
-An episode is written as its own segment file (an mp4 holding just that episode's frames at
-pts = 0, 1, 2, ... in a 1/fps time base, starting on a keyframe) by encode_segment or
-copy_segment; VideoFileWriter then joins segments into the dataset's chunk files by stream copy,
-as LeRobot concatenates episodes. Segments are independent, so any number of workers can make
-them and the joined files are the same whoever made them.
-"""
+# An episode is written as its own segment file (an mp4 holding just that episode's frames at
+# pts = 0, 1, 2, ... in a 1/fps time base, starting on a keyframe) by encode_segment or
+# copy_segment; VideoFileWriter then joins segments into the dataset's chunk files by stream copy,
+# as LeRobot concatenates episodes. Segments are independent, so any number of workers can make
+# them and the joined files are the same whoever made them.
 
 from __future__ import annotations
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import os
 import sys
 
-from capture.inputs._base import FocusState, InputBackend, InputEvent, WindowInfo
+from capture.inputs._base import (
+    HOLDS,
+    EventKind,
+    EventSink,
+    FocusSink,
+    FocusState,
+    InputBackend,
+    InputEvent,
+    WindowInfo,
+)
 
-__all__ = ["FocusState", "InputBackend", "InputEvent", "WindowInfo", "backend"]
+__all__ = ["HOLDS", "EventKind", "EventSink", "FocusSink", "FocusState", "InputBackend",
+           "InputEvent", "WindowInfo", "backend"]
 
 
 def backend() -> type[InputBackend]:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from capture.inputs._base import InputEvent, release_held
+from capture.export.vocabulary import MOUSE_BUTTONS
+from capture.inputs._base import EventKind, InputEvent
 from capture.inputs._vkeys import (
     CHAR_NAMES,
     DEAD_KEYS,
@@ -38,14 +39,13 @@ ABSOLUTE_RANGE = 65535                   # absolute coordinates are normalized t
 RI_MOUSE_WHEEL = 0x0400
 RI_MOUSE_HWHEEL = 0x0800
 WHEEL_DELTA = 120                        # one notch; high-resolution wheels report fractions
-# usButtonFlags bit -> (button, pressed); events follow this order (lowest bit first).
-BUTTON_TRANSITIONS = (
-    (0x0001, "left", True), (0x0002, "left", False),
-    (0x0004, "right", True), (0x0008, "right", False),
-    (0x0010, "middle", True), (0x0020, "middle", False),
-    (0x0040, "back", True), (0x0080, "back", False),        # XBUTTON1
-    (0x0100, "forward", True), (0x0200, "forward", False),  # XBUTTON2
-)
+# usButtonFlags (down, up) bits of the vocabulary's mouse buttons; back and forward are XBUTTON1
+# and XBUTTON2.
+BUTTON_FLAGS = dict(zip(MOUSE_BUTTONS, ((0x0001, 0x0002), (0x0010, 0x0020), (0x0004, 0x0008),
+                                        (0x0040, 0x0080), (0x0100, 0x0200)), strict=True))
+# (bit, button, pressed) in the order events follow: lowest bit first.
+BUTTON_TRANSITIONS = sorted((bit, button, bit == bits[0]) for button, bits in BUTTON_FLAGS.items()
+                            for bit in bits)
 RI_KEY_BREAK, RI_KEY_E0, RI_KEY_E1 = 0x01, 0x02, 0x04
 KEYBOARD_OVERRUN_MAKE_CODE = 0xFF
 E0_PREFIX, PAUSE_KEYCODE = 0xE000, 0xE11D
@@ -113,16 +113,17 @@ class ScreenArea:
 
 @dataclass
 class KeyState:
-    """What parsing remembers between reports: keys and buttons held, layout, screen, devices."""
+    """What parsing remembers between reports: layout, screen, devices, half a Pause key.
+
+    What is held is the gate's business (capture/inputs/_base.py): parsing reports every make
+    and break, auto-repeats included.
+    """
 
     notes: list[str] = field(default_factory=list)
-    held_keys: dict[int, InputEvent] = field(default_factory=dict)   # key identity -> press
-    held_buttons: dict[str, InputEvent] = field(default_factory=dict)
     layout_names: dict[int, str] = field(default_factory=dict)       # VK_OEM_* -> layout's name
     screen: ScreenArea = field(default_factory=ScreenArea)
     describe_device: Callable[[int], str | None] = lambda handle: None
     e1_pending: bool = False
-    last_pointer: tuple[int, int] | None = None
     _device_names: dict[int, str] = field(default_factory=dict)
     _noted_devices: set[str] = field(default_factory=set)
 
@@ -136,10 +137,6 @@ class KeyState:
         if device not in self._noted_devices:
             self._noted_devices.add(device)
             self.notes.append(note)
-
-    def releases(self, t_ns: int) -> list[InputEvent]:
-        """Synthetic releases at `t_ns` for every key and button still held; forgets them."""
-        return release_held(self.held_keys, self.held_buttons, t_ns)
 
 
 def parse_rawinput(data: bytes, t_ns: int, state: KeyState) -> list[InputEvent]:
@@ -171,17 +168,20 @@ def _mouse_events(mouse: RAWMOUSE, t_ns: int, device: str, state: KeyState) -> l
     if moved and mouse.usFlags & MOUSE_MOVE_ABSOLUTE:
         events += _absolute_pointer(mouse, t_ns, device, state)
     elif moved:
-        events.append(InputEvent(t_ns=t_ns, kind="motion", dx=float(mouse.lLastX),
+        events.append(InputEvent(t_ns=t_ns, kind=EventKind.MOTION, dx=float(mouse.lLastX),
                                  dy=float(mouse.lLastY), device=device))
     for bit, button, pressed in BUTTON_TRANSITIONS:
         if mouse.usButtonFlags & bit:
-            events += _button(button, pressed, t_ns, device, state)
+            kind = EventKind.BUTTON_PRESS if pressed else EventKind.BUTTON_RELEASE
+            events.append(InputEvent(t_ns=t_ns, kind=kind, button=button, device=device))
     # The wheels share usButtonData, so a report carries at most one of them.
     clicks = ctypes.c_int16(mouse.usButtonData).value / WHEEL_DELTA
     if mouse.usButtonFlags & RI_MOUSE_WHEEL:
-        events.append(InputEvent(t_ns=t_ns, kind="wheel", dx=0.0, dy=clicks, device=device))
+        events.append(InputEvent(t_ns=t_ns, kind=EventKind.WHEEL, dx=0.0, dy=clicks,
+                                 device=device))
     elif mouse.usButtonFlags & RI_MOUSE_HWHEEL:
-        events.append(InputEvent(t_ns=t_ns, kind="wheel", dx=clicks, dy=0.0, device=device))
+        events.append(InputEvent(t_ns=t_ns, kind=EventKind.WHEEL, dx=clicks, dy=0.0,
+                                 device=device))
     return events
 
 
@@ -198,23 +198,7 @@ def _absolute_pointer(mouse: RAWMOUSE, t_ns: int, device: str,
         return []  # screen size unknown: no honest position to report
     x = left + min(max(mouse.lLastX, 0) * width // ABSOLUTE_RANGE, width - 1)
     y = top + min(max(mouse.lLastY, 0) * height // ABSOLUTE_RANGE, height - 1)
-    if state.last_pointer == (x, y):
-        return []
-    state.last_pointer = (x, y)
-    return [InputEvent(t_ns=t_ns, kind="pointer", x=x, y=y, device=device)]
-
-
-def _button(button: str, pressed: bool, t_ns: int, device: str,
-            state: KeyState) -> list[InputEvent]:
-    if pressed:
-        if button in state.held_buttons:
-            return []
-        press = InputEvent(t_ns=t_ns, kind="button_press", button=button, device=device)
-        state.held_buttons[button] = press
-        return [press]
-    if state.held_buttons.pop(button, None) is None:
-        return []  # pressed before focus came, or its release was already synthesized
-    return [InputEvent(t_ns=t_ns, kind="button_release", button=button, device=device)]
+    return [InputEvent(t_ns=t_ns, kind=EventKind.POINTER, x=x, y=y, device=device)]
 
 
 def _key_events(keyboard: RAWKEYBOARD, t_ns: int, device: str,
@@ -236,19 +220,11 @@ def _key_events(keyboard: RAWKEYBOARD, t_ns: int, device: str,
         e0 = bool(flags & RI_KEY_E0)
         keycode = (E0_PREFIX if e0 else 0) | make_code
         name = key_name(vkey, make_code, e0, state.layout_names)
-    identity = keycode or (0x10000 | vkey)  # injected keys may carry no scancode
-    if not flags & RI_KEY_BREAK:
-        if identity in state.held_keys:
-            return []  # auto-repeat: Windows repeats the make while a key is held
-        press = InputEvent(t_ns=t_ns, kind="key_press", key=name, keycode=keycode or None,
-                           keysym=keysym_of(name), device=device)
-        state.held_keys[identity] = press
-        return [press]
-    press = state.held_keys.pop(identity, None)
-    if press is None:
-        return []
-    return [InputEvent(t_ns=t_ns, kind="key_release", key=press.key, keycode=press.keycode,
-                       keysym=press.keysym, device=device)]
+    # Injected keys may carry no scancode (keycode None). Windows repeats the make while a key
+    # is held: the gate drops those repeats.
+    kind = EventKind.KEY_RELEASE if flags & RI_KEY_BREAK else EventKind.KEY_PRESS
+    return [InputEvent(t_ns=t_ns, kind=kind, key=name, keycode=keycode or None,
+                       keysym=keysym_of(name), device=device)]
 
 
 def key_name(vkey: int, make_code: int, e0: bool, layout_names: dict[int, str]) -> str:

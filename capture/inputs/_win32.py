@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import functools
-import threading
 from collections.abc import Callable
 from ctypes import wintypes
 from typing import Any
@@ -13,8 +11,9 @@ from capture.clock import now_ns
 from capture.errors import CaptureError
 from capture.inputs import _rawinput as raw
 from capture.inputs import win32_focus
-from capture.inputs._base import EventSink, FocusSink, InputBackend, InputEvent, WindowInfo
+from capture.inputs._base import InputBackend, WindowInfo
 from capture.inputs._rawinput import RAWINPUTDEVICE, KeyState, ScreenArea
+from capture.inputs._win32api import callback_types, libraries, os_error
 
 __all__ = ["Win32InputBackend"]
 
@@ -27,73 +26,8 @@ SM_CXSCREEN, SM_CYSCREEN = 0, 1
 SM_XVIRTUALSCREEN, SM_YVIRTUALSCREEN, SM_CXVIRTUALSCREEN, SM_CYVIRTUALSCREEN = 76, 77, 78, 79
 FOCUS_TIMER_ID, POINTER_TIMER_ID = 1, 2
 FOCUS_POLL_MS = 100                # catches what no foreground event reported
-POINTER_INTERVAL_NS = 8_000_000    # at most ~125 cursor reports per second, as on X11
-POINTER_TIMER_MS = 10
+POINTER_TIMER_MS = 10             # a throttled cursor report follows this much later
 START_TIMEOUT_S = 5.0
-
-
-@functools.cache
-def _callback_types() -> tuple[Any, Any, Any]:
-    """WNDPROC, WINEVENTPROC and WNDCLASSEXW (made on first use: WINFUNCTYPE is Windows-only)."""
-    w, functype = wintypes, win32_focus.function_type()
-    window_proc = functype(w.LPARAM, w.HWND, w.UINT, w.WPARAM, w.LPARAM)
-    win_event_proc = functype(None, w.HANDLE, w.DWORD, w.HWND, w.LONG, w.LONG, w.DWORD, w.DWORD)
-
-    class WNDCLASSEXW(ctypes.Structure):
-        _fields_ = [("cbSize", w.UINT), ("style", w.UINT), ("lpfnWndProc", window_proc),
-                    ("cbClsExtra", ctypes.c_int), ("cbWndExtra", ctypes.c_int),
-                    ("hInstance", w.HINSTANCE), ("hIcon", w.HICON), ("hCursor", w.HANDLE),
-                    ("hbrBackground", w.HBRUSH), ("lpszMenuName", w.LPCWSTR),
-                    ("lpszClassName", w.LPCWSTR), ("hIconSm", w.HICON)]
-
-    return window_proc, win_event_proc, WNDCLASSEXW
-
-
-_libraries: win32_focus.Libraries | None = None
-
-
-def libraries() -> win32_focus.Libraries:
-    """user32 and kernel32 with the prototypes the message loop uses; tests put fakes here."""
-    global _libraries
-    if _libraries is None:
-        w, pointer = wintypes, ctypes.POINTER
-        _, win_event_proc, window_class = _callback_types()
-        user32 = win32_focus.load_library("user32", {
-            "RegisterClassExW": (w.ATOM, [pointer(window_class)]),
-            "UnregisterClassW": (w.BOOL, [w.LPCWSTR, w.HINSTANCE]),
-            "CreateWindowExW": (w.HWND, [w.DWORD, w.LPCWSTR, w.LPCWSTR, w.DWORD, ctypes.c_int,
-                                         ctypes.c_int, ctypes.c_int, ctypes.c_int, w.HWND,
-                                         w.HMENU, w.HINSTANCE, w.LPVOID]),
-            "DestroyWindow": (w.BOOL, [w.HWND]),
-            "DefWindowProcW": (w.LPARAM, [w.HWND, w.UINT, w.WPARAM, w.LPARAM]),
-            "GetMessageW": (w.BOOL, [pointer(w.MSG), w.HWND, w.UINT, w.UINT]),
-            "DispatchMessageW": (w.LPARAM, [pointer(w.MSG)]),
-            "PostMessageW": (w.BOOL, [w.HWND, w.UINT, w.WPARAM, w.LPARAM]),
-            "PostQuitMessage": (None, [ctypes.c_int]),
-            "RegisterRawInputDevices": (w.BOOL, [pointer(RAWINPUTDEVICE), w.UINT, w.UINT]),
-            "GetRawInputData": (w.UINT, [w.HANDLE, w.UINT, w.LPVOID, pointer(w.UINT), w.UINT]),
-            "GetRawInputDeviceInfoW": (w.UINT, [w.HANDLE, w.UINT, w.LPVOID, pointer(w.UINT)]),
-            "SetTimer": (ctypes.c_size_t, [w.HWND, ctypes.c_size_t, w.UINT, w.LPVOID]),
-            "KillTimer": (w.BOOL, [w.HWND, ctypes.c_size_t]),
-            "SetWinEventHook": (w.HANDLE, [w.DWORD, w.DWORD, w.HMODULE, win_event_proc, w.DWORD,
-                                           w.DWORD, w.DWORD]),
-            "UnhookWinEvent": (w.BOOL, [w.HANDLE]),
-            "GetForegroundWindow": (w.HWND, []),
-            "GetCursorPos": (w.BOOL, [pointer(w.POINT)]),
-            "GetSystemMetrics": (ctypes.c_int, [ctypes.c_int]),
-            "GetKeyboardLayout": (w.HKL, [w.DWORD]),
-            "MapVirtualKeyExW": (w.UINT, [w.UINT, w.UINT, w.HKL]),
-            "SetThreadDpiAwarenessContext": (w.HANDLE, [w.HANDLE]),  # Windows 10 1607+
-        })
-        kernel32 = win32_focus.load_library(
-            "kernel32", {"GetModuleHandleW": (w.HMODULE, [w.LPCWSTR])})
-        _libraries = win32_focus.Libraries(user32=user32, kernel32=kernel32)
-    return _libraries
-
-
-def _os_error(function: str) -> OSError:
-    code = ctypes.get_last_error() if hasattr(ctypes, "get_last_error") else 0
-    return OSError(code, f"{function} failed (Windows error {code})")
 
 
 class Win32InputBackend(InputBackend):
@@ -106,93 +40,40 @@ class Win32InputBackend(InputBackend):
     """
 
     name = "win32-rawinput"
+    thread_name = "win32-input"
+    start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, game: str, *, keyboard: bool = True, mouse: bool = True,
                  display: str | None = None) -> None:
         super().__init__(game, keyboard=keyboard, mouse=mouse, display=display)
-        self._capture: _Capture | None = None
-        self._thread: threading.Thread | None = None
+        self.class_name = f"capture-rawinput-{id(self):x}"
+        self.hwnd = 0
+        self.instance: int | None = None
+        self.class_registered = False
+        self.usages: list[int] = []
+        self.win_event_hook: int | None = None
+        self.unreadable_reports = 0
 
     def find_game_window(self) -> WindowInfo | None:
         return win32_focus.find_window(self.game)
 
-    def start(self, sink: EventSink, on_focus: FocusSink | None = None) -> None:
-        if self._thread is not None:
-            raise RuntimeError("input capture is already running")
-        capture = _Capture(self, sink, on_focus)
-        thread = threading.Thread(target=capture.run, name="win32-input", daemon=True)
-        thread.start()
-        # Input that follows start() must meet a known focus state, not the unfocused default.
-        capture.ready.wait(START_TIMEOUT_S)
-        if capture.setup_error is not None:
-            thread.join()
-            raise CaptureError(f"Windows raw input could not start: {capture.setup_error}"
-                               ) from capture.setup_error
-        self._capture, self._thread = capture, thread
+    # --- hooks ----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        if self._capture is not None and self._thread is not None:
-            while self._thread.is_alive() and not self._capture.request_stop():
-                self._thread.join(0.05)  # the queue is full: let the loop drain it
-            self._thread.join()
-        self._capture = self._thread = None
-
-
-class _Capture:
-    """One capture run: the window, its message loop and all state; runs on the backend thread."""
-
-    def __init__(self, backend: Win32InputBackend, sink: EventSink,
-                 on_focus: FocusSink | None) -> None:
-        self.backend = backend
-        self.sink = sink
-        self.on_focus = on_focus
-        self.state = KeyState(notes=backend.notes, describe_device=self._describe_device)
-        self.ready = threading.Event()
-        self.setup_error: BaseException | None = None
+    def _open(self) -> None:
+        """Create the message-only window, register for raw input and read the focus state."""
+        self.state = KeyState(notes=self.notes, describe_device=self._describe_device)
         self.failure: Exception | None = None
-        self.class_name = f"capture-rawinput-{id(self):x}"
-        self.instance: int | None = None
-        self.class_registered = False
-        self.hwnd = 0
-        self.usages: list[int] = []
-        self.win_event_hook: int | None = None
         self.callbacks: list[Any] = []                  # ctypes callbacks Windows holds
         self.input_buffer = ctypes.create_string_buffer(ctypes.sizeof(raw.RAWINPUT))
-        self.unreadable_reports = 0
         self.foreground: int | None = None               # the last foreground window looked at
-        self.focused = False
-        self.focused_window: WindowInfo | None = None
         self.keyboard_layout: int | None = None
-        self.last_emitted_ns = 0
-        self.last_motion_ns: int | None = None
-        self.next_pointer_ns = 0
         self.pointer_timer_armed = False
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    def run(self) -> None:
         try:
-            self.open()
-        except BaseException as exc:
-            self.setup_error = exc
-            self.close()
-            self.ready.set()
-            return
-        self.ready.set()
-        try:
-            self.pump()
-        except Exception as exc:  # the thread must close held keys and report, whatever failed
-            self.backend.notes.append(f"input capture stopped early: {exc!r}")
-            if self.focused:
-                self._focus_out(now_ns())
-        finally:
-            stopped_ns = max(now_ns(), self.last_emitted_ns)
-            for release in self.state.releases(stopped_ns) if self.focused else []:
-                self._emit(release)
-            self.close()
+            self._open_window()
+        except Exception as exc:
+            raise CaptureError(f"Windows raw input could not start: {exc}") from exc
 
-    def open(self) -> None:
-        """Create the message-only window, register for raw input and read the focus state."""
+    def _open_window(self) -> None:
         user32, kernel32 = libraries().user32, libraries().kernel32
         try:  # cursor and screen sizes in physical pixels, as the video has them (this thread)
             dpi_aware = user32.SetThreadDpiAwarenessContext(
@@ -200,8 +81,8 @@ class _Capture:
         except AttributeError:
             dpi_aware = None
         if not dpi_aware:
-            self.backend.notes.append("not per-monitor DPI aware: cursor positions may be scaled")
-        window_proc_type, win_event_proc_type, window_class_type = _callback_types()
+            self.notes.append("not per-monitor DPI aware: cursor positions may be scaled")
+        window_proc_type, win_event_proc_type, window_class_type = callback_types()
         window_proc = window_proc_type(self.window_proc)
         on_win_event = win_event_proc_type(self._on_foreground_event)
         self.callbacks += [window_proc, on_win_event]
@@ -210,14 +91,14 @@ class _Capture:
                                          lpfnWndProc=window_proc, hInstance=self.instance,
                                          lpszClassName=self.class_name)
         if not user32.RegisterClassExW(window_class):
-            raise _os_error("RegisterClassExW")
+            raise os_error("RegisterClassExW")
         self.class_registered = True
         self.hwnd = user32.CreateWindowExW(0, self.class_name, "capture raw input", 0, 0, 0, 0,
                                            0, HWND_MESSAGE, None, self.instance, None) or 0
         if not self.hwnd:
-            raise _os_error("CreateWindowExW")
-        usages = ([raw.USAGE_MOUSE] if self.backend.mouse else []) + (
-            [raw.USAGE_KEYBOARD] if self.backend.keyboard else [])
+            raise os_error("CreateWindowExW")
+        usages = ([raw.USAGE_MOUSE] if self.mouse else []) + (
+            [raw.USAGE_KEYBOARD] if self.keyboard else [])
         if usages:
             self._register(usages, raw.RIDEV_INPUTSINK, self.hwnd)
             self.usages = usages
@@ -225,9 +106,9 @@ class _Capture:
             EVENT_SYSTEM_FOREGROUND, EVENT_SYSTEM_FOREGROUND, None, on_win_event, 0, 0,
             WINEVENT_OUTOFCONTEXT)
         if not self.win_event_hook:
-            self.backend.notes.append("no foreground-change events: focus polled every 100 ms")
+            self.notes.append("no foreground-change events: focus polled every 100 ms")
         if not user32.SetTimer(self.hwnd, FOCUS_TIMER_ID, FOCUS_POLL_MS, None):
-            raise _os_error("SetTimer")
+            raise os_error("SetTimer")
         self._check_foreground(now_ns())
 
     def _register(self, usages: list[int], flags: int, target: int | None) -> None:
@@ -236,31 +117,36 @@ class _Capture:
               for usage in usages))
         if not libraries().user32.RegisterRawInputDevices(devices, len(usages),
                                                           ctypes.sizeof(RAWINPUTDEVICE)):
-            raise _os_error("RegisterRawInputDevices")
+            raise os_error("RegisterRawInputDevices")
 
-    def pump(self) -> None:
+    def _pump(self) -> None:
         user32 = libraries().user32
         message = wintypes.MSG()
         while (result := user32.GetMessageW(message, None, 0, 0)) != 0:
             if result == -1:
-                raise _os_error("GetMessageW")
+                raise os_error("GetMessageW")
             user32.DispatchMessageW(message)
         if self.failure is not None:
             raise self.failure
 
-    def request_stop(self) -> bool:
-        """Ask the loop to end (from any thread); False if the message could not be posted."""
+    def _wake(self) -> bool:
         if not self.hwnd:
             return True  # the window is gone: the loop is ending by itself
         return bool(libraries().user32.PostMessageW(self.hwnd, WM_CLOSE, 0, 0))
 
-    def close(self) -> None:
+    def _query_pointer(self) -> tuple[int, int] | None:
+        point = wintypes.POINT()
+        if not libraries().user32.GetCursorPos(point):
+            return None  # e.g. the secure desktop (UAC prompt, lock screen) is showing
+        return int(point.x), int(point.y)
+
+    def _close(self) -> None:
         user32 = libraries().user32
         if self.usages:
             try:
                 self._register(self.usages, raw.RIDEV_REMOVE, None)
             except OSError as exc:
-                self.backend.notes.append(f"raw input not unregistered: {exc}")
+                self.notes.append(f"raw input not unregistered: {exc}")
             self.usages = []
         if self.win_event_hook:
             user32.UnhookWinEvent(self.win_event_hook)
@@ -271,7 +157,7 @@ class _Capture:
             user32.UnregisterClassW(self.class_name, self.instance)
             self.class_registered = False
         if self.unreadable_reports:
-            self.backend.notes.append(
+            self.notes.append(
                 f"{self.unreadable_reports} raw input reports could not be read (dropped)")
             self.unreadable_reports = 0
 
@@ -305,7 +191,7 @@ class _Capture:
     def _on_wm_input(self, raw_input_handle: int) -> None:
         received_ns = now_ns()
         self._check_foreground(received_ns)
-        if not self.focused:
+        if not self._accepting(received_ns, "receive"):
             return  # no need to read it: the game is not in the foreground
         size = wintypes.UINT(len(self.input_buffer))
         copied = libraries().user32.GetRawInputData(raw_input_handle, raw.RID_INPUT,
@@ -319,19 +205,21 @@ class _Capture:
             self.unreadable_reports += 1
             return
         for event in events:
-            self._emit(event)
-        if any(event.kind == "motion" for event in events):
-            self._motion_seen(received_ns)
+            self._input(event)
+        self._report_pointer_if_due()
+        if self._pointer_due_ns() is not None and not self.pointer_timer_armed:
+            libraries().user32.SetTimer(self.hwnd, POINTER_TIMER_ID, POINTER_TIMER_MS, None)
+            self.pointer_timer_armed = True
 
     def _on_timer(self, timer_id: int) -> None:
         if timer_id == FOCUS_TIMER_ID:
             self._check_foreground(now_ns())
-            if self.focused and self.foreground:
+            if self._focused and self.foreground:
                 self._refresh_keyboard_layout(self.foreground)
         elif timer_id == POINTER_TIMER_ID:
             libraries().user32.KillTimer(self.hwnd, POINTER_TIMER_ID)
             self.pointer_timer_armed = False
-            if self.focused and self.last_motion_ns is not None:
+            if self._pointer_due_ns() is not None:
                 self._report_pointer()
 
     def _on_foreground_event(self, _hook: int, _event: int, _hwnd: int, _object: int,
@@ -347,37 +235,15 @@ class _Capture:
             return
         self.foreground = hwnd
         info = win32_focus.window_info(hwnd) if hwnd else None
-        is_game = info is not None and win32_focus.matches(info, self.backend.game)
-        if is_game and not self.focused:
-            self.focused_window = info
-            self._focus_in(hwnd, t_ns)
-        elif not is_game and self.focused:
-            self._focus_out(t_ns)
-
-    def _focus_in(self, hwnd: int, t_ns: int) -> None:
-        self.focused = True
-        self._refresh_keyboard_layout(hwnd)
-        self._read_screen()
-        self._emit(InputEvent(t_ns=t_ns, kind="focus_in",
-                              window=_window_class(self.focused_window)))
-        if self.on_focus is not None:
-            self.on_focus(True, self.focused_window)
-        if self.backend.mouse:
-            self.state.last_pointer = None
-            self.last_motion_ns = None
-            self._report_pointer()
-
-    def _focus_out(self, t_ns: int) -> None:
-        """Synthetic releases for everything held, then focus_out, all at one time."""
-        t_ns = max(t_ns, self.last_emitted_ns)
-        for release in self.state.releases(t_ns):
-            self._emit(release)
-        self.focused = False
-        self.state.e1_pending = False
-        self._emit(InputEvent(t_ns=t_ns, kind="focus_out",
-                              window=_window_class(self.focused_window)))
-        if self.on_focus is not None:
-            self.on_focus(False, self.focused_window)
+        is_game = info is not None and win32_focus.matches(info, self.game)
+        if is_game and not self._focused:
+            self._refresh_keyboard_layout(hwnd)
+            self._read_screen()
+        elif not is_game:
+            self.state.e1_pending = False
+        self._set_focus(is_game, info, t_ns)
+        self._settle()
+        self._report_pointer_if_due()  # on focus_in: where the cursor is now
 
     def _refresh_keyboard_layout(self, hwnd: int) -> None:
         """Name the layout-dependent (VK_OEM_*) keys as the game's keyboard layout types them."""
@@ -396,35 +262,6 @@ class _Capture:
                              metric(SM_CXVIRTUALSCREEN), metric(SM_CYVIRTUALSCREEN)),
             primary_size=(metric(SM_CXSCREEN), metric(SM_CYSCREEN)))
 
-    # --- output ---------------------------------------------------------------------------
-
-    def _motion_seen(self, t_ns: int) -> None:
-        """Report the cursor after relative motion, as X11 does, at most every 8 ms."""
-        self.last_motion_ns = t_ns
-        if now_ns() >= self.next_pointer_ns:
-            self._report_pointer()
-        elif not self.pointer_timer_armed:
-            libraries().user32.SetTimer(self.hwnd, POINTER_TIMER_ID, POINTER_TIMER_MS, None)
-            self.pointer_timer_armed = True
-
-    def _report_pointer(self) -> None:
-        """Emit the cursor position if it moved, stamped like the motion that moved it."""
-        query_ns = now_ns()
-        self.next_pointer_ns = query_ns + POINTER_INTERVAL_NS
-        t_ns, self.last_motion_ns = self.last_motion_ns or query_ns, None
-        point = wintypes.POINT()
-        if not libraries().user32.GetCursorPos(point):
-            return  # e.g. the secure desktop (UAC prompt, lock screen) is showing
-        position = (int(point.x), int(point.y))
-        if position != self.state.last_pointer:
-            self.state.last_pointer = position
-            self._emit(InputEvent(t_ns=t_ns, kind="pointer", x=position[0], y=position[1]))
-
-    def _emit(self, event: InputEvent) -> None:
-        # Keep delivery order = time order (focus changes are stamped after the reports before).
-        event.t_ns = self.last_emitted_ns = max(self.last_emitted_ns, event.t_ns)
-        self.sink(event)
-
     def _describe_device(self, handle: int) -> str | None:
         """A device label from its interface path (vendor and product id only)."""
         if not handle:
@@ -439,9 +276,3 @@ class _Capture:
         if copied == raw.RAW_INPUT_ERROR:
             return None
         return raw.device_label(path.value, handle)
-
-
-def _window_class(window: WindowInfo | None) -> str | None:
-    if window is None:
-        return None
-    return window.wm_class[-1] if window.wm_class else window.executable

@@ -12,12 +12,15 @@ from Xlib import X, Xatom
 from Xlib.display import Display
 
 from capture.clock import now_ns
+from capture.export.vocabulary import MOUSE_BUTTONS
 
 CLOCK_AGREEMENT_NS = 50_000_000          # server ms within this of the host clock => same clock
 CALIBRATION_SAMPLES = 5
 X_TIME_WRAP_MS = 1 << 32
 KEYSYM_GROUPS = ("miscellany", "latin1", "latin2", "latin3", "latin4", "greek", "xkb",
                  "xf86")
+# X11 core button numbers of the vocabulary's mouse buttons; 4-7 are wheel clicks.
+BUTTON_NUMBERS: dict[str, int] = dict(zip(MOUSE_BUTTONS, (1, 2, 3, 8, 9), strict=True))
 _RAW_HEADER = struct.Struct("=HIIHHI4x")  # deviceid, time, detail, sourceid, valuators_len, flags
 _FP3232 = struct.Struct("=iI")
 
@@ -38,7 +41,7 @@ def parse_raw_event(data: bytes) -> RawEvent:
     """Parse the bytes after a GenericEvent's evtype: header, valuator mask, values, raw values."""
     deviceid, time_ms, detail, sourceid, mask_words, flags = _RAW_HEADER.unpack_from(data, 0)
     offset = _RAW_HEADER.size
-    valuators = []
+    valuators: list[int] = []
     for word_index, word in enumerate(struct.unpack_from(f"={mask_words}I", data, offset)):
         valuators.extend(word_index * 32 + bit for bit in range(32) if word >> bit & 1)
     # Skip the accelerated axisvalues: the raw ones that follow are the device's own deltas.

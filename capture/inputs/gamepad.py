@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from capture.clock import now_ns
 from capture.errors import CaptureError
-from capture.inputs._base import EventSink, InputEvent
+from capture.export.vocabulary import GAMEPAD_AXES, GAMEPAD_BUTTONS, GAMEPAD_JOURNAL_ONLY_BUTTONS
+from capture.inputs._base import EventKind, EventSink, Holds, InputEvent
 
 with warnings.catch_warnings():
     # pysdl2 announces the SDL binary it loaded with a UserWarning; the test suite fails on those.
@@ -24,41 +25,26 @@ __all__ = ["AXIS_NAMES", "BUTTON_NAMES", "GamepadCapture", "GamepadDevice", "nor
 
 T = TypeVar("T")
 
-# Names as capture/align.py (GAMEPAD_AXES, GAMEPAD_BUTTONS) expects them.
-AXIS_NAMES: dict[int, str] = {
-    sdl2.SDL_CONTROLLER_AXIS_LEFTX: "left_x",
-    sdl2.SDL_CONTROLLER_AXIS_LEFTY: "left_y",
-    sdl2.SDL_CONTROLLER_AXIS_RIGHTX: "right_x",
-    sdl2.SDL_CONTROLLER_AXIS_RIGHTY: "right_y",
-    sdl2.SDL_CONTROLLER_AXIS_TRIGGERLEFT: "trigger_left",
-    sdl2.SDL_CONTROLLER_AXIS_TRIGGERRIGHT: "trigger_right",
-}
+# SDL's axes and buttons in the order of the dataset vocabulary's names for them.
+AXIS_NAMES: dict[int, str] = dict(zip((
+    sdl2.SDL_CONTROLLER_AXIS_LEFTX, sdl2.SDL_CONTROLLER_AXIS_LEFTY,
+    sdl2.SDL_CONTROLLER_AXIS_RIGHTX, sdl2.SDL_CONTROLLER_AXIS_RIGHTY,
+    sdl2.SDL_CONTROLLER_AXIS_TRIGGERLEFT, sdl2.SDL_CONTROLLER_AXIS_TRIGGERRIGHT,
+), GAMEPAD_AXES, strict=True))
 TRIGGER_AXES = frozenset({sdl2.SDL_CONTROLLER_AXIS_TRIGGERLEFT,
                           sdl2.SDL_CONTROLLER_AXIS_TRIGGERRIGHT})
-BUTTON_NAMES: dict[int, str] = {
-    sdl2.SDL_CONTROLLER_BUTTON_A: "a",
-    sdl2.SDL_CONTROLLER_BUTTON_B: "b",
-    sdl2.SDL_CONTROLLER_BUTTON_X: "x",
-    sdl2.SDL_CONTROLLER_BUTTON_Y: "y",
-    sdl2.SDL_CONTROLLER_BUTTON_BACK: "back",
-    sdl2.SDL_CONTROLLER_BUTTON_GUIDE: "guide",
-    sdl2.SDL_CONTROLLER_BUTTON_START: "start",
-    sdl2.SDL_CONTROLLER_BUTTON_LEFTSTICK: "leftstick",
-    sdl2.SDL_CONTROLLER_BUTTON_RIGHTSTICK: "rightstick",
-    sdl2.SDL_CONTROLLER_BUTTON_LEFTSHOULDER: "leftshoulder",
-    sdl2.SDL_CONTROLLER_BUTTON_RIGHTSHOULDER: "rightshoulder",
-    sdl2.SDL_CONTROLLER_BUTTON_DPAD_UP: "dpup",
-    sdl2.SDL_CONTROLLER_BUTTON_DPAD_DOWN: "dpdown",
-    sdl2.SDL_CONTROLLER_BUTTON_DPAD_LEFT: "dpleft",
-    sdl2.SDL_CONTROLLER_BUTTON_DPAD_RIGHT: "dpright",
-    # Not exported as dataset columns, but kept in the events journal.
-    sdl2.SDL_CONTROLLER_BUTTON_MISC1: "misc1",
-    sdl2.SDL_CONTROLLER_BUTTON_PADDLE1: "paddle1",
-    sdl2.SDL_CONTROLLER_BUTTON_PADDLE2: "paddle2",
-    sdl2.SDL_CONTROLLER_BUTTON_PADDLE3: "paddle3",
-    sdl2.SDL_CONTROLLER_BUTTON_PADDLE4: "paddle4",
-    sdl2.SDL_CONTROLLER_BUTTON_TOUCHPAD: "touchpad",
-}
+BUTTON_NAMES: dict[int, str] = dict(zip((
+    sdl2.SDL_CONTROLLER_BUTTON_A, sdl2.SDL_CONTROLLER_BUTTON_B, sdl2.SDL_CONTROLLER_BUTTON_X,
+    sdl2.SDL_CONTROLLER_BUTTON_Y, sdl2.SDL_CONTROLLER_BUTTON_BACK,
+    sdl2.SDL_CONTROLLER_BUTTON_GUIDE, sdl2.SDL_CONTROLLER_BUTTON_START,
+    sdl2.SDL_CONTROLLER_BUTTON_LEFTSTICK, sdl2.SDL_CONTROLLER_BUTTON_RIGHTSTICK,
+    sdl2.SDL_CONTROLLER_BUTTON_LEFTSHOULDER, sdl2.SDL_CONTROLLER_BUTTON_RIGHTSHOULDER,
+    sdl2.SDL_CONTROLLER_BUTTON_DPAD_UP, sdl2.SDL_CONTROLLER_BUTTON_DPAD_DOWN,
+    sdl2.SDL_CONTROLLER_BUTTON_DPAD_LEFT, sdl2.SDL_CONTROLLER_BUTTON_DPAD_RIGHT,
+    sdl2.SDL_CONTROLLER_BUTTON_MISC1, sdl2.SDL_CONTROLLER_BUTTON_PADDLE1,
+    sdl2.SDL_CONTROLLER_BUTTON_PADDLE2, sdl2.SDL_CONTROLLER_BUTTON_PADDLE3,
+    sdl2.SDL_CONTROLLER_BUTTON_PADDLE4, sdl2.SDL_CONTROLLER_BUTTON_TOUCHPAD,
+), (*GAMEPAD_BUTTONS, *GAMEPAD_JOURNAL_ONLY_BUTTONS), strict=True))
 AXIS_DEADBAND = 0.01
 AXIS_DECIMALS = 3  # values are rounded to this, and only changes are emitted
 EVENT_BATCH = 64
@@ -105,20 +91,22 @@ class GamepadDevice:
 
 
 class GamepadCapture:
-    """Captures every SDL GameController on a thread of its own, delivering events to `sink`.
+    """Captures every SDL GameController on a thread of its own, delivering events to a sink.
 
-    Events go to `sink` only while `is_focused()` is True when a poll drains them; when it turns
-    False, buttons still held get synthetic releases and moved axes go back to 0, so no hold
-    leaks past focus. When it turns True again, axes already away from centre are reported.
+    As with the keyboard and mouse backends (capture/inputs/_base.py), `start(sink)` begins
+    delivery, in time order, and `info()` gives name and notes (and the controllers seen) for
+    the manifest. Events go to the sink only while `is_focused()` is True when a poll drains
+    them; when it turns False, buttons still held get synthetic releases and moved axes go back
+    to 0, so no hold leaks past focus. When it turns True again, axes already away from centre
+    are reported.
     """
 
     name = "sdl2-gamecontroller"
 
-    def __init__(self, *, sink: EventSink, is_focused: Callable[[], bool],
-                 poll_hz: int = 250) -> None:
+    def __init__(self, *, is_focused: Callable[[], bool], poll_hz: int = 250) -> None:
         if poll_hz <= 0:
             raise ValueError(f"poll_hz must be positive, not {poll_hz}")
-        self.sink = sink
+        self.sink: EventSink = lambda event: None
         self.is_focused = is_focused
         self.poll_hz = poll_hz
         self.notes: list[str] = [
@@ -131,12 +119,13 @@ class GamepadCapture:
         self._loop: _SdlLoop | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, sink: EventSink) -> None:
         """Initialise SDL on the capture thread and begin polling; returns once SDL is ready."""
         if self._thread is not None:
             raise RuntimeError("gamepad capture is already running")
         if not _sdl_in_use.acquire(blocking=False):
             raise RuntimeError("another gamepad capture is running in this process")
+        self.sink = sink
         self._loop = _SdlLoop(self)
         self._thread = threading.Thread(target=self._loop.run, name="gamepad-input", daemon=True)
         self._thread.start()
@@ -201,7 +190,8 @@ class _SdlLoop:
         self.calls: SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = SimpleQueue()
         self.controllers: dict[int, tuple[Any, GamepadDevice]] = {}  # instance id -> (handle, ..)
         self.focused = False
-        self.held_buttons: dict[tuple[int, int], str] = {}  # (instance, button) -> name
+        self.holds = Holds()
+        self.last_emitted_ns = 0
         self.axis_values: dict[tuple[int, int], float] = {}  # (instance, axis) -> last emitted
         self.events = (sdl2.SDL_Event * EVENT_BATCH)()
 
@@ -292,23 +282,21 @@ class _SdlLoop:
                                       "not captured")
 
     def _on_button(self, instance_id: int, button: int, pressed: bool, t_ns: int) -> None:
-        key = (instance_id, button)
-        if pressed:
-            if key in self.held_buttons:
-                return
-            name = BUTTON_NAMES.get(button, f"button{button}")
-            self.held_buttons[key] = name
-            self._emit("gamepad_button_press", instance_id, name, None, t_ns)
-        elif (name := self.held_buttons.pop(key, None)) is not None:
-            self._emit("gamepad_button_release", instance_id, name, None, t_ns)
+        kind = EventKind.GAMEPAD_BUTTON_PRESS if pressed else EventKind.GAMEPAD_BUTTON_RELEASE
+        event = InputEvent(t_ns=t_ns, kind=kind, axis=BUTTON_NAMES.get(button, f"button{button}"),
+                           device=self._device(instance_id))
+        if self.holds.press(event) if pressed else self.holds.release(event):
+            self._emit(event)
 
     def _emit_axis(self, instance_id: int, axis: int, value: float, t_ns: int,
                    synthetic: bool = False) -> None:
         if self.axis_values.get((instance_id, axis), 0.0) == value:
             return
         self.axis_values[(instance_id, axis)] = value
-        self._emit("gamepad_axis", instance_id, AXIS_NAMES.get(axis, f"axis{axis}"), value,
-                   t_ns, synthetic)
+        self._emit(InputEvent(t_ns=t_ns, kind=EventKind.GAMEPAD_AXIS,
+                              axis=AXIS_NAMES.get(axis, f"axis{axis}"), value=value,
+                              device=self._device(instance_id), synthetic=synthetic,
+                              time_source="derived" if synthetic else "receive"))
 
     def _report_axes(self, t_ns: int) -> None:
         """Report axes already away from where we last left them (held while unfocused)."""
@@ -319,22 +307,23 @@ class _SdlLoop:
 
     def _release_all(self, t_ns: int, instance_id: int | None = None) -> None:
         """Synthetic releases and re-centred axes for one controller, or for all."""
-        for key, name in list(self.held_buttons.items()):
-            if instance_id is None or key[0] == instance_id:
-                del self.held_buttons[key]
-                self._emit("gamepad_button_release", key[0], name, None, t_ns, synthetic=True)
+        device = None if instance_id is None else self._device(instance_id)
+        for release in self.holds.release_all(
+                t_ns, only=lambda press: device is None or press.device == device):
+            self._emit(release)
         for key in list(self.axis_values):
             if instance_id is None or key[0] == instance_id:
                 self._emit_axis(key[0], key[1], 0.0, t_ns, synthetic=True)
                 del self.axis_values[key]
 
-    def _emit(self, kind: str, instance_id: int, name: str, value: float | None, t_ns: int,
-              synthetic: bool = False) -> None:
+    def _device(self, instance_id: int) -> str:
         entry = self.controllers.get(instance_id)
-        device = entry[1].identity if entry else f"instance{instance_id}"
-        self.capture.sink(InputEvent(
-            t_ns=t_ns, kind=kind, axis=name, value=value, device=device, synthetic=synthetic,
-            time_source="derived" if synthetic else "receive"))
+        return entry[1].identity if entry else f"instance{instance_id}"
+
+    def _emit(self, event: InputEvent) -> None:
+        # Delivery order = time order, as the keyboard and mouse backends keep it.
+        event.t_ns = self.last_emitted_ns = max(self.last_emitted_ns, event.t_ns)
+        self.capture.sink(event)
 
     def _open(self, device_index: int) -> None:
         if not sdl2.SDL_IsGameController(device_index):

@@ -25,8 +25,8 @@ def window(display: Display, window_id: int) -> Window:
 def resource_id(value: Window | int | None) -> int:
     """A window's id; python-xlib gives plain ints for None, PointerRoot and the like."""
     if value is None:
-        return X.NONE
-    return value if isinstance(value, int) else value.id
+        return int(X.NONE)
+    return value if isinstance(value, int) else int(value.id)
 
 
 def top_level_windows(display: Display, *, viewable_only: bool = True) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Any
 import av
 import numpy as np
 
+from capture.inputs import EventKind
 from capture.session.manifest import QA, Check
 
 MIN_LENGTH_S = 5.0
@@ -16,8 +17,8 @@ MAX_DROPPED_RATIO = 0.02
 BLACK_MEAN_LUMA = 8.0      # 0-255; a captured game is brighter than this somewhere
 FLAT_LUMA_STD = 2.0        # ... and not one flat colour
 SAMPLED_FRAMES = 5
-ACTIVE_KINDS = ("key_press", "button_press", "motion", "wheel", "gamepad_axis",
-                "gamepad_button_press")
+ACTIVE_KINDS = (EventKind.KEY_PRESS, EventKind.BUTTON_PRESS, EventKind.MOTION, EventKind.WHEEL,
+                EventKind.GAMEPAD_AXIS, EventKind.GAMEPAD_BUTTON_PRESS)
 
 
 def _check(name: str, ok: bool, value: Any, detail: str) -> Check:

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
+from capture.inputs import EventKind
 from capture.session.manifest import QA
 
 IDLE_GAP_NS = 2_000_000_000  # a gap this long without any input counts as idle time
@@ -48,9 +49,9 @@ def quality_summary(events: pa.Table, frames: pa.Table, fps_target: float,
     focused_ns = 0
     focus_since: int | None = None
     for kind, t in zip(kinds, event_times, strict=True):
-        if kind == "focus_in" and focus_since is None:
+        if kind == EventKind.FOCUS_IN and focus_since is None:
             focus_since = t
-        elif kind == "focus_out" and focus_since is not None:
+        elif kind == EventKind.FOCUS_OUT and focus_since is not None:
             focused_ns += t - focus_since
             focus_since = None
     if focus_since is not None:

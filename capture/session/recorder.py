@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from capture import inputs, paths, video
 from capture.clock import ClockPair, now_ns
 from capture.consent import ConsentReceipt, receipt_status, require_consent
-from capture.errors import CaptureError, ConsentError
-from capture.inputs import InputEvent, WindowInfo
+from capture.errors import CaptureError, ConsentError, DiskFullError
+from capture.inputs import EventKind, InputEvent, WindowInfo
 from capture.journal import JournalWriter
 from capture.session import store, writer
 from capture.session.manifest import ComponentInfo, ConsentRef, GameInfo, InputInfo, RunInfo
@@ -56,11 +56,9 @@ def make_video_backend(opts: RecordOptions) -> video.VideoBackend:
     return cls.create(opts.video_options)
 
 
-HELD_PAIRS = {"key_press": "key_release", "button_press": "button_release",
-              "gamepad_button_press": "gamepad_button_release"}
-ACTIVITY_KINDS = frozenset({"key_press", "key_release", "button_press", "button_release",
-                            "motion", "wheel", "gamepad_axis", "gamepad_button_press",
-                            "gamepad_button_release"})
+# Input a player makes (not what we derive: pointer positions, focus changes).
+ACTIVITY_KINDS = frozenset(EventKind) - {EventKind.POINTER, EventKind.FOCUS_IN,
+                                         EventKind.FOCUS_OUT}
 
 
 _BEGIN_HANDOVER = object()
@@ -78,7 +76,7 @@ class _EventWriter:
         self.journal = journal
         self.on_activity = on_activity
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.held: dict[tuple[str, str | None, str | None], InputEvent] = {}
+        self.held: dict[tuple[EventKind, str | None, str | None], InputEvent] = {}
         self.focus: InputEvent | None = None
         self.thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self.thread.start()
@@ -97,26 +95,25 @@ class _EventWriter:
         done.wait()
 
     def _track(self, event: InputEvent) -> None:
-        if event.kind in HELD_PAIRS:
+        if event.kind.release_of() is not None:
             self.held[(event.kind, event.key or event.button or event.axis, event.device)] = event
-        elif event.kind in HELD_PAIRS.values():
-            press = next(k for k, v in HELD_PAIRS.items() if v == event.kind)
+        elif (press := event.kind.press_of()) is not None:
             self.held.pop((press, event.key or event.button or event.axis, event.device), None)
-        elif event.kind in ("focus_in", "focus_out"):
-            self.focus = event if event.kind == "focus_in" else None
+        elif event.kind in (EventKind.FOCUS_IN, EventKind.FOCUS_OUT):
+            self.focus = event if event.kind == EventKind.FOCUS_IN else None
 
     def _switch(self, journal: JournalWriter, t_ns: int) -> None:
-        def copy(event: InputEvent, kind: str) -> dict:
+        def copy(event: InputEvent, kind: EventKind | None) -> dict[str, Any]:
             record = event.to_record()
             record.update(kind=kind, t_ns=t_ns, synthetic=True, time_source="derived")
             return record
 
-        for (press, _name, _device), event in self.held.items():
-            self.journal.append(copy(event, HELD_PAIRS[press]))
+        for event in self.held.values():
+            self.journal.append(copy(event, event.kind.release_of()))
         self.journal.close()
         self.journal = journal
         if self.focus is not None:
-            journal.append(copy(self.focus, "focus_in"))
+            journal.append(copy(self.focus, EventKind.FOCUS_IN))
         for event in self.held.values():
             journal.append(copy(event, event.kind))
 
@@ -220,11 +217,13 @@ class Recording:
         self.events: _EventWriter | None = None
         self.gamepad: GamepadCapture | None = None
         self.discard = False  # consent withdrawn: stop and keep nothing
+        self.disk_full: str | None = None  # why a segment could not be finalised
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
         # Input starts first, so the first segment opens knowing whether the game has focus
-        # (pausing a just-started OBS output and resuming it at once can hang OBS 29).
+        # (pausing an external recorder right after its start and resuming it at once has
+        # been seen to hang it).
         self.input_backend.start(self._sink, self._on_focus)
         self.focused.wait(0.5)
         try:
@@ -242,8 +241,8 @@ class Recording:
         if "gamepad" in self.opts.scope:
             from capture.inputs.gamepad import GamepadCapture  # loads SDL: only when consented
 
-            self.gamepad = GamepadCapture(sink=self.events.sink, is_focused=self.focused.is_set)
-            self.gamepad.start()
+            self.gamepad = GamepadCapture(is_focused=self.focused.is_set)
+            self.gamepad.start(self.events.sink)
         self._apply_capture()
         return segment.session_dir
 
@@ -266,6 +265,10 @@ class Recording:
         if not segment.video.alive():
             self.error = "the video recorder stopped unexpectedly"
             return False
+        journal_error = self.events.journal.error if self.events is not None else None
+        if journal_error is not None:  # the disk is full: stop now, keep what was written
+            self.error = str(journal_error)
+            return False
         idle_ns = None if self.opts.idle_pause_s is None else int(self.opts.idle_pause_s * 1e9)
         if (idle_ns is not None and self.focused.is_set() and not self.idle_paused
                 and now_ns() - self.last_activity_ns >= idle_ns):
@@ -286,8 +289,8 @@ class Recording:
         old = self.segment
         assert old is not None and self.events is not None
         if not old.video.capabilities.overlapping_segments:
-            # OBS records one file at a time and restarting it between segments proved
-            # unreliable on OBS 29 (a restarted output could hang): keep one segment.
+            # A backend that records one file at a time cannot overlap two segments, and
+            # restarting it between segments proved unreliable: keep one segment.
             self.opts.max_segment_s = None
             self.say(f"note: the {old.video.name} backend records one file at a time; this "
                      "play session stays in one segment")
@@ -315,7 +318,7 @@ class Recording:
         """Stop everything and finalise the last segment; returns every segment's directory."""
         with self._lock:
             self._frozen = True  # capture state stays as it is while everything stops (a
-            # paused OBS output does not always stop cleanly)
+            # paused external recorder does not always stop cleanly)
         if self.gamepad is not None:
             self.gamepad.stop()  # before the journal closes, so its closing releases are kept
         self.input_backend.stop()
@@ -383,10 +386,19 @@ class Recording:
         if self.discard:
             shutil.rmtree(segment.session_dir, ignore_errors=True)
             return
-        error = self.error or result.error
-        manifest = writer.finalise(segment.session_dir, video_result=result,
-                                   input_info=self._input_info(), end=ClockPair.now(),
-                                   error=error, frames_before_ns=frames_before_ns)
+        error = result.error or self.error  # the backend's own reason is the more precise
+        try:
+            manifest = writer.finalise(segment.session_dir, video_result=result,
+                                       input_info=self._input_info(), end=ClockPair.now(),
+                                       error=error, frames_before_ns=frames_before_ns)
+        except CaptureError as exc:
+            if not isinstance(exc, DiskFullError) and "disk full" not in str(exc):
+                raise
+            # Finalising needs space too: leave the session for `capture sessions recover`.
+            self.disk_full = (f"{segment.session_dir}: disk full: recording stopped; free some "
+                              "space and run `capture sessions recover`")
+            self.say(f"error: {self.disk_full}")
+            return
         if manifest.status == "incomplete":
             self.say(f"warning: {manifest.error}; the session was kept and marked incomplete")
         self.finished.append(segment.session_dir)
@@ -470,6 +482,8 @@ def record(opts: RecordOptions, *, stop: threading.Event | None = None,
         for session_dir in segments:
             shutil.rmtree(session_dir, ignore_errors=True)
         raise ConsentError(f"{withdrawn}: the recording was stopped and nothing of it was kept")
+    if recording.disk_full is not None:
+        raise CaptureError(recording.disk_full)
     if not segments:
         raise CaptureError("the recording stopped before any segment was finalised")
     return segments[-1]

@@ -25,6 +25,7 @@ class _Entry:
     cls: str
     summary: str
     hint: str
+    config_table: str | None = None  # the backend's own table in the config file
 
 
 # Every video backend, listed once: the CLI, the config file and the recorder read this.
@@ -34,7 +35,8 @@ BACKENDS: dict[str, _Entry] = {
                       "it needs mss, PyAV and python-xlib: pip install 'capture[...]' again"),
     "obs": _Entry("capture.video.obs.backend", "ObsVideoBackend",
                   "OBS Studio records, over its websocket",
-                  "it needs obs-websocket-py: pip install obs-websocket-py"),
+                  "it needs obs-websocket-py: pip install obs-websocket-py",
+                  config_table="obs"),
 }
 
 

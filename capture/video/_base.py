@@ -31,7 +31,7 @@ class VideoSettings:
 @dataclass(frozen=True, slots=True)
 class VideoOutput:
     """Where a backend records: the video file, the frame timeline to write through, and a
-    directory for the backend's own side files (e.g. OBS's clock log). The session bundle
+    directory for the backend's own side files (e.g. an external recorder's log). The session bundle
     chooses all three."""
 
     video: Path
@@ -43,7 +43,7 @@ class VideoOutput:
 class Capabilities:
     """What a backend can do, for the recorder to plan around."""
 
-    # False for a backend that drives one external recorder (OBS records one file at a time):
+    # False for a backend that drives one external recorder that records one file at a time:
     # a recording with it is not split into segments.
     overlapping_segments: bool = True
 

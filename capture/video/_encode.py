@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from capture.clock import now_ns
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.video._base import VideoOutput, VideoSettings
 from capture.video._grab import FrameMessage, RingSpec, Signals, ignore_interrupts
 
@@ -98,6 +99,8 @@ class _Encoder:
             "grab_duration_ns": grab_duration, "dropped_before": dropped_before,
             "repeated": repeated, "pts": pts,
         })
+        if self.journal.error is not None:  # the disk is full: stop, keep what was written
+            raise self.journal.error
         self.frames += 1
         self.dropped_slots += dropped_before
         self.repeated_frames += repeated
@@ -138,12 +141,16 @@ def run_encoder(plan: EncodePlan, spec: RingSpec, ring: Any, signals: Signals,
             encoder.add(message, signals)
     except EOFError:
         stream_cut = True
+    except CaptureError as exc:
+        error = str(exc)
     except Exception as exc:
-        error = f"the video encoder failed: {exc!r}"
+        error = (str(DiskFullError(plan.output.video)) if is_disk_full(exc)
+                 else f"the video encoder failed: {exc!r}")
     try:
         encoder.close()
     except Exception as exc:
-        error = error or f"the video file could not be finished: {exc!r}"
+        error = error or (str(DiskFullError(plan.output.video)) if is_disk_full(exc)
+                          else f"the video file could not be finished: {exc!r}")
     with contextlib.suppress(OSError):
         status_out.send(("result", {
             "frames": encoder.frames, "dropped_slots": encoder.dropped_slots,

@@ -37,8 +37,10 @@ def resolve_target(target: CaptureTarget) -> tuple[str, tuple[int, int], tuple[i
         raise CaptureError("no X display given and $DISPLAY is not set")
     try:
         connection = xdisplay.Display(name)
-    except Exception as exc:
-        raise CaptureError(f"cannot open X display {name}: {exc}") from None
+    except Exception as exc:  # DisplayConnectionError, DisplayNameError, OSError
+        reason = getattr(exc, "msg", None) or exc
+        raise CaptureError(f"cannot connect to X display {name} ({reason}): is the X server "
+                           "running, and is it the right display?") from None
     try:
         root = connection.screen().root
         screen = root.get_geometry()

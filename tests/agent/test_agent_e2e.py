@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -31,20 +31,37 @@ from tests.x11windows import other_window, window_with_class
 pytestmark = [pytest.mark.x11, pytest.mark.slow]
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 @dataclass
 class RunningAgent:
     proc: subprocess.Popen[str]
-    url: str
+    url: str                      # the one-time sign-in address it printed first
     log: Path
+    cookie: str | None = None     # "name=value", once signed in
 
-    @property
-    def token(self) -> str:
-        return parse_qs(urlsplit(self.url).query)["token"][0]
+    def new_login_url(self) -> str:
+        """Press Enter in the agent's terminal; it prints a new one-time address."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        url = self.proc.stdout.readline().strip()
+        assert "/login?code=" in url, url
+        return url
 
     def status(self) -> dict[str, Any]:
-        base = self.url.split("/?")[0]
-        request = urllib.request.Request(f"{base}/api/status",
-                                         headers={"X-Capture-Token": self.token})
+        if self.cookie is None:  # sign in as a browser would, with an address of its own
+            opener = urllib.request.build_opener(_NoRedirect)
+            try:
+                opener.open(self.new_login_url(), timeout=5)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 303, exc
+                self.cookie = exc.headers["Set-Cookie"].split(";")[0]
+        base = self.url.split("/login?")[0]
+        request = urllib.request.Request(f"{base}/api/status", headers={"Cookie": self.cookie})
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
@@ -71,18 +88,21 @@ def agent(xvfb, capture_home: Path, tmp_path: Path) -> Iterator[RunningAgent]:
            "CAPTURE_CONFIG": str(config)}
     with open(log, "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "capture", "agent", "--no-browser"],
-                                env=env, stdout=subprocess.PIPE, stderr=log_file, text=True)
+                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=log_file, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and "token=" in url, (url, log.read_text())
+        assert url.startswith("http://127.0.0.1:") and "/login?code=" in url, \
+            (url, log.read_text())
         yield RunningAgent(proc, url, log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
 
 
 def _stop_agent(agent: RunningAgent) -> None:

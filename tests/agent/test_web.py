@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
+import os
+import re
 import socket
+import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import cv2
@@ -17,7 +24,7 @@ import numpy as np
 import pytest
 
 from capture import consent
-from capture.agent import media
+from capture.agent import media, web
 from capture.agent.web import TOKEN_HEADER, WebServer, normalise_checks
 from capture.consent.terms import TERMS_VERSION, terms_sha256, terms_text
 from capture.errors import CaptureError
@@ -64,11 +71,15 @@ class Client:
 
     def request(self, method: str, path: str, body: Any = None, *, token: str | None = "header",
                 headers: dict[str, str] | None = None) -> Reply:
+        """token: "header" (X-Capture-Token), "query" (?token=, which is refused), a cookie
+        header value such as "capture_agent_PORT=..." (sent as Cookie), or None."""
         sent = {"Host": self.host}
         if token == "header":
             sent[TOKEN_HEADER] = self.server.token
         elif token == "query":
             path += ("&" if "?" in path else "?") + f"token={self.server.token}"
+        elif token is not None:
+            sent["Cookie"] = token
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -123,7 +134,9 @@ def grant_body(**overrides: Any) -> dict[str, Any]:
 # --- where it listens and who may talk to it ----------------------------------------------------
 def test_binds_loopback_only(server: WebServer) -> None:
     assert server.address == ("127.0.0.1", server.port)
-    assert server.url == f"http://127.0.0.1:{server.port}/?token={server.token}"
+    assert server.url == f"http://127.0.0.1:{server.port}/"
+    assert re.fullmatch(rf"http://127\.0\.0\.1:{server.port}/login\?code=[\w-]{{32}}",
+                        server.login_url())
     assert len(server.token) >= 32
     with pytest.raises(OSError), socket.create_connection(("127.0.0.2", server.port), timeout=2):
         pass  # another address on this host (as another host would reach it) is not served
@@ -135,17 +148,73 @@ def test_token_is_required(client: Client, server: WebServer) -> None:
     assert client.get("/app.js", token=None).status == 401
     wrong = client.get("/api/status", token=None, headers={TOKEN_HEADER: "x" * 32})
     assert wrong.status == 403
-    assert client.get(f"/api/status?token={'y' * 32}", token=None).status == 403
     assert "error" in wrong.json()
-    assert client.get("/?token=" + server.token, token=None).status == 200
-    assert client.get("/api/status", token="query").status == 200
+    # the token in the address (where the browser's command line and history show it) is refused
+    assert client.get("/?token=" + server.token, token=None).status == 401
+    assert client.get("/api/status", token="query").status == 401
     assert client.get("/api/status").status == 200
+    assert client.get("/api/status", token=f"{server.cookie_name}={server.token}").status == 403
 
 
-def test_changes_need_the_token_header(client: Client) -> None:
-    reply = client.post("/api/grant", grant_body(), token="query")
-    assert reply.status == 401
+def login(client: Client, url: str, **kw: Any) -> Reply:
+    parts = urlsplit(url)
+    return client.get(f"{parts.path}?{parts.query}", token=kw.pop("token", None), **kw)
+
+
+def cookie_of(reply: Reply) -> str:
+    """`name=value` from the reply's Set-Cookie, after checking its attributes."""
+    jar = SimpleCookie(reply.headers["Set-Cookie"])
+    ((name, morsel),) = jar.items()
+    assert morsel["httponly"] is True and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+    assert not morsel["expires"] and not morsel["max-age"], "a session cookie"
+    return f"{name}={morsel.value}"
+
+
+def test_one_time_address_swaps_its_code_for_a_cookie(client: Client,
+                                                      server: WebServer) -> None:
+    url = server.login_url()
+    reply = login(client, url)
+    assert reply.status == 303 and reply.headers["Location"] == "/"
+    cookie = cookie_of(reply)
+    assert server.token not in cookie and urlsplit(url).query[5:] not in cookie
+    assert client.get("/", token=cookie).status == 200
+    assert client.get("/api/status", token=cookie).status == 200
+
+    again = login(client, url)  # works once
+    assert again.status == 403 and "already used or has expired" in again.json()["error"]
+    assert "Set-Cookie" not in again.headers
+    assert login(client, url, token=cookie).status == 303  # signed in already: just the page
+    assert login(client, url.split("?")[0] + "?code=" + "z" * 32).status == 403
+    assert login(client, url.split("?")[0]).status == 403
+    second = cookie_of(login(client, server.login_url()))
+    assert second != cookie and client.get("/api/status", token=second).status == 200
+    assert client.get("/api/status", token=cookie.split("=")[0] + "=forged" * 6).status == 403
+    assert client.get("/api/status", token="garbage;;=\x01").status == 401
+
+
+def test_one_time_address_expires(client: Client, server: WebServer,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web, "LOGIN_CODE_TTL_S", 0.2)
+    url = server.login_url()
+    time.sleep(0.3)
+    reply = login(client, url)
+    assert reply.status == 403 and "Set-Cookie" not in reply.headers
+    assert "press Enter in the terminal" in reply.json()["error"]
+
+
+def test_changes_need_the_header_or_the_cookie_from_the_page(client: Client,
+                                                             server: WebServer) -> None:
+    assert client.post("/api/grant", grant_body(), token="query").status == 401
+    cookie = cookie_of(login(client, server.login_url()))
+    origin = {"Origin": f"http://127.0.0.1:{server.port}"}
+    # a browser always says where a POST comes from: no Origin, no change by cookie
+    assert client.post("/api/grant", grant_body(), token=cookie).status == 403
+    assert client.post("/api/grant", grant_body(), token=cookie,
+                       headers={"Origin": "http://evil.example"}).status == 403
     assert consent.active_grants() == []
+    reply = client.post("/api/grant", grant_body(), token=cookie, headers=origin)
+    assert reply.status == 200, reply.body
+    assert len(consent.active_grants()) == 1
 
 
 def test_wrong_host_is_refused(client: Client, server: WebServer) -> None:
@@ -172,29 +241,33 @@ def test_post_needs_matching_origin_and_json(client: Client, server: WebServer) 
 
 
 def test_security_headers_and_no_cors(client: Client) -> None:
-    reply = client.get("/", token="query")
+    reply = client.get("/")
     assert reply.headers["Content-Security-Policy"].startswith("default-src 'self'")
     assert reply.headers["X-Frame-Options"] == "DENY"
     assert reply.headers["Referrer-Policy"] == "no-referrer"
     assert not any(h.lower().startswith("access-control-") for h in reply.headers)
     page = reply.body.decode()
-    assert "__TOKEN__" not in page
+    assert "__TOKEN__" not in page and "token" not in page.lower()
     assert "http://" not in page.replace("http://www.w3.org", "")  # nothing from the network
     static = Path(media.__file__).parent / "static"
     for name in ("index.html", "app.js", "style.css"):
         text = (static / name).read_text()
         assert "https://" not in text and "//cdn" not in text, name
+        assert "token=" not in text and TOKEN_HEADER not in text, name  # the page uses the cookie
 
 
 def test_token_is_never_logged(client: Client, server: WebServer,
                                caplog: pytest.LogCaptureFixture) -> None:
+    url = server.login_url()
     with caplog.at_level(logging.DEBUG, logger="capture.agent.web"):
+        cookie = cookie_of(login(client, url))
+        client.get("/", token=cookie)
         client.get("/", token="query")
         client.get("/api/status")
         client.get("/api/status?token=wrong-token-wrong-token", token=None)
     assert caplog.records, "requests are logged at debug level"
-    assert server.token not in caplog.text
-    assert "wrong-token" not in caplog.text
+    for secret in (server.token, "wrong-token", url.split("code=")[1], cookie.split("=")[1]):
+        assert secret not in caplog.text
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -386,3 +459,146 @@ def test_normalise_checks() -> None:
 def test_busy_port_is_a_plain_error(server: WebServer, agent: FakeAgent) -> None:
     with pytest.raises(CaptureError, match=f"127.0.0.1:{server.port}"):
         WebServer(agent, port=server.port)
+
+
+# --- hostile requests ------------------------------------------------------------------------
+def raw_exchange(server: WebServer, head: str, body: bytes = b"", *,
+                 timeout_s: float = 10) -> tuple[int, dict[str, Any]]:
+    """Send a hand-made request on a raw socket; return (status, JSON body) of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read() or b"null")
+
+
+def post_head(server: WebServer, *lines: str) -> str:
+    return "\n".join(["POST /api/grant HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+                      f"{TOKEN_HEADER}: {server.token}", "Content-Type: application/json",
+                      *lines, ""])
+
+
+@pytest.mark.parametrize("length_lines, status, words", [
+    (["Content-Length: -1"], 400, "whole number"),
+    (["Content-Length: -99999999"], 400, "whole number"),
+    (["Content-Length: 1e3"], 400, "whole number"),
+    (["Content-Length: 5", "Content-Length: 6"], 400, "whole number"),
+    ([], 411, "no Content-Length"),
+    (["Transfer-Encoding: chunked"], 411, "not in chunks"),
+    ([f"Content-Length: {web.MAX_BODY + 1}"], 413, "too large"),
+    (["Content-Length: 99999999999999999999"], 413, "too large"),
+])
+def test_body_length_is_capped(server: WebServer, length_lines: list[str], status: int,
+                               words: str) -> None:
+    # the body that follows is never read: the answer comes at once, with nothing sent after
+    # the head (the server would otherwise wait for bytes that never come)
+    got, body = raw_exchange(server, post_head(server, *length_lines), timeout_s=5)
+    assert (got, words in body["error"]) == (status, True), body
+    assert consent.active_grants() == []
+
+
+def test_body_cut_short_is_refused(server: WebServer) -> None:
+    data = json.dumps(grant_body()).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = post_head(server, f"Content-Length: {len(data) + 50}")
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + data)
+        sock.shutdown(socket.SHUT_WR)  # the client stops sending before the promised length
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400 and b"ended early" in response.read()
+    assert consent.active_grants() == []
+
+
+@pytest.mark.parametrize("depth", [2_000, 30_000])
+def test_deeply_nested_json_is_a_bad_request(client: Client, depth: int) -> None:
+    body = b'{"player": ' + b"[" * depth + b"]" * depth + b"}"
+    assert len(body) <= web.MAX_BODY
+    reply = client.post("/api/grant", body)
+    assert reply.status == 400 and "nested too deeply" in reply.json()["error"]
+    assert client.get("/api/status").status == 200
+
+
+def test_clients_that_go_away_leave_no_traceback(server: WebServer, capture_home: Path,
+                                                 capfd: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    session = make_session(capture_home)
+    request = (f"GET /api/preview/{session.name} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+               f"{TOKEN_HEADER}: {server.token}\r\n\r\n").encode()
+    assert Client(server).get(f"/api/preview/{session.name}").status == 200  # made and cached
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="capture.agent.web"):
+        for _ in range(40):  # ask for the preview, then reset the connection before it arrives
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.sendall(request)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        time.sleep(0.5)
+    assert Client(server).get("/api/status").status == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Reset" not in err, err
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert any("went away" in r.getMessage() for r in caplog.records), "the resets happened"
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_media_only_from_inside_the_session(client: Client, capture_home: Path, tmp_path: Path,
+                                            how: str) -> None:
+    session = make_session(capture_home)
+    elsewhere = tmp_path / "private" / "someone-elses.mkv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((session / "video.mkv").read_bytes())  # a readable, decodable video
+    manifest = json.loads((session / "manifest.json").read_text())
+    entry = manifest["files"]["video.mkv"]
+    if how == "symlink":
+        (session / "video.mkv").unlink()
+        (session / "video.mkv").symlink_to(elsewhere)
+    else:
+        name = str(elsewhere) if how == "absolute" else os.path.relpath(elsewhere, session)
+        assert (session / name).resolve() == elsewhere.resolve()
+        manifest["video"]["file"] = name
+        manifest["files"][name] = manifest["files"][Path(name).name] = entry
+        (session / "manifest.json").write_text(json.dumps(manifest))
+    for kind in ("thumbnail", "preview"):
+        reply = client.get(f"/api/{kind}/{session.name}")
+        assert reply.status == 404, (kind, reply.body)
+        assert "outside its session" in reply.json()["error"]
+    assert not list((capture_home / "cache").rglob("*.jpg")), "nothing was decoded"
+
+
+def test_media_of_a_malformed_manifest_is_a_404(client: Client, capture_home: Path) -> None:
+    session = make_session(capture_home)
+    manifest = json.loads((session / "manifest.json").read_text())
+    manifest["files"]["video.mkv"]["sha256"] = "../../x"
+    (session / "manifest.json").write_text(json.dumps(manifest))
+    assert client.get(f"/api/thumbnail/{session.name}").status == 404
+
+
+def test_full_disk_is_a_plain_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     agent: FakeAgent) -> None:
+    from tests.test_journal_disk_full import mount_small_disk
+
+    for disk in mount_small_disk(tmp_path / "disk", 1024 * 1024):
+        monkeypatch.setenv("CAPTURE_HOME", str(disk.root / "home"))
+        (disk.root / "home").mkdir()
+        disk.fill(leave=0)
+        with WebServer(agent) as server:
+            reply = Client(server).post("/api/grant", grant_body())
+            assert reply.status == 507, reply.body
+            assert reply.json()["error"] == "disk full: free some space and try again"
+            assert consent.active_grants() == []
+            disk.free()
+            assert Client(server).post("/api/grant", grant_body()).status == 200
+
+
+def test_enter_in_the_terminal_prints_a_new_one_time_address(client: Client,
+                                                             server: WebServer) -> None:
+    printed: list[str] = []
+    server.hand_out_login_urls(io.StringIO("\n\n"), printed.append)
+    deadline = time.monotonic() + 5
+    while len(printed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(printed) == 2 and printed[0] != printed[1]
+    for url in printed:
+        assert login(client, url).status == 303
+        assert login(client, url).status == 403

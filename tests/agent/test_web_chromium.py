@@ -53,7 +53,7 @@ def server(capture_home: Path, agent: ScriptedAgent) -> Iterator[WebServer]:
 
 def test_page_grant_session_delete_revoke(server: WebServer, agent: ScriptedAgent,
                                           capture_home: Path) -> None:
-    with browser.open_page(server.url) as s:
+    with browser.open_page(server.login_url()) as s:
         page = s.page
         # the status panel shows what the agent says
         page.locator("#status-reason").filter(has_text=f"{GAME} is focused").wait_for()
@@ -114,7 +114,42 @@ def test_page_grant_session_delete_revoke(server: WebServer, agent: ScriptedAgen
 
 
 def test_page_without_token_is_refused(server: WebServer) -> None:
-    url = server.url.split("?")[0]
-    with browser.open_page(url, ignore_console=("401",)) as s:
-        assert "access token" in s.page.content()
+    with browser.open_page(server.url, ignore_console=("401",)) as s:
+        assert "not signed in" in s.page.content()
         s.assert_clean()
+
+
+def test_one_time_address_signs_in_with_a_cookie_scripts_cannot_read(
+        server: WebServer, agent: ScriptedAgent) -> None:
+    login = server.login_url()
+    with browser.open_page(login, ignore_console=("403",)) as s:
+        page = s.page
+        page.locator("#status-reason").filter(has_text=f"{GAME} is focused").wait_for()
+        assert page.url == server.url, "the address bar keeps no code and no token"
+        assert page.evaluate("document.cookie") == "", "the cookie is HttpOnly"
+        (cookie,) = s.context.cookies()
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == \
+            (server.cookie_name, True, "Strict")
+        assert cookie["expires"] == -1, "a session cookie"
+        assert server.token not in cookie["value"] and login.split("=")[1] not in cookie["value"]
+        # the page's own changes go through with the cookie (grant from the form)
+        message = browser.grant_via_form(page, PLAYER, [GAME], ["video"])
+        assert "Consent recorded" in message, message
+        assert agent.changes == 1
+
+        # another site's form cannot make changes with the cookie (SameSite=Strict + Origin)
+        page.goto("about:blank")
+        page.set_content(f'''<form id=f method=POST action="{server.url}api/revoke"
+            enctype="text/plain"><input name='{{"player":"{PLAYER}","x":"' value='"}}'>
+            </form>''')
+        with page.expect_navigation():
+            page.evaluate("document.getElementById('f').submit()")
+        assert consent.active_grants(), "the cross-site form changed nothing"
+
+        # the same address again, without the cookie (another browser, or later): used up
+        s.context.clear_cookies()
+        page.goto(login)
+        assert "already used or has expired" in page.content()
+        page.goto(server.url)
+        assert "not signed in" in page.content()
+        s.console_errors.clear()  # the refusals above are logged by the browser as 4xx

@@ -13,16 +13,13 @@ import pytest
 
 from capture import formats
 from capture.align import (
-    GAMEPAD_AXES,
-    GAMEPAD_BUTTONS,
-    MOUSE_BUTTONS,
     align_session,
     build_episodes,
     continuous_runs,
     grid_offsets_ns,
     key_slot,
 )
-from capture.keyvocab import KEY_NAMES
+from capture.export.vocabulary import GAMEPAD_AXES, GAMEPAD_BUTTONS, KEY_NAMES, MOUSE_BUTTONS
 from tests.factories import button, gamepad_axis, gamepad_button, key, motion, wheel
 
 from .reference import events_table

@@ -8,16 +8,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capture.align import (
-    ACTION_NAMES,
-    GAMEPAD_AXES,
-    MOUSE_BUTTONS,
-    Alignment,
-    align_session,
-    continuous_runs,
-    key_slot,
-)
-from capture.keyvocab import KEY_NAMES
+from capture.align import Alignment, align_session, continuous_runs, key_slot
+from capture.export.vocabulary import ACTION_NAMES, GAMEPAD_AXES, KEY_NAMES, MOUSE_BUTTONS
 
 from .reference import events_table, frame_intervals, key_holds, keys_held, locate
 

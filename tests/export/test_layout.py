@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from capture import formats
-from capture.align import ACTION_NAMES
 from capture.export import layout
+from capture.export.vocabulary import ACTION_NAMES
 
 
 def test_dataset_events_schema_extends_the_session_events_schema() -> None:

@@ -14,12 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import capture.export
-from capture.align import MOUSE_BUTTONS
 from capture.errors import CaptureError
 from capture.export import layout
 from capture.export.lerobot import ExportReport, export_dataset, format_report
 from capture.export.verify import verify_dataset
-from capture.keyvocab import KEY_NAMES
+from capture.export.vocabulary import KEY_NAMES, MOUSE_BUTTONS
 from tests.factories import (
     SessionScript,
     build_session,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from capture.align import GAMEPAD_AXES, GAMEPAD_BUTTONS
+from capture.export.vocabulary import GAMEPAD_AXIS_ALIASES, GAMEPAD_BUTTONS
 from capture.inputs import InputEvent
 from capture.inputs.gamepad import AXIS_NAMES, BUTTON_NAMES, GamepadCapture, normalise_axis
 from capture.inputs.gamepad import sdl2 as sdl  # the SDL instance the capture runs in
@@ -72,7 +72,10 @@ class Setup:
         self.events: list[InputEvent] = []
         self.focused = threading.Event()
         self.focused.set()
-        self.capture = GamepadCapture(sink=self.events.append, is_focused=self.focused.is_set)
+        self.capture = GamepadCapture(is_focused=self.focused.is_set)
+
+    def start(self) -> None:
+        self.capture.start(self.events.append)
 
     def take(self) -> list[tuple[str, str | None, float | None, bool]]:
         """(kind, name, value, synthetic) of the events since the last take."""
@@ -83,14 +86,20 @@ class Setup:
 @pytest.fixture
 def setup() -> Iterator[Setup]:
     running = Setup()
-    running.capture.start()
+    running.start()
     yield running
     running.capture.stop()
 
 
-def test_names_are_the_exporters() -> None:
-    assert list(AXIS_NAMES.values()) == list(GAMEPAD_AXES)
-    assert list(BUTTON_NAMES.values())[:len(GAMEPAD_BUTTONS)] == list(GAMEPAD_BUTTONS)
+def test_vocabulary_names_are_sdls_names() -> None:
+    """SDL's own string for each axis and button is the vocabulary's name (or its alias)."""
+    for number, name in AXIS_NAMES.items():
+        assert GAMEPAD_AXIS_ALIASES[sdl.SDL_GameControllerGetStringForAxis(number).decode()] == (
+            name)
+    for number, name in BUTTON_NAMES.items():
+        assert sdl.SDL_GameControllerGetStringForButton(number).decode() == name
+    assert len(BUTTON_NAMES) == sdl.SDL_CONTROLLER_BUTTON_MAX
+    assert [BUTTON_NAMES[n] for n in range(len(GAMEPAD_BUTTONS))] == list(GAMEPAD_BUTTONS)
 
 
 def test_normalise_axis() -> None:
@@ -189,9 +198,9 @@ def test_hot_plug_is_seen_and_identical_pads_stay_apart(setup: Setup) -> None:
 
 def test_stop_releases_held_buttons_and_joins_the_thread() -> None:
     running = Setup()
-    running.capture.start()
+    running.start()
     with pytest.raises(RuntimeError, match="another gamepad capture"):
-        GamepadCapture(sink=print, is_focused=lambda: True).start()
+        GamepadCapture(is_focused=lambda: True).start(print)
     pad = VirtualPad(running.capture)
     pad.button("leftshoulder", True)
     running.take()
@@ -201,7 +210,7 @@ def test_stop_releases_held_buttons_and_joins_the_thread() -> None:
     assert running.capture.devices() == []
     with pytest.raises(RuntimeError, match="not running"):
         running.capture.run_on_sdl_thread(lambda: None)
-    running.capture.start()  # SDL starts again in the same process
+    running.start()  # SDL starts again in the same process
     VirtualPad(running.capture)
     assert len(running.capture.devices()) == 1
     running.capture.stop()

@@ -19,7 +19,8 @@ import pytest
 
 from capture import inputs
 from capture.align import key_slot
-from capture.inputs import _rawinput, _win32, win32_focus
+from capture.export.vocabulary import KEY_NAMES, OTHER
+from capture.inputs import _rawinput, _win32, _win32api, win32_focus
 from capture.inputs._base import InputEvent, WindowInfo
 from capture.inputs._rawinput import (
     RAWINPUT,
@@ -43,7 +44,6 @@ from capture.inputs._rawinput import (
 )
 from capture.inputs._win32 import Win32InputBackend
 from capture.inputs.win32_focus import Libraries
-from capture.keyvocab import KEY_NAMES, OTHER
 
 ROOT = Path(__file__).resolve().parents[2]
 MOUSE = 0x1003F
@@ -85,6 +85,18 @@ def parse_all(reports: list[bytes], state: KeyState | None = None) -> list[Input
     state = state if state is not None else KeyState()
     return [event for t, report in enumerate(reports)
             for event in parse_rawinput(report, 1000 + t, state)]
+
+
+def gated(reports: list[bytes], state: KeyState | None = None) -> list[InputEvent]:
+    """What the sink gets of parse_all's events: through the focus gate, the game focused."""
+    backend, delivered = Win32InputBackend("game"), []
+    backend._reset(delivered.append, None)
+    backend._set_focus(True, None, 0)
+    backend._settle()
+    delivered.clear()  # the focus_in
+    for event in parse_all(reports, state):
+        backend._input(event)
+    return delivered
 
 
 def summary(events: list[InputEvent]) -> list[tuple[Any, ...]]:
@@ -144,7 +156,7 @@ def test_relative_motion_is_raw_device_deltas() -> None:
 def test_absolute_devices_give_pointer_positions_never_deltas() -> None:
     state = KeyState(screen=ScreenArea(virtual_desktop=(-1920, 0, 3840, 1080),
                                        primary_size=(1920, 1080)))
-    events = parse_all([
+    events = gated([
         mouse_report(dx=32768, dy=65535, flags=ABSOLUTE | VIRTUAL_DESKTOP),
         mouse_report(dx=32768, dy=65535, flags=ABSOLUTE | VIRTUAL_DESKTOP),  # same place
         mouse_report(dx=16384, dy=16384, flags=ABSOLUTE),                    # primary monitor
@@ -176,8 +188,8 @@ def test_several_button_flags_in_one_report_come_out_in_bit_order() -> None:
 
 
 def test_unmatched_button_transitions_are_dropped() -> None:
-    events = parse_all([mouse_report(buttons=LEFT_UP), mouse_report(buttons=LEFT_DOWN),
-                        mouse_report(buttons=LEFT_DOWN), mouse_report(buttons=LEFT_UP)])
+    events = gated([mouse_report(buttons=LEFT_UP), mouse_report(buttons=LEFT_DOWN),
+                    mouse_report(buttons=LEFT_DOWN), mouse_report(buttons=LEFT_UP)])
     assert summary(events) == [("button_press", "left"), ("button_release", "left")]
 
 
@@ -220,7 +232,8 @@ def test_e0_prefix_and_scancode_tell_twin_keys_apart(
 
 def test_auto_repeat_makes_no_new_press() -> None:
     repeated = [key_report(0x11, VK_W)] * 5 + [key_report(0x11, VK_W, RI_KEY_BREAK)]
-    assert summary(parse_all(repeated)) == [("key_press", "w"), ("key_release", "w")]
+    assert [e.kind for e in parse_all(repeated)] == ["key_press"] * 5 + ["key_release"]
+    assert summary(gated(repeated)) == [("key_press", "w"), ("key_release", "w")]
 
 
 def test_fake_shifts_pause_sequence_and_overruns_are_not_keys() -> None:
@@ -561,7 +574,7 @@ def desk(monkeypatch: pytest.MonkeyPatch) -> FakeWindows:
     libraries = Libraries(user32=FakeUser32(desk), kernel32=FakeKernel32(desk),
                           dwmapi=FakeDwmapi(desk))
     monkeypatch.setattr(win32_focus, "_libraries", libraries)
-    monkeypatch.setattr(_win32, "_libraries", libraries)
+    monkeypatch.setattr(_win32api, "_libraries", libraries)
     return desk
 
 
@@ -630,13 +643,14 @@ class Recorder:
 
 
 @pytest.fixture
-def opened(desk: FakeWindows) -> Iterator[tuple[_win32._Capture, Recorder]]:
-    """A capture opened on the fake desktop, driven through its window procedure."""
+def opened(desk: FakeWindows) -> Iterator[tuple[Win32InputBackend, Recorder]]:
+    """A backend opened on the fake desktop (no thread), driven through its window procedure."""
     recorder = Recorder()
-    capture = _win32._Capture(Win32InputBackend("minetest"), recorder, recorder.on_focus)
-    capture.open()
-    yield capture, recorder
-    capture.close()
+    backend = Win32InputBackend("minetest")
+    backend._reset(recorder, recorder.on_focus)
+    backend._open()
+    yield backend, recorder
+    backend._close()
 
 
 def deliver(desk: FakeWindows, report: bytes) -> None:
@@ -647,7 +661,7 @@ def deliver(desk: FakeWindows, report: bytes) -> None:
 
 
 def test_open_registers_a_sink_for_mouse_and_keyboard(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     created = next(call for call in desk.calls if call[0] == "CreateWindowExW")
     assert created[2] == _win32.HWND_MESSAGE
     assert ("RegisterRawInputDevices", [(1, 2, 0x100, MESSAGE_WINDOW),
@@ -655,13 +669,13 @@ def test_open_registers_a_sink_for_mouse_and_keyboard(
     assert ("SetWinEventHook", 3, 3, 0) in desk.calls
     assert ("SetTimer", _win32.FOCUS_TIMER_ID, 100) in desk.calls
     assert ("SetThreadDpiAwarenessContext", -4) in desk.calls
-    opened[0].close()
+    opened[0]._close()
     assert ("RegisterRawInputDevices", [(1, 2, 1, None), (1, 6, 1, None)]) in desk.calls
     assert ("UnhookWinEvent", 0xBEEF) in desk.calls and desk.calls[-1][0] == "UnregisterClassW"
 
 
 def test_input_counts_only_while_the_game_is_foreground(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     _, recorder = opened
     desk.device_paths[KEYBOARD] = r"\\?\HID#VID_046D&PID_C31C&MI_00#7&1f&0&0000#{884b96c3}"
     desk.foreground = BROWSER
@@ -689,7 +703,7 @@ def test_input_counts_only_while_the_game_is_foreground(
 
 
 def test_foreground_events_and_the_poll_move_focus_without_input(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     _, recorder = opened
     desk.foreground = GAME
     desk.win_event_hook(1, 3, GAME, 0, 0, 0, 0)
@@ -701,7 +715,7 @@ def test_foreground_events_and_the_poll_move_focus_without_input(
 
 
 def test_oem_keys_are_named_by_the_games_layout(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     _, recorder = opened
     desk.layouts[11] = GERMAN_LAYOUT                          # the game's thread types German
     desk.foreground = GAME
@@ -710,11 +724,11 @@ def test_oem_keys_are_named_by_the_games_layout(
 
 
 def test_cursor_reports_follow_motion_at_most_every_8_ms(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     capture, recorder = opened
     desk.foreground = GAME
     deliver(desk, mouse_report(dx=1))                         # focus_in reports the cursor
-    capture.next_pointer_ns = time.monotonic_ns() + 10**12  # the next report is not due
+    capture._next_pointer_ns = time.monotonic_ns() + 10**12  # the next report is not due
     desk.cursor = (130, 90)
     deliver(desk, mouse_report(dx=30, dy=-10))
     assert recorder.kinds()[-1] == "motion" and ("SetTimer", _win32.POINTER_TIMER_ID, 10) in (
@@ -727,9 +741,9 @@ def test_cursor_reports_follow_motion_at_most_every_8_ms(
 
 
 def test_a_failing_sink_ends_the_loop_instead_of_vanishing(
-        desk: FakeWindows, opened: tuple[_win32._Capture, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
     capture, _ = opened
-    capture.sink = lambda event: 1 / 0
+    capture._sink = lambda event: 1 / 0
     desk.foreground = GAME
     deliver(desk, key_report(0x11, VK_W))
     assert isinstance(capture.failure, ZeroDivisionError)
@@ -771,10 +785,10 @@ def test_every_dll_function_called_has_a_prototype(monkeypatch: pytest.MonkeyPat
             return self.functions.setdefault(function, type(function, (), {})())
 
     monkeypatch.setattr(ctypes, "WinDLL", StandInDll, raising=False)
-    for module in (win32_focus, _win32):
+    for module, caller in ((win32_focus, win32_focus), (_win32api, _win32)):
         monkeypatch.setattr(module, "_libraries", None)
         loaded = module.libraries()
-        source = Path(module.__file__ or "").read_text()
+        source = Path(caller.__file__ or "").read_text()
         for dll in ("user32", "kernel32", "dwmapi"):
             called = set(re.findall(rf"\b{dll}\.([A-Z]\w+)", source))
             functions = getattr(loaded, dll).functions if called else {}

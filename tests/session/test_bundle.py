@@ -12,22 +12,20 @@ import jsonschema
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from capture import consent, formats
 from capture.cli import cli
 from capture.errors import BadInputError
 from capture.journal import JournalWriter, read_journal
-from capture.session import store, writer
+from capture.session import store
 from capture.session.manifest import (
-    ComponentInfo,
-    ConsentRef,
-    GameInfo,
-    InputInfo,
     read_manifest,
     write_manifest,
 )
 from capture.session.reader import needs_recovery, open_session
-from tests.factories import SessionScript, build_session, gameplay_script, write_video
+from tests.factories import SessionScript, build_recording, build_session, gameplay_script
 
 
 def _schema(name: str) -> dict:
@@ -94,34 +92,10 @@ def test_journal_cut_off_at_the_end_is_salvaged(tmp_path: Path) -> None:
 
 def _crashed_session(root: Path, script: SessionScript, extra_logged_frames: int) -> Path:
     """A bundle as a killed recorder leaves it: manifest 'recording', journals, a dead pid."""
-    session_dir = root / script.session_id
-    from capture.clock import ClockPair
-
-    writer.create_session(session_dir, writer.initial_manifest(
-        session_id=script.session_id, player=script.player,
-        consent=ConsentRef(receipt_id=script.receipt_id, license="CC-BY-4.0",
-                           scope=("keyboard", "mouse", "video"), synthetic=True),
-        game=GameInfo(name=script.game), video_backend="builtin",
-        input_info=InputInfo(backend=ComponentInfo(name="xorg-xi2")), fps=script.fps,
-        start=ClockPair(script.start_ns, "2025-03-01T12:00:00.000000Z")))
-    pts = write_video(session_dir / formats.VIDEO, script)
-    frames = JournalWriter(session_dir / formats.FRAMES_JOURNAL)
-    times = script.capture_times_ns
-    for i in range(len(times) + extra_logged_frames):
-        t = times[min(i, len(times) - 1)] + max(0, i - len(times) + 1) * 33_000_000
-        frames.append({"frame_index": i, "capture_time_ns": t, "grab_duration_ns": 1,
-                       "dropped_before": 0, "repeated": False, "pts": pts[min(i, len(pts) - 1)]})
-    frames.close()
-    events = JournalWriter(session_dir / formats.EVENTS_JOURNAL)
-    for record in script.events:
-        events.append(record)
-    events.close()
-    with open(session_dir / formats.EVENTS_JOURNAL, "a") as f:
-        f.write('{"t_ns": 99, "kind": "mot')  # the write the crash cut off
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (session_dir / formats.LOCK).write_text(str(dead.pid))
-    return session_dir
+    return build_recording(root, script, extra_logged_frames=extra_logged_frames,
+                           torn_event=True, recorder_pid=dead.pid)
 
 
 def test_recover_salvages_journals_and_keeps_only_decodable_frames(tmp_path, capture_home) -> None:
@@ -192,3 +166,53 @@ def test_cli_help_reads_well() -> None:
                          text=True, env=env, check=True).stdout
     for command in ("consent", "record", "sessions", "export", "dataset", "demo"):
         assert command in out
+
+
+def test_unreadable_manifests_are_named_and_the_rest_carry_on(tmp_path, capture_home) -> None:
+    sessions = capture_home / "sessions"
+    good = build_session(sessions, gameplay_script(seconds=1, session_id="20250301T120000Z-g-1"))
+    bad = build_session(sessions, gameplay_script(seconds=1, session_id="20250301T120000Z-g-2"))
+    raw = (bad / formats.MANIFEST).read_bytes()
+    (bad / formats.MANIFEST).write_bytes(raw[:40] + b"\xff\xfe" + raw[42:])
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["sessions", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert good.name in listed.output and "not UTF-8" in listed.output
+    shown = runner.invoke(cli, ["sessions", "show", str(bad)])
+    assert shown.exit_code == BadInputError.exit_code
+    assert str(bad / formats.MANIFEST) in shown.output and "Traceback" not in shown.output
+    recovered = runner.invoke(cli, ["sessions", "recover"])
+    assert recovered.exit_code == 0 and "no session needs recovery" in recovered.output
+    exported = runner.invoke(cli, ["export", str(bad), "--out", str(tmp_path / "d")])
+    assert exported.exit_code == BadInputError.exit_code
+    assert "not UTF-8" in exported.output and "Traceback" not in exported.output
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_manifest_is_refused_by_name_or_read_whole(tmp_path_factory, data) -> None:
+    """Fuzzed manifests (bytes flipped, cut, inserted): reading either returns a valid record
+    or raises BadInputError naming the file; never another exception."""
+    root = tmp_path_factory.getbasetemp() / "fuzz-manifest"
+    session_dir = root / "s"
+    if not session_dir.exists():
+        build_session(root, gameplay_script(seconds=1, session_id="s"))
+        (root / "original.json").write_bytes((session_dir / formats.MANIFEST).read_bytes())
+    raw = bytearray((root / "original.json").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del raw[at:at + data.draw(st.integers(1, 200))]
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    (session_dir / formats.MANIFEST).write_bytes(bytes(raw))
+    try:
+        manifest = read_manifest(session_dir)
+    except BadInputError as exc:
+        assert str(session_dir / formats.MANIFEST) in str(exc)
+    else:
+        assert manifest.to_dict()["session_id"] == manifest.session_id

@@ -14,7 +14,7 @@ import pytest
 from capture import consent
 from capture.demo.game import WINDOW_CLASS
 from capture.export import export_dataset
-from capture.inputs import gamepad
+from capture.inputs import EventSink, gamepad
 from capture.inputs.xtest import XTestInjector
 from capture.session.manifest import read_manifest
 from capture.session.recorder import RecordOptions, record
@@ -32,8 +32,8 @@ def test_gamepad_input_reaches_the_dataset(xvfb, demo_game, capture_home, tmp_pa
     class PluggablePads(gamepad.GamepadCapture):
         """The real capture; the test only learns which instance to plug a virtual pad into."""
 
-        def start(self) -> None:
-            super().start()
+        def start(self, sink: EventSink) -> None:
+            super().start(sink)
             started_captures.append(self)
 
     monkeypatch.setattr(gamepad, "GamepadCapture", PluggablePads)

@@ -2,7 +2,6 @@
 // delete). Plain JavaScript, no build step, nothing loaded from the network.
 "use strict";
 
-const TOKEN = document.querySelector('meta[name="capture-token"]').content;
 const STATUS_EVERY_MS = 1000;
 const SESSIONS_EVERY_MS = 5000;
 const STATE_WORDS = {
@@ -16,12 +15,10 @@ let lastSessionsJson = "";
 let lastSessionKey = "";
 
 // --- talking to the agent ------------------------------------------------------------------
-function withToken(path) {
-  return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
-}
-
+// The page signs in with an HttpOnly cookie (set when the one-time address was opened): the
+// browser sends it with every same-origin request, and no script here can read it.
 async function api(path, body) {
-  const options = { headers: { "X-Capture-Token": TOKEN }, cache: "no-store" };
+  const options = { headers: {}, cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     options.method = "POST";
     options.headers["Content-Type"] = "application/json";
@@ -277,7 +274,7 @@ function sessionCard(s) {
   const picture = el("div", { class: "picture" });
   let previewButton = null;
   if (s.thumbnail) {
-    const img = el("img", { src: withToken(s.thumbnail), class: "thumb",
+    const img = el("img", { src: s.thumbnail, class: "thumb",
                             alt: `Picture from the ${s.game || "game"} session of ${when(s.start)}` });
     picture.append(img);
     const show = (on) => togglePreview(picture, img, s, on, previewButton);
@@ -321,7 +318,7 @@ function sessionCard(s) {
 function togglePreview(picture, img, s, on, button) {
   const existing = picture.querySelector("video");
   if (on && !existing) {
-    const video = el("video", { src: withToken(s.preview), class: "preview", muted: "",
+    const video = el("video", { src: s.preview, class: "preview", muted: "",
                                 loop: "", playsinline: "", "aria-label": "Preview of the session" });
     video.muted = true;
     img.hidden = true;

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from capture.errors import CaptureError
-from capture.video._base import (
+from capture.video import (
     Capabilities,
     CaptureTarget,
     VideoBackend,
