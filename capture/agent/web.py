@@ -23,11 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from capture import consent, paths
 from capture.consent import records, terms
-from capture.consent.commands import _games_to_delete  # which sessions a withdrawal deletes
-from capture.errors import BadInputError, CaptureError, DiskFullError, is_disk_full
+from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.session import store
 from capture.session.manifest import read_manifest
-from capture.session.reader import needs_recovery
+from capture.withdrawal import withdraw
 
 from .media import MediaCache, MediaUnavailable
 
@@ -257,27 +256,36 @@ class WebServer:
         return {"receipt": _grant_view(receipt), "warning": self._tell_agent()}
 
     def api_revoke(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Withdraw through capture.withdrawal (the same service as `capture consent revoke`).
+
+        200 with what was withdrawn, deleted and kept, and `problems`: sessions it could not
+        read or delete (by path, with the reason). 409 if the ledger is damaged (what the
+        player asked to delete is deleted anyway); 400 for a request naming nothing of theirs.
+        """
         player = _text(body.get("player"), "player").strip()
         games = _str_list(body["games"], "games") if body.get("games") else []
         receipt_id = body.get("receipt_id")
         if receipt_id is not None and not isinstance(receipt_id, str):
             raise HttpError(HTTPStatus.BAD_REQUEST, "receipt_id must be text")
         try:
-            revocation = consent.withdraw(player, games or None, receipt_id, method=WEB_METHOD)
-        except BadInputError as exc:  # damaged ledger: still delete what the player asked for
-            deleted = [] if receipt_id and not games else self._delete_of(player, games or None)
-            raise HttpError(HTTPStatus.CONFLICT,
-                            f"the withdrawal could not be recorded because the consent ledger is "
-                            f"damaged ({exc}); {len(deleted)} local session(s) were deleted "
-                            f"anyway") from None
+            result = withdraw(player, games or None, receipt_id, method=WEB_METHOD)
         except CaptureError as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-        warning = self._tell_agent() if revocation is not None else None
-        to_delete, kept = _games_to_delete(player, tuple(games), receipt_id, revocation)
-        deleted = [] if to_delete == [] else self._delete_of(player, to_delete)
-        withdrawn = ([{"receipt_id": w.receipt_id, "games": list(w.games)}
-                      for w in revocation.withdrawn] if revocation is not None else [])
-        return {"withdrawn": withdrawn, "deleted": deleted, "kept_games": kept,
+        for gone in result.deleted:
+            self.media.forget(gone.name)
+        if result.ledger_error is not None:
+            raise HttpError(HTTPStatus.CONFLICT,
+                            f"the withdrawal could not be recorded in the consent ledger "
+                            f"({result.ledger_error}); {len(result.deleted)} local "
+                            f"session(s) were deleted anyway"
+                            + "".join(f"; {note}" for note in result.notes))
+        warning = self._tell_agent() if result.revocation is not None else None
+        return {"withdrawn": [{"receipt_id": receipt, "games": list(withdrawn_games)}
+                              for receipt, withdrawn_games in result.withdrawn],
+                "deleted": [d.name for d in result.deleted],
+                "kept": [d.name for d in result.kept], "kept_games": list(result.kept_games),
+                "problems": [{"path": str(p.path), "reason": p.reason}
+                             for p in result.problems],
                 "warning": warning}
 
     def api_sessions(self) -> dict[str, Any]:
@@ -287,19 +295,16 @@ class WebServer:
                 "data_dir": str(paths.sessions_dir())}
 
     def api_delete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Delete one session by id, under the rules of store.delete_session (a damaged one in
+        the sessions folder too; never one still being recorded)."""
         session_dir = find_session(body.get("id"))
-        try:
-            manifest = read_manifest(session_dir)
-        except BadInputError:
-            manifest = None  # an unreadable session can still be deleted
-        if manifest is not None and manifest.status == "recording" \
-                and not needs_recovery(session_dir):
-            raise HttpError(HTTPStatus.CONFLICT, "this session is still being recorded; it can "
-                            "be deleted once recording stops")
         try:
             store.delete_session(session_dir)
         except CaptureError as exc:
             raise HttpError(HTTPStatus.CONFLICT, str(exc)) from None
+        except OSError as exc:
+            raise HttpError(HTTPStatus.CONFLICT, f"{session_dir} could not be deleted "
+                            f"({exc.strerror or exc})") from None
         self.media.forget(session_dir.name)
         return {"deleted": [session_dir.name]}
 
@@ -314,12 +319,6 @@ class WebServer:
             raise HttpError(HTTPStatus.NOT_FOUND, exc.problem) from None
         except CaptureError as exc:
             raise HttpError(HTTPStatus.NOT_FOUND, str(exc)) from None
-
-    def _delete_of(self, player: str, games: list[str] | None) -> list[str]:
-        deleted = store.delete_sessions_of(player, games)
-        for d in deleted:
-            self.media.forget(d.name)
-        return [d.name for d in deleted]
 
     def _tell_agent(self) -> str | None:
         try:
@@ -396,7 +395,7 @@ def find_session(name: Any) -> Path:
     """The session directory named exactly `name` (never a path or a prefix)."""
     if not isinstance(name, str) or not _SESSION_NAME.match(name):
         raise HttpError(HTTPStatus.BAD_REQUEST, "give a session id")
-    for d in store.session_dirs():
+    for d in store.candidate_dirs():
         if d.name == name:
             return d
     raise HttpError(HTTPStatus.NOT_FOUND, f"no session called {name!r}")

@@ -23,6 +23,7 @@ from .records import (
     PURPOSE_CATEGORY,
     RECEIPT_SPEC_VERSION,
     RECORD_VERSION,
+    RETIRED_SCOPE_KINDS,
     SCOPE_KINDS,
     SENSITIVE_SCOPE_KINDS,
     TERMINATION,
@@ -115,6 +116,10 @@ def parse_scope(values: Iterable[str]) -> tuple[str, ...]:
             kind = part.strip().lower()
             if not kind:
                 continue
+            if kind in RETIRED_SCOPE_KINDS:
+                raise CaptureError(f"scope kind {kind!r} cannot be chosen: "
+                                   f"{RETIRED_SCOPE_KINDS[kind]} (choose from "
+                                   f"{', '.join(SCOPE_KINDS)})")
             if kind not in SCOPE_KINDS:
                 raise CaptureError(f"unknown scope kind {part.strip()!r} "
                                    f"(choose from {', '.join(SCOPE_KINDS)})")
@@ -242,6 +247,9 @@ def require_consent(game: str, scope: set[str], player: str | None = None, *,
     Raises ConsentError saying what is missing; a damaged or edited ledger raises BadInputError
     (fail closed). The receipt's `games` lists only the games still consented.
     """
+    retired = sorted(set(scope) & set(RETIRED_SCOPE_KINDS))
+    if retired:
+        raise ConsentError(f"{retired[0]!r} cannot be recorded: {RETIRED_SCOPE_KINDS[retired[0]]}")
     unknown = sorted(set(scope) - set(SCOPE_KINDS))
     if unknown:
         raise ConsentError(f"unknown scope kind {unknown[0]!r} "
@@ -262,7 +270,11 @@ def require_consent(game: str, scope: set[str], player: str | None = None, *,
                 f"(receipt {newest.receipt.receipt_id}); it must be granted again to record")
         others = sorted({s.receipt.player for s in for_game if s.is_active_for(game)})
         hint = f" (players with consent for it: {', '.join(others)})" if others else ""
-        raise ConsentError(f"no consent{who} for game {game!r}{hint}")
+        consented = sorted({g for s in states for g in s.active_games
+                            if player is None or s.receipt.player == player}, key=game_key)
+        named = (f"; consented games{who}: {', '.join(consented)}" if consented
+                 else f"; no game has consent{who} (`capture consent grant` gives it)")
+        raise ConsentError(f"no consent{who} for game {game!r}{hint}{named}")
     covering = [s for s in active if set(scope) <= set(s.receipt.scope)]
     if not covering:
         newest = max(active, key=lambda s: s.receipt.seq)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +27,8 @@ from .records import (
     game_key,
     parse_entry,
 )
+
+log = logging.getLogger(__name__)
 
 if sys.platform != "win32":
     import fcntl
@@ -190,12 +194,36 @@ def append_entry(ledger: Path, build: EntryBuilder) -> Entry | None:
             raise BadInputError(f"refusing to write an invalid entry: {exc.problem}",
                                 ledger) from None
         entry = _typed(obj, f"new entry (seq {obj['seq']})", ledger)
-        with open(ledger, "ab") as out:
-            out.write(canonical_json(obj) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        _write_head(ledger, entry.seq, entry.hash)
+        _append_line(ledger, canonical_json(obj) + b"\n")
+        try:
+            _write_head(ledger, entry.seq, entry.hash)
+        except OSError as exc:
+            # The entry is durable and stands: the ledger may run ahead of its head file (as
+            # after a crash between the two writes); the next append brings the head up to date.
+            log.warning("%s: not updated (%s); the entry seq %d is recorded",
+                        head_path(ledger), exc.strerror or exc, entry.seq)
         return entry
+
+
+def _append_line(ledger: Path, line: bytes) -> None:
+    """Append one line durably; if the write fails (disk full, ...), cut the file back to what
+    it was, so that a failed append never leaves a torn line that would make the ledger
+    unreadable. Raises OSError naming the ledger."""
+    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            raise OSError(exc.errno, exc.strerror, str(ledger)) from None
+    finally:
+        os.close(fd)
 
 
 def _write_head(ledger: Path, seq: int, digest: str) -> None:

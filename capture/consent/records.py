@@ -9,10 +9,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 # --- vocabularies -----------------------------------------------------------------------------
-SCOPE_KINDS: tuple[str, ...] = ("video", "keyboard", "mouse", "gamepad", "audio")
+# The kinds capture records, hence the only ones a new grant may name.
+SCOPE_KINDS: tuple[str, ...] = ("video", "keyboard", "mouse", "gamepad")
+# Kinds once offered that nothing records: old ledger entries naming them still parse (the hash
+# chain is untouched), are shown marked, and a new grant or recording naming them is refused.
+RETIRED_SCOPE_KINDS: dict[str, str] = {
+    "audio": "nothing in capture records sound, so it is not offered",
+}
 COLLECTION_METHODS: tuple[str, ...] = ("cli-interactive", "cli-scripted", "demo-synthetic",
                                        "agent-web")
-ScopeKind = Literal["video", "keyboard", "mouse", "gamepad", "audio"]
+ScopeKind = Literal["video", "keyboard", "mouse", "gamepad", "audio"]  # as recorded
 CollectionMethod = Literal["cli-interactive", "cli-scripted", "demo-synthetic", "agent-web"]
 
 RECORD_VERSION = 1                     # our ledger entry format: schemas/consent-record.v1
@@ -32,7 +38,9 @@ PURPOSE_CATEGORY = "research and development"
 TERMINATION = ("until withdrawn with `capture consent revoke`; datasets built after withdrawal "
                "leave the withdrawn data out")
 THIRD_PARTY_NAME = "anyone who receives a dataset exported from this computer"
-SENSITIVE_SCOPE_KINDS = {"audio": "voice"}  # scope kind -> sensitive data category it can carry
+# Scope kind -> sensitive data category it can carry. Empty since audio (voices) was retired;
+# old grants that named audio keep their recorded sensitive_categories.
+SENSITIVE_SCOPE_KINDS: dict[str, str] = {}
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Uuid4 = Annotated[str, StringConstraints(

@@ -7,7 +7,7 @@ import re
 from functools import cache
 from importlib import resources
 
-TERMS_VERSION = "v1"
+TERMS_VERSION = "v2"  # v1 (which offered audio) stays, for the receipts that pin it
 
 # One line per scope kind for the summary of choices shown with the terms.
 SCOPE_DESCRIPTIONS: dict[str, str] = {
@@ -15,7 +15,6 @@ SCOPE_DESCRIPTIONS: dict[str, str] = {
     "keyboard": "keys pressed and released, including text typed into the game",
     "mouse": "mouse movements, buttons and scrolling",
     "gamepad": "game controller buttons, sticks and triggers",
-    "audio": "sound the computer plays while the game is focused (not the microphone)",
 }
 
 _VERSION_NAME = re.compile(r"^v\d+$")

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from capture.clock import now_ns
 from capture.inputs.xtest import XTestInjector
 
 
@@ -19,7 +20,14 @@ class Tally:
     wheel_vertical: float = 0.0
     clicks: Counter[str] = field(default_factory=Counter)
     key_presses: Counter[str] = field(default_factory=Counter)
-    sent_while_unfocused: int = 0
+    # Sent to another window: how many of each kind (key, move, click, wheel), and the host-clock
+    # spans in which they were sent, to look for them among the recorded events.
+    elsewhere: Counter[str] = field(default_factory=Counter)
+    elsewhere_spans_ns: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def sent_while_unfocused(self) -> int:
+        return sum(self.elsewhere.values())
 
 
 class ScriptedPlayer:
@@ -43,7 +51,7 @@ class ScriptedPlayer:
         if self._focused:
             self.tally.key_presses[key] += 1
         else:
-            self.tally.sent_while_unfocused += 1
+            self.tally.elsewhere["key"] += 1
         stop.wait(seconds)
         self.injector.key_up(key)
 
@@ -56,7 +64,7 @@ class ScriptedPlayer:
                 self.tally.mouse_dx += dx
                 self.tally.mouse_dy += dy
             else:
-                self.tally.sent_while_unfocused += 1
+                self.tally.elsewhere["move"] += 1
             time.sleep(seconds / steps)
 
     def _click(self, button: str) -> None:
@@ -64,14 +72,14 @@ class ScriptedPlayer:
         if self._focused:
             self.tally.clicks[button] += 1
         else:
-            self.tally.sent_while_unfocused += 1
+            self.tally.elsewhere["click"] += 1
 
     def _wheel(self, clicks: int) -> None:
         self.injector.wheel(clicks)
         if self._focused:
             self.tally.wheel_vertical += clicks
         else:
-            self.tally.sent_while_unfocused += 1
+            self.tally.elsewhere["wheel"] += 1
 
     def play(self, duration_s: float, stop: threading.Event) -> Tally:
         """Run the script until duration_s has passed (minus a margin) or stop is set."""
@@ -94,9 +102,12 @@ class ScriptedPlayer:
             if round_number == 2 and self.other_window is not None:
                 # A stretch in another window: none of this may reach the recording.
                 self._focus(self.other_window, False)
+                span_start = now_ns()
                 self._hold("d", 0.4, stop)
                 self._move(10, 10, 10, 0.4, stop)
                 self._click("left")
+                self._wheel(1)
+                self.tally.elsewhere_spans_ns.append((span_start, now_ns()))
                 self._focus(self.game_window, True)
         stop.wait(0.3)
         self.injector.close()

@@ -173,6 +173,7 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
     events = session.events()
     presses = pc.sum(pc.equal(events.column("kind"), EventKind.KEY_PRESS.value)).as_py() or 0
     sent_presses = sum(tally.key_presses.values())
+    kept_elsewhere = kept_elsewhere_counts(tally, events, dataset)
     lines = [
         "",
         "== capture demo ==",
@@ -186,7 +187,7 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
         f"mouse     sent ({tally.mouse_dx:+.0f}, {tally.mouse_dy:+.0f}) while focused; "
         f"per-frame actions sum to ({recorded_dx:+.0f}, {recorded_dy:+.0f})",
         f"keys      {sent_presses} presses sent while focused, {presses} recorded; "
-        f"{tally.sent_while_unfocused} inputs sent to another window, none kept",
+        + elsewhere_line(tally, kept_elsewhere),
         f"dataset   {report.episodes} episodes, {report.frames} frames at {report.fps} fps, "
         f"{report.events} events ({report.events_outside_episodes} outside episodes)",
         "alignment |capture time - grid time| worst episode p50/p95/max: "
@@ -198,4 +199,42 @@ def _summarise(session_dir: Path, dataset: Path, report: ExportReport,
     return {"session": str(session_dir), "dataset": str(dataset), "lines": lines,
             "mouse_sent": (tally.mouse_dx, tally.mouse_dy),
             "mouse_recorded": (recorded_dx, recorded_dy),
-            "presses_sent": sent_presses, "presses_recorded": presses}
+            "presses_sent": sent_presses, "presses_recorded": presses,
+            "elsewhere_sent": dict(tally.elsewhere),
+            "elsewhere_kept": kept_elsewhere}
+
+
+INPUT_KINDS_IGNORED = ("focus_in", "focus_out")  # focus changes are not inputs sent elsewhere
+
+
+def kept_elsewhere_counts(tally: Tally, events: Any, dataset: Path) -> dict[str, int]:
+    """How many recorded input events (not focus changes, not synthetic releases) fall in the
+    spans when the player was typing, moving, clicking and scrolling in another window: in the
+    session's events and in the dataset's raw event stream."""
+    import pyarrow.parquet as pq
+
+    def count(t_ns: list[int], kinds: list[str], synthetic: list[bool | None]) -> int:
+        return sum(1 for t, kind, synth in zip(t_ns, kinds, synthetic, strict=True)
+                   if kind not in INPUT_KINDS_IGNORED and not synth
+                   and any(a <= t <= b for a, b in tally.elsewhere_spans_ns))
+
+    exported = pq.read_table(sorted((dataset / "meta" / "events").glob("*/*.parquet")),
+                             columns=["t_ns", "kind", "synthetic"])
+    return {name: count(table.column("t_ns").to_pylist(), table.column("kind").to_pylist(),
+                        table.column("synthetic").to_pylist())
+            for name, table in (("session", events), ("dataset", exported))}
+
+
+def elsewhere_line(tally: Tally, kept: dict[str, int]) -> str:
+    """The summary's claim about input sent to another window, as counted by
+    kept_elsewhere_counts."""
+    sent = tally.sent_while_unfocused
+    if not tally.elsewhere_spans_ns:
+        return "no input was sent to another window"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(tally.elsewhere.items()))
+    span_s = sum(b - a for a, b in tally.elsewhere_spans_ns) / 1e9
+    if not any(kept.values()):
+        return (f"{sent} inputs sent to another window, none kept ({kinds}; no recorded event "
+                f"in those {span_s:.1f} s, in the session or the dataset)")
+    return (f"{sent} inputs sent to another window, KEPT: {kept['session']} recorded event(s) "
+            f"in the session and {kept['dataset']} in the dataset fall in those {span_s:.1f} s")

@@ -291,7 +291,8 @@ def test_consent_shows_the_exact_terms(client: Client) -> None:
     assert c["terms"] == {"version": TERMS_VERSION, "sha256": terms_sha256(),
                           "text": terms_text()}
     assert c["scope_kinds"] == list(consent.SCOPE_KINDS)
-    assert c["sensitive_scope"] == ["audio"]
+    assert "audio" not in c["scope_kinds"] and "audio" not in c["scope_descriptions"]
+    assert c["sensitive_scope"] == []
     assert c["active"] == [] and c["history"] == [] and c["problem"] is None
 
 
@@ -360,12 +361,53 @@ def test_grant_is_validated(client: Client) -> None:
     assert consent.active_grants() == []
 
 
-def test_audio_only_when_asked(client: Client) -> None:
+def test_audio_is_not_offered(client: Client) -> None:
+    """Nothing records sound, so the page neither lists audio nor accepts it."""
+    c = client.get("/api/consent").json()
+    assert "audio" not in c["scope_kinds"] and "- audio:" not in c["terms"]["text"]
+    reply = client.post("/api/grant", grant_body(scope=["video", "audio"]))
+    assert reply.status == 400 and "'audio' cannot be chosen" in reply.json()["error"]
+    assert consent.active_grants() == []
+
+
+def test_revoke_reports_damaged_sessions_and_deletes_the_rest(
+        client: Client, capture_home: Path) -> None:
     client.post("/api/grant", grant_body())
-    assert "audio" not in consent.active_grants()[0].scope
-    client.post("/api/grant", grant_body(scope=["video", "audio"]))
-    newest = consent.active_grants()[-1]
-    assert newest.scope == ("video", "audio") and newest.sensitive
+    damaged = make_session(capture_home, session_id="20250301T120000Z-factorygame-00000a")
+    (damaged / "manifest.json").write_bytes(b"\xff\xfe not utf-8")
+    good = make_session(capture_home, session_id="20250301T120000Z-factorygame-00000b")
+    reply = client.post("/api/revoke", {"player": PLAYER})
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    assert answer["deleted"] == [good.name] and not good.exists()
+    assert [p["path"] for p in answer["problems"]] == [str(damaged)]
+    assert "not UTF-8" in answer["problems"][0]["reason"]
+    assert consent.active_grants() == []
+    # the player deletes the damaged one from the list, by its id
+    (row,) = client.get("/api/sessions").json()["sessions"]
+    assert row["id"] == damaged.name and row["status"] == "unreadable"
+    assert client.post("/api/delete", {"id": damaged.name}).status == 200
+    assert not damaged.exists()
+    retry = client.post("/api/revoke", {"player": PLAYER}).json()
+    assert retry == {"withdrawn": [], "deleted": [], "kept": [], "kept_games": [],
+                     "problems": [], "warning": None}
+
+
+def test_revoke_of_an_unknown_player_names_the_known_ones(client: Client) -> None:
+    client.post("/api/grant", grant_body())
+    reply = client.post("/api/revoke", {"player": "Alcie"})
+    assert reply.status == 400 and repr(PLAYER) in reply.json()["error"]
+    assert len(consent.active_grants()) == 1
+
+
+def test_revoke_with_a_damaged_ledger_still_deletes(client: Client, capture_home: Path) -> None:
+    client.post("/api/grant", grant_body())
+    session = make_session(capture_home)
+    ledger = capture_home / "consent" / "ledger.jsonl"
+    ledger.write_text(ledger.read_text().replace(PLAYER, "Mallory"))
+    reply = client.post("/api/revoke", {"player": PLAYER})
+    assert reply.status == 409 and "1 local session(s) were deleted" in reply.json()["error"]
+    assert not session.exists()
 
 
 def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home: Path) -> None:
@@ -585,7 +627,8 @@ def test_full_disk_is_a_plain_answer(tmp_path: Path, monkeypatch: pytest.MonkeyP
         with WebServer(agent) as server:
             reply = Client(server).post("/api/grant", grant_body())
             assert reply.status == 507, reply.body
-            assert reply.json()["error"] == "disk full: free some space and try again"
+            ledger = disk.root / "home" / "consent" / "ledger.jsonl"  # the file is named
+            assert reply.json()["error"] == f"{ledger}: disk full: free some space and try again"
             assert consent.active_grants() == []
             disk.free()
             assert Client(server).post("/api/grant", grant_body()).status == 200

@@ -43,14 +43,24 @@ def test_no_consent_at_all_is_refused(capture_home: Path) -> None:
 
 def test_consent_for_another_game_is_refused(capture_home: Path) -> None:
     consent.grant("alice", ["minetest"], ["video"])
-    with pytest.raises(ConsentError, match="no consent for game 'quake'"):
+    with pytest.raises(ConsentError, match=r"no consent for game 'quake'; consented games: "
+                                           r"minetest$"):
         consent.require_consent("quake", {"video"})
 
 
 def test_insufficient_scope_names_the_missing_kind(capture_home: Path) -> None:
     consent.grant("alice", ["minetest"], ["video", "keyboard"])
-    with pytest.raises(ConsentError, match=r"lacks 'mouse', 'audio'"):
-        consent.require_consent("minetest", {"video", "mouse", "audio"})
+    with pytest.raises(ConsentError, match=r"lacks 'mouse', 'gamepad'"):
+        consent.require_consent("minetest", {"video", "mouse", "gamepad"})
+
+
+def test_audio_is_refused_since_nothing_records_it(capture_home: Path) -> None:
+    with pytest.raises(CaptureError, match="'audio' cannot be chosen"):
+        consent.grant("alice", ["minetest"], ["video", "audio"])
+    assert consent.all_entries() == []
+    consent.grant("alice", ["minetest"], ["video"])
+    with pytest.raises(ConsentError, match="'audio' cannot be recorded"):
+        consent.require_consent("minetest", {"video", "audio"})
 
 
 def test_newest_covering_grant_wins(capture_home: Path) -> None:
@@ -149,16 +159,16 @@ def test_bad_choices_are_rejected_naming_the_value(capture_home: Path, args: tup
 def test_receipt_pins_the_terms_and_purposes(capture_home: Path) -> None:
     from capture.consent.terms import TERMS_VERSION, terms_sha256
 
-    receipt = consent.grant("alice", ["minetest"], ["audio", "video"],
+    receipt = consent.grant("alice", ["minetest"], ["mouse", "video"],
                             purposes=["world model research"], license="CC0-1.0")
     assert (receipt.terms_version, receipt.terms_sha256) == (TERMS_VERSION, terms_sha256())
-    assert receipt.scope == ("video", "audio")
+    assert receipt.scope == ("video", "mouse")
     assert receipt.license == "CC0-1.0"
     [purpose] = receipt.purposes
     assert purpose.purpose == "world model research"
     assert purpose.consent_type == "explicit"
-    assert purpose.data_categories == ("video", "audio")
-    assert receipt.sensitive and receipt.sensitive_categories == ("voice",)
+    assert purpose.data_categories == ("video", "mouse")
+    assert not receipt.sensitive and receipt.sensitive_categories == ()
 
 
 def test_explicit_ledger_path(tmp_path: Path) -> None:

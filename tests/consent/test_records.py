@@ -28,7 +28,7 @@ def test_schema_is_valid_2020_12() -> None:
 
 
 def test_every_written_entry_kind_validates(capture_home: Path) -> None:
-    consent.grant("alice", ["minetest", "quake"], ["video", "audio"])
+    consent.grant("alice", ["minetest", "quake"], ["video", "gamepad"])
     consent.grant("demo", ["capture-demo"], ["video"], method="demo-synthetic", synthetic=True)
     consent.revoke("alice", games=["quake"])
     ledger = capture_home / "consent" / "ledger.jsonl"

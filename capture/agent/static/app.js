@@ -11,6 +11,7 @@ const STATE_WORDS = {
 const CHECK_MARKS = { ok: "✓ OK", warning: "⚠ warning", error: "✗ problem" };
 
 let terms = null;           // {version, sha256, text} as shown on the page
+let recordedKinds = [];     // the scope kinds capture records (the ones it offers)
 let lastSessionsJson = "";
 let lastSessionKey = "";
 
@@ -152,18 +153,26 @@ async function refreshConsent() {
       const sensitive = c.sensitive_scope.includes(kind);
       const input = el("input", { type: "checkbox", id: "scope-" + kind, name: "scope",
                                   value: kind });
-      // Nothing is ticked in advance: the player chooses each kind (audio only if ticked).
+      // Nothing is ticked in advance: the player chooses each kind. Only kinds capture records
+      // are offered (no audio: nothing records sound).
       boxes.append(el("div", { class: "scope-kind" }, input,
         el("label", { for: "scope-" + kind },
           el("strong", { text: kind }), ": " + c.scope_descriptions[kind] +
-          (sensitive ? " (only if you tick it: it can carry other people's voices)" : ""))));
+          (sensitive ? " (sensitive: only if you tick it)" : ""))));
     }
   }
   const problem = document.getElementById("consent-problem");
   problem.hidden = !c.problem;
   problem.textContent = c.problem || "";
+  recordedKinds = c.scope_kinds;
   renderGrants(c.active);
   renderHistory(c.history);
+}
+
+// A grant's kinds; one capture does not record (audio, in grants made before it was withdrawn
+// from the offer) is marked so.
+function scopeText(scope) {
+  return scope.map((k) => recordedKinds.includes(k) ? k : `${k} (never recorded)`).join(", ");
 }
 
 // The terms are Markdown: headings, paragraphs, "- " lists and `code`; shown with the same words.
@@ -193,7 +202,7 @@ function renderGrants(grants) {
         el("strong", { class: "grant-player", text: g.player }), " may be recorded in ",
         el("strong", { class: "grant-games", text: games })),
       el("div", { class: "muted small",
-                  text: `recording: ${g.scope.join(", ")} · licence ${g.license} · since ` +
+                  text: `recording: ${scopeText(g.scope)} · licence ${g.license} · since ` +
                         `${when(g.timestamp)} · terms ${g.terms_version}` +
                         (g.synthetic ? " · demo" : "") }),
       confirmButton("Withdraw…",
@@ -206,7 +215,7 @@ function renderGrants(grants) {
 function renderHistory(entries) {
   document.getElementById("history").replaceChildren(...entries.slice().reverse().map((e) => {
     const what = e.kind === "grant"
-      ? `${e.player} consented to ${e.games.join(", ")} (${e.scope.join(", ")})`
+      ? `${e.player} consented to ${e.games.join(", ")} (${scopeText(e.scope)})`
       : `${e.player} withdrew ` + e.withdrawn.map((w) => w.games.join(", ")).join("; ");
     return el("li", { text: `${when(e.timestamp)}: ${what} [${e.method}]` });
   }));
@@ -246,11 +255,15 @@ async function revoke(g) {
   try {
     const answer = await api("/api/revoke", { player: g.player, receipt_id: g.receipt_id });
     const games = answer.withdrawn.flatMap((w) => w.games).join(", ") || "nothing new";
+    const problems = answer.problems || [];
     message.textContent = `Withdrawn: ${games}. Deleted ${answer.deleted.length} local ` +
       "session(s)." + (answer.kept_games.length
         ? ` Kept sessions of ${answer.kept_games.join(", ")}: another consent covers them.` : "") +
+      (problems.length ? ` ${problems.length} session(s) could not be checked or deleted: ` +
+        problems.map((p) => `${p.path} (${p.reason})`).join("; ") +
+        ". Delete them from the list below, then withdraw again." : "") +
       (answer.warning ? " " + answer.warning : "");
-    message.classList.add("ok");
+    message.classList.add(problems.length ? "error" : "ok");
   } catch (err) {
     message.textContent = "Not withdrawn: " + err.message;
     message.classList.add("error");

@@ -6,22 +6,20 @@ import functools
 import json
 import textwrap
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
 from capture import paths
-from capture.errors import BadInputError, CaptureError
-
-from . import all_entries, grant, parse_scope, withdraw
-from .ledger import GrantState, grant_states
-from .records import (
+from capture.consent import all_entries, grant, parse_scope
+from capture.consent.ledger import GrantState, grant_states
+from capture.consent.records import (
     DEFAULT_CONTROLLER_CONTACT,
     DEFAULT_CONTROLLER_NAME,
     DEFAULT_JURISDICTION,
     DEFAULT_LICENSE,
     DEFAULT_PURPOSES,
+    RETIRED_SCOPE_KINDS,
     SCOPE_KINDS,
     ConsentReceipt,
     Controller,
@@ -29,7 +27,8 @@ from .records import (
     game_key,
     human_time,
 )
-from .terms import SCOPE_DESCRIPTIONS, TERMS_VERSION, terms_sha256, terms_text
+from capture.consent.terms import SCOPE_DESCRIPTIONS, TERMS_VERSION, terms_sha256, terms_text
+from capture.errors import CaptureError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,11 +91,19 @@ def grant_command(player: str | None, games: tuple[str, ...], scopes: tuple[str,
                 f"{', '.join(missing)}")
     else:
         click.echo(terms_text())
-        player = player or click.prompt("Player name or pseudonym")
-        games = games or _prompt_games()
-        scope = scope or _prompt_scope()
-        click.echo(_summary(player, games, scope, purposes, license_, controller, jurisdiction))
-        if not click.confirm("Do you consent to this?", default=False):
+        try:
+            player = player or click.prompt("Player name or pseudonym")
+            games = games or _prompt_games()
+            scope = scope or _prompt_scope()
+            click.echo(_summary(player, games, scope, purposes, license_, controller,
+                                jurisdiction))
+            agreed = click.confirm("Do you consent to this?", default=False)
+        except click.exceptions.Abort:
+            _fail(CaptureError(
+                "no answer was given (is there a terminal to type into?): nothing was "
+                "recorded. To grant consent from a script, pass --yes with every choice: "
+                "--player, --game and --scope"))
+        if not agreed:
             click.echo("Nothing was recorded: consent was not given.")
             raise click.exceptions.Exit(1)
     assert player is not None
@@ -178,7 +185,9 @@ def show_command(player: str | None, as_json: bool) -> None:
 def _as_json(entries: list[ConsentReceipt | Revocation],
              states: dict[str, GrantState]) -> dict[str, Any]:
     grants = [{**s.receipt.model_dump(mode="json"), "status": s.status,
-               "active_games": list(s.active_games)} for s in states.values()]
+               "active_games": list(s.active_games),
+               "never_recorded": [k for k in s.receipt.scope if k in RETIRED_SCOPE_KINDS]}
+              for s in states.values()]
     revocations = [e.model_dump(mode="json") for e in entries if isinstance(e, Revocation)]
     return {"grants": grants, "revocations": revocations}
 
@@ -192,11 +201,17 @@ def _describe_grant(state: GrantState) -> str:
         f"grant {receipt.receipt_id} [{state.status}]",
         f"  player:   {receipt.player}",
         f"  games:    {', '.join(games)}",
-        f"  scope:    {', '.join(receipt.scope)}",
+        f"  scope:    {_scope_text(receipt.scope)}",
         f"  granted:  {human_time(receipt.timestamp)} ({receipt.method}{synthetic}), terms "
         f"{receipt.terms_version}",
         f"  licence:  {receipt.license}",
     ])
+
+
+def _scope_text(scope: Iterable[str]) -> str:
+    """The kinds of a grant; a kind capture no longer offers is marked as never recorded."""
+    return ", ".join(f"{k} (never recorded: {RETIRED_SCOPE_KINDS[k]})"
+                     if k in RETIRED_SCOPE_KINDS else k for k in scope)
 
 
 def _describe_revocation(revocation: Revocation) -> str:
@@ -217,7 +232,15 @@ def _describe_revocation(revocation: Revocation) -> str:
 @_reports_errors
 def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
                    yes: bool) -> None:
-    """Withdraw consent, then delete the player's local recordings of those games."""
+    """Withdraw consent, then delete the player's local recordings of those games.
+
+    Every session of the player for a withdrawn game is deleted, except those of a game another
+    of their grants still covers. A session whose manifest cannot be read is listed (it cannot
+    be told whose it is) and the exit code is then 1; run it again after fixing or deleting it
+    (`capture sessions delete ID`). Running it again always retries the deletion.
+    """
+    from capture.withdrawal import withdraw
+
     player = player.strip()
     what = _request_text(games, receipt_id)
     if not yes and not click.confirm(
@@ -225,79 +248,40 @@ def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
             default=False):
         click.echo("Nothing was changed.")
         raise click.exceptions.Exit(1)
-    try:
-        revocation = withdraw(player, list(games) or None, receipt_id,
-                              method="cli-scripted" if yes else "cli-interactive")
-    except BadInputError as ledger_damage:
-        _delete_despite_damaged_ledger(player, games, receipt_id, ledger_damage)
-    if revocation is None:
+    result = withdraw(player, list(games) or None, receipt_id,
+                      method="cli-scripted" if yes else "cli-interactive")
+    if result.ledger_error is not None:
+        click.echo("The withdrawal could not be recorded in the consent ledger (the last line "
+                   "says why); what you asked to delete is deleted below.", err=True)
+    elif result.revocation is None:
         click.echo(f"No active consent of {player!r} {what}; nothing new was revoked.")
     else:
-        click.echo(f"Revoked {len(revocation.withdrawn)} grant(s):")
-        for item in revocation.withdrawn:
-            click.echo(f"  {item.receipt_id}: {', '.join(item.games)}")
-    to_delete, kept = _games_to_delete(player, games, receipt_id, revocation)
-    if kept:
-        click.echo(f"Kept local sessions of {', '.join(kept)}: another active grant of "
-                   f"{player!r} still covers them.")
-    if to_delete == []:
-        return
-    deleted = _delete_sessions(player, to_delete)
-    listing = "".join(f"\n  {p}" for p in deleted)
-    click.echo(f"Deleted {len(deleted)} local session(s){':' if deleted else '.'}{listing}")
-    click.echo("They can no longer be exported; datasets built from now on leave them out.")
+        click.echo(f"Revoked {len(result.withdrawn)} grant(s):")
+        for receipt, withdrawn_games in result.withdrawn:
+            click.echo(f"  {receipt}: {', '.join(withdrawn_games)}")
+    for note in result.notes:
+        click.echo(note, err=True)
+    if result.kept_games:
+        click.echo(f"Kept {len(result.kept)} local session(s) of {', '.join(result.kept_games)}: "
+                   f"another active grant of {player!r} still covers them.")
+    listing = "".join(f"\n  {p}" for p in result.deleted)
+    click.echo(f"Deleted {len(result.deleted)} local session(s)"
+               f"{':' if result.deleted else '.'}{listing}")
+    if result.deleted:
+        click.echo("They can no longer be exported; datasets built from now on leave them out.")
+    for problem in result.problems:
+        click.echo(f"not deleted: {problem.path}: {problem.reason}", err=True)
+    if result.ledger_error is not None:
+        _fail(result.ledger_error)
+    if result.problems:
+        _fail(CaptureError(f"{len(result.problems)} session(s) could not be checked or deleted "
+                           "(listed above); fix or delete them (`capture sessions delete ID`) "
+                           "and run this again"))
 
 
 def _request_text(games: tuple[str, ...], receipt_id: str | None) -> str:
     scope = f"for {', '.join(games)}" if games else "for all games"
     return f"{scope} of grant {receipt_id}" if receipt_id else scope
-
-
-def _games_to_delete(player: str, games: tuple[str, ...], receipt_id: str | None,
-                     revocation: Revocation | None) -> tuple[list[str] | None, list[str]]:
-    """(games whose local sessions to delete, None = all; games kept: still consented).
-
-    Sessions of a game another active grant of the player still covers are kept; if nothing
-    was revoked this time (already withdrawn), deletion is retried for what was asked.
-    """
-    if not games and receipt_id is None:
-        return None, []
-    states = grant_states(all_entries())
-    still_consented = {game_key(g) for s in states.values() if s.receipt.player == player
-                       for g in s.active_games}
-    if revocation is not None:
-        asked = [g for item in revocation.withdrawn for g in item.games]
-    elif games:
-        asked = list(games)
-    else:
-        asked = list(states[receipt_id].receipt.games) if receipt_id in states else []
-    unique = list({game_key(g): g for g in asked}.values())
-    kept = [g for g in unique if game_key(g) in still_consented]
-    return [g for g in unique if game_key(g) not in still_consented], kept
-
-
-def _delete_despite_damaged_ledger(player: str, games: tuple[str, ...], receipt_id: str | None,
-                                   ledger_damage: BadInputError) -> NoReturn:
-    """The withdrawal could not be recorded; still delete what the player asked to delete."""
-    if receipt_id is not None and not games:
-        click.echo("The ledger cannot be read, so the games of that grant are unknown: no local "
-                   "sessions were deleted. Pass --game to delete them.", err=True)
-    else:
-        deleted = _delete_sessions(player, list(games) or None)
-        click.echo(f"Deleted {len(deleted)} local session(s) although the ledger is damaged.")
-    _fail(ledger_damage)
-
-
-def _delete_sessions(player: str, games: list[str] | None) -> list[Path]:
-    try:
-        from capture.session.store import delete_sessions_of
-    except ImportError as exc:
-        raise CaptureError(f"local sessions could not be deleted: the session store is "
-                           f"unavailable ({exc})") from None
-    try:
-        return list(delete_sessions_of(player, games))
-    except CaptureError as err:
-        raise CaptureError(f"deleting local sessions failed: {err}") from None
 
 
 def _quoted(text: str) -> str:

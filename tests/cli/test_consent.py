@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 import capture.consent as consent
-from capture.consent.commands import consent as consent_group
+from capture.cli.consent import consent as consent_group
 from capture.consent.terms import terms_text
+from capture.errors import ConsentError
+from tests.cli.conftest import MakeSession
 
 
 def run(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(consent_group, list(args), input=input)
-
-
-@pytest.fixture
-def deleted_sessions(monkeypatch: pytest.MonkeyPatch, capture_home: Path) -> list[tuple]:
-    """Stands in for capture.session.store; records each call, 'deletes' one session per game."""
-    calls: list[tuple] = []
-
-    def delete_sessions_of(player: str, games: list[str] | None) -> list[Path]:
-        calls.append((player, games))
-        return [capture_home / "sessions" / f"{player}-{g}" for g in (games or ["all"])]
-
-    store = types.ModuleType("capture.session.store")
-    store.delete_sessions_of = delete_sessions_of  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "capture.session.store", store)
-    return calls
 
 
 # --- grant ------------------------------------------------------------------------------------
@@ -69,12 +55,12 @@ def test_unknown_scope_is_rejected_naming_it(capture_home: Path) -> None:
 
 
 def test_interactive_grant_shows_terms_and_choices(capture_home: Path) -> None:
-    result = run("grant", "--player", "alice", "--game", "minetest", "--scope", "video,audio",
+    result = run("grant", "--player", "alice", "--game", "minetest", "--scope", "video,gamepad",
                  "--license", "CC0-1.0", input="y\n")
     assert result.exit_code == 0, result.output
     assert terms_text() in result.stdout
     assert "You are about to consent to this:" in result.stdout
-    assert "not recorded  keyboard, mouse, gamepad" in result.stdout
+    assert "not recorded  keyboard, mouse" in result.stdout
     assert str(capture_home) in result.stdout
     [receipt] = consent.all_entries()
     assert receipt.method == "cli-interactive"
@@ -149,86 +135,202 @@ def test_show_reports_a_tampered_ledger(capture_home: Path) -> None:
     assert result.stderr.startswith(f"error: {ledger}: line 2 is not valid JSON")
 
 
-# --- revoke -----------------------------------------------------------------------------------
-def test_revoke_revokes_and_deletes_sessions(capture_home: Path,
-                                             deleted_sessions: list[tuple]) -> None:
+def test_grant_without_a_terminal_says_how_to_script_it(capture_home: Path) -> None:
+    result = run("grant", "--player", "alice", "--game", "minetest", "--scope", "video",
+                 input="")
+    assert result.exit_code == 1
+    assert "Aborted" not in result.output
+    assert "--yes with every choice" in result.stderr
+    assert consent.all_entries() == []
+
+
+def test_grant_cannot_include_audio(capture_home: Path) -> None:
+    result = run("grant", "--player", "alice", "--game", "minetest", "--scope", "video,audio",
+                 "--yes")
+    assert result.exit_code == 1
+    assert "'audio' cannot be chosen: nothing in capture records sound" in result.stderr
+    assert consent.all_entries() == []
+    with pytest.raises(ConsentError, match="cannot be recorded"):
+        consent.require_consent("minetest", {"video", "audio"})
+
+
+def test_record_refuses_audio_before_anything_starts(capture_home: Path) -> None:
+    consent.grant("alice", ["minetest"], ["video", "keyboard", "mouse"])
+    result = run_cli("record", "--game", "minetest", "--scope", "video,audio",
+                     "--display", ":4399")
+    assert result.exit_code == 2
+    assert "'audio' cannot be recorded: nothing in capture records sound" in result.stderr
+    assert not (capture_home / "sessions").exists()
+
+
+def test_old_grant_with_audio_still_parses_and_is_shown_as_never_recorded(
+        capture_home: Path) -> None:
+    """A ledger written before audio was retired: the entry is appended with the hash chain
+    as it was then (scope 'audio' was valid), and stays readable."""
+    from capture.consent.ledger import append_entry
+
     receipt = consent.grant("alice", ["minetest"], ["video"])
+    old = receipt.model_dump(mode="json")
+    for key in ("seq", "prev_hash", "hash"):
+        old.pop(key)
+    old.update(receipt_id="0b9a3c1e-2d4f-4a6b-8c7d-9e0f1a2b3c4d", scope=["video", "audio"],
+               sensitive=True, sensitive_categories=["voice"])
+    append_entry(capture_home / "consent" / "ledger.jsonl", lambda _entries: old)
+    entries = consent.all_entries()  # verifies the chain
+    assert entries[-1].scope == ("video", "audio")
+    result = run("show", "--player", "alice")
+    assert result.exit_code == 0, result.output
+    assert "audio (never recorded: nothing in capture records sound" in result.stdout
+    shown = json.loads(run("show", "--json").stdout)
+    assert [g["never_recorded"] for g in shown["grants"]] == [[], ["audio"]]
+    assert consent.require_consent("minetest", {"video"}).player == "alice"
+
+
+# --- revoke (real sessions, real ledger) -------------------------------------------------------
+def test_revoke_revokes_and_deletes_sessions(capture_home: Path,
+                                             make_session: MakeSession) -> None:
+    receipt = consent.grant("alice", ["minetest"], ["video"])
+    mine = [make_session("alice", "minetest"), make_session("alice", "quake")]
+    bobs = make_session("bob", "minetest")
     result = run("revoke", "--player", "alice", "--yes")
     assert result.exit_code == 0, result.output
     assert "Revoked 1 grant(s)" in result.stdout
-    assert "Deleted 1 local session(s)" in result.stdout
+    assert "Deleted 2 local session(s)" in result.stdout
+    assert all(str(d) in result.stdout for d in mine)
     assert "can no longer be exported" in result.stdout
-    assert deleted_sessions == [("alice", None)]
+    assert not any(d.exists() for d in mine) and bobs.exists()
     assert consent.receipt_status(receipt.receipt_id) == "revoked"
     [_, revocation] = consent.all_entries()
     assert revocation.method == "cli-scripted"
 
 
-def test_revoke_some_games(capture_home: Path, deleted_sessions: list[tuple]) -> None:
+def test_revoke_some_games(capture_home: Path, make_session: MakeSession) -> None:
     consent.grant("alice", ["minetest", "Quake"], ["video"])
+    quake, minetest = make_session("alice", "quake"), make_session("alice", "minetest")
     result = run("revoke", "--player", "alice", "--game", "quake", "--yes")
     assert result.exit_code == 0, result.output
-    assert deleted_sessions == [("alice", ["Quake"])]
+    assert not quake.exists() and minetest.exists()
     assert consent.require_consent("minetest", {"video"}).player == "alice"
 
 
 def test_revoke_by_receipt_keeps_sessions_another_grant_covers(
-        capture_home: Path, deleted_sessions: list[tuple]) -> None:
+        capture_home: Path, make_session: MakeSession) -> None:
     old = consent.grant("alice", ["minetest", "quake"], ["video"])
     consent.grant("alice", ["minetest"], ["video", "mouse"])
+    quake, minetest = make_session("alice", "quake"), make_session("alice", "minetest")
     result = run("revoke", "--player", "alice", "--receipt", old.receipt_id, "--yes")
     assert result.exit_code == 0, result.output
-    assert deleted_sessions == [("alice", ["quake"])]
-    assert "Kept local sessions of minetest" in result.stdout
+    assert not quake.exists() and minetest.exists()
+    assert "Kept 1 local session(s) of minetest" in result.stdout
 
 
-def test_revoke_asks_first(capture_home: Path, deleted_sessions: list[tuple]) -> None:
+def test_revoke_asks_first(capture_home: Path, make_session: MakeSession) -> None:
     consent.grant("alice", ["minetest"], ["video"])
+    session = make_session("alice", "minetest")
     declined = run("revoke", "--player", "alice", input="n\n")
     assert declined.exit_code == 1
-    assert deleted_sessions == []
+    assert session.exists()
     assert consent.active_grants() != []
     accepted = run("revoke", "--player", "alice", input="y\n")
     assert accepted.exit_code == 0, accepted.output
-    assert consent.active_grants() == []
+    assert consent.active_grants() == [] and not session.exists()
     assert consent.all_entries()[-1].method == "cli-interactive"
 
 
-def test_revoke_again_retries_deletion(capture_home: Path, deleted_sessions: list[tuple]) -> None:
+def test_revoke_again_retries_deletion(capture_home: Path, make_session: MakeSession) -> None:
     consent.grant("alice", ["minetest"], ["video"])
     consent.revoke("alice")
+    session = make_session("alice", "minetest")  # e.g. left behind by an earlier failure
     result = run("revoke", "--player", "alice", "--game", "minetest", "--yes")
     assert result.exit_code == 0, result.output
     assert "nothing new was revoked" in result.stdout
-    assert deleted_sessions == [("alice", ["minetest"])]
+    assert not session.exists()
     assert len(consent.all_entries()) == 2
 
 
 def test_revoke_with_damaged_ledger_still_deletes(capture_home: Path,
-                                                  deleted_sessions: list[tuple]) -> None:
+                                                  make_session: MakeSession) -> None:
     consent.grant("alice", ["minetest"], ["video"])
+    session, other = make_session("alice", "minetest"), make_session("alice", "quake")
     ledger = capture_home / "consent" / "ledger.jsonl"
     ledger.write_text(ledger.read_text().replace('"alice"', '"mallory"'))
     result = run("revoke", "--player", "alice", "--game", "minetest", "--yes")
     assert result.exit_code == 4
-    assert deleted_sessions == [("alice", ["minetest"])]
+    assert not session.exists() and other.exists()
+    assert "Deleted 1 local session(s)" in result.stdout
     assert "error:" in result.stderr and str(ledger) in result.stderr
 
 
 def test_revoke_someone_elses_receipt_fails(capture_home: Path,
-                                            deleted_sessions: list[tuple]) -> None:
+                                            make_session: MakeSession) -> None:
     bobs = consent.grant("bob", ["minetest"], ["video"])
+    consent.grant("alice", ["minetest"], ["video"])
+    session = make_session("alice", "minetest")
     result = run("revoke", "--player", "alice", "--receipt", bobs.receipt_id, "--yes")
     assert result.exit_code == 3
     assert result.stderr.startswith("error: receipt")
-    assert deleted_sessions == []
+    assert session.exists()
 
 
-def test_revoke_without_session_store_says_so(capture_home: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "capture.session.store", None)  # import fails
+def test_revoke_of_an_unknown_player_fails_listing_the_known_ones(
+        capture_home: Path, make_session: MakeSession) -> None:
     consent.grant("alice", ["minetest"], ["video"])
-    result = run("revoke", "--player", "alice", "--yes")
-    assert result.exit_code == 1
-    assert "session store is unavailable" in result.stderr
-    assert consent.active_grants() == []  # the withdrawal itself is recorded first
+    consent.grant("bob", ["minetest"], ["video"])
+    session = make_session("alice", "minetest")
+    result = run("revoke", "--player", "alcie", "--yes")
+    assert result.exit_code == 3
+    assert "'alcie'" in result.stderr and "'alice', 'bob'" in result.stderr
+    assert len(consent.all_entries()) == 2 and session.exists()
+
+
+def test_revoke_of_a_game_never_consented_names_the_consented_ones(
+        capture_home: Path, make_session: MakeSession) -> None:
+    consent.grant("alice", ["minetest", "Quake"], ["video"])
+    result = run("revoke", "--player", "alice", "--game", "doom", "--yes")
+    assert result.exit_code == 3
+    assert "no consent of 'alice' for game 'doom'" in result.stderr
+    assert "minetest, Quake" in result.stderr
+    assert consent.active_grants() != []
+
+
+def test_a_damaged_manifest_does_not_stop_the_withdrawal(
+        capture_home: Path, make_session: MakeSession) -> None:
+    """The issue's reproduction: a session whose manifest.json is `[]` made the revoke raise
+    AttributeError after recording it, and every retry failed the same way."""
+    consent.grant("alice", ["minetest"], ["video"])
+    damaged = make_session("alice", "minetest")
+    (damaged / "manifest.json").write_text("[]")
+    good = make_session("alice", "minetest")
+    first = run("revoke", "--player", "alice", "--yes")
+    assert first.exit_code == 1, first.output
+    assert not good.exists() and damaged.exists()
+    assert f"not deleted: {damaged}: manifest is not a JSON object" in first.stderr
+    assert "Traceback" not in first.output
+    again = run("revoke", "--player", "alice", "--yes")
+    assert again.exit_code == 1 and "nothing new was revoked" in again.stdout
+    deleted = run_cli("sessions", "delete", "--yes", damaged.name)
+    assert deleted.exit_code == 0, deleted.output
+    last = run("revoke", "--player", "alice", "--yes")
+    assert last.exit_code == 0, last.output
+
+
+def run_cli(*args: str) -> Result:
+    from capture.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_revoke_as_a_subprocess_exits_with_one_line(capture_home: Path) -> None:
+    result = subprocess.run(["capture", "consent", "revoke", "--player", "nobody", "--yes"],
+                            capture_output=True, text=True, env=_env(capture_home))
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+
+
+def _env(home: Path) -> dict[str, str]:
+    import os
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "CAPTURE_HOME": str(home),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}

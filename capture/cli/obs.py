@@ -1,4 +1,4 @@
-"""`capture obs setup` and `capture obs doctor`: make OBS ready for capture, say what is wrong."""
+"""`capture obs setup | doctor` and the --obs-* options: make OBS ready, say what is wrong."""
 
 from __future__ import annotations
 

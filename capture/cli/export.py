@@ -1,0 +1,88 @@
+"""`capture export` and `capture dataset verify`: build a LeRobot v3.0 dataset and check it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from capture.cli._common import resolve_sessions
+from capture.sizes import parse_size
+
+
+def _parse_size(value: str) -> tuple[int, int] | None:
+    if value == "native":
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}, or 'native'") from None
+
+
+@click.command("export")
+@click.argument("sessions", nargs=-1, required=True, metavar="SESSION...")
+@click.option("--out", required=True,
+              help="Dataset to create: a directory (must not exist or be empty) or an "
+                   "s3://bucket/prefix URL. Exporting into a dataset made here before adds the "
+                   "new sessions and re-encodes none of the unchanged ones.")
+@click.option("--fps", type=click.IntRange(1, 240), default=None,
+              help="Dataset frame rate (default: the sessions' recording rate).")
+@click.option("--size", default=None, help="WxH or native [default: native].")
+@click.option("--max-episode-s", type=float, default=600.0, show_default=True,
+              help="Split sessions into episodes of at most this length.")
+@click.option("--codec", type=click.Choice(["h264", "av1"]), default=None,
+              help="Video codec: h264 (libx264) or av1 (SVT-AV1, as LeRobot writes) "
+                   "[default: h264].")
+@click.option("--gop-seconds", type=float, default=None,
+              help="Seconds between keyframes of re-encoded episodes [default: 2].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: worker processes; ray: Ray tasks.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes (local) or CPUs of a local Ray [default: one per CPU].")
+@click.option("--ray-address", default=None,
+              help="Address of a running Ray cluster (default: start a local one).")
+def export_cmd(sessions: tuple[str, ...], out: str, fps: int | None, size: str | None,
+               max_episode_s: float, codec: str | None, gop_seconds: float | None,
+               engine: str, workers: int | None, ray_address: str | None) -> None:
+    """Export sessions (ids from `capture sessions list`, directories or s3:// URLs) as a
+    LeRobot v3.0 dataset with per-frame actions."""
+    from tqdm import tqdm
+
+    from capture.export import export_dataset, format_report
+    from capture.export.engine import EngineOptions
+    from capture.export.storage import is_url
+    from capture.session.manifest import read_manifest
+
+    size_wh = _parse_size(size) if size is not None else None
+    local = resolve_sessions(tuple(s for s in sessions if not is_url(s)))
+    for session_dir in local:
+        read_manifest(session_dir)  # an unreadable one is named before anything is written
+    resolved = iter(local)
+    session_dirs: list[Path | str] = [s if is_url(s) else next(resolved) for s in sessions]
+    options = EngineOptions(engine=engine, workers=workers, ray_address=ray_address)
+    with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
+        def progress(frames_done: int) -> None:
+            bar.update(frames_done - bar.n)
+
+        report = export_dataset(session_dirs, out, fps=fps, size=size_wh,
+                                max_episode_s=max_episode_s, progress=progress, codec=codec,
+                                gop_seconds=gop_seconds, engine=options)
+    click.echo(format_report(report))
+
+
+@click.group()
+def dataset() -> None:
+    """Check datasets."""
+
+
+@dataset.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def dataset_verify(path: Path) -> None:
+    """Check a dataset against LeRobot's loading rules; exit 1 if anything is wrong."""
+    from capture.export.verify import verify_dataset
+
+    report = verify_dataset(path)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
