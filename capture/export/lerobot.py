@@ -401,13 +401,18 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     if gop_seconds is not None and gop_seconds <= 0:
         raise CaptureError(f"the keyframe interval must be positive, not {gop_seconds:g} s")
     remote_out = storage.is_url(str(out))
-    scratch = Path(tempfile.mkdtemp(prefix="capture-export-"))
+    if remote_out:
+        scratch = Path(tempfile.mkdtemp(prefix="capture-export-"))
+        local_out = scratch / "dataset"
+    else:
+        local_out = Path(out)
+        local_out.parent.mkdir(parents=True, exist_ok=True)
+        _restore_previous(local_out)
+        # next to the dataset, named so that remove_stale_partials clears it after a kill
+        scratch = local_out.parent / \
+            f".{local_out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        scratch.mkdir()
     try:
-        if remote_out:
-            local_out = scratch / "dataset"
-        else:
-            local_out = Path(out)
-            local_out.parent.mkdir(parents=True, exist_ok=True)
         previous = _previous_export(str(out), local_out, scratch)
         return _export(session_dirs, out, local_out, scratch, previous, fps=fps, size=size,
                        max_episode_s=max_episode_s, pseudonym_key=pseudonym_key,
@@ -601,6 +606,7 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         if remote_out:
             storage.upload_dir(tmp, str(out), last=(STATE_PATH, layout.INFO_PATH))
         else:
+            shutil.rmtree(scratch)  # before the rename: the rename is the export's last step
             _replace_dataset(tmp, local_out, replacing=previous is not None)
     except BaseException:
         writer.abort()
@@ -624,7 +630,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
 
 def _replace_dataset(built: Path, out: Path, *, replacing: bool) -> None:
     """Put the built dataset at `out`: a rename, or for a re-run, the old one renamed aside
-    first (a crash between the two renames leaves it as `.<name>.previous-*` next to `out`)."""
+    first. A kill between the two renames leaves it as `.<name>.previous-*`, which the next
+    export puts back (_restore_previous); after the second, it is stale and removed."""
     if not replacing:
         _check_out(out)  # nobody created it meanwhile
         os.replace(built, out)
@@ -633,6 +640,16 @@ def _replace_dataset(built: Path, out: Path, *, replacing: bool) -> None:
     os.replace(out, aside)
     os.replace(built, out)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _restore_previous(out: Path) -> None:
+    """Finish what a killed re-run left: its old dataset back at `out` if nothing is there,
+    else the old copy removed (the new one made it into place)."""
+    for aside in sorted(out.parent.glob(f".{out.name}.previous-*")):
+        if not out.exists():
+            os.replace(aside, out)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _nothing_new(previous: _Previous, out: Path | str, sources: list[_Source], began: float,

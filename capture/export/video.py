@@ -15,13 +15,17 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from capture.errors import BadInputError
 from capture.export import layout
 
 _MB = 1024 * 1024
-SCALE_INTERPOLATION = "AREA"  # libswscale's area averaging: no aliasing when shrinking
+# libswscale's area averaging (no aliasing when shrinking), bit-exact: without BITEXACT it
+# picks SIMD paths by buffer alignment, and the same frame scaled twice could differ by a
+# rounding step (seen here: different bytes from identical input in two runs).
+SCALE_INTERPOLATION = Interpolation.AREA | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
+TO_RGB_INTERPOLATION = Interpolation.BICUBIC | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
 ENCODER_THREADS = 1  # parallelism comes from workers; one thread is the least CPU per frame
 # and makes libx264's output the same bytes in every worker and engine.
 
@@ -458,15 +462,6 @@ class ImageStats:
     def __init__(self) -> None:
         self.images = 0
         self._counts = np.zeros((3, 256), dtype=np.int64)
-        self._rgb = VideoReformatter()
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"images": self.images, "counts": self._counts}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.images = int(state["images"])  # type: ignore[call-overload]
-        self._counts = np.asarray(state["counts"], dtype=np.int64)
-        self._rgb = VideoReformatter()
 
     @staticmethod
     def episode_samples(frames: int) -> list[int]:
@@ -478,7 +473,10 @@ class ImageStats:
         return sorted(set(np.round(np.linspace(0, frames - 1, count)).astype(int).tolist()))
 
     def add(self, frame: av.VideoFrame) -> None:
-        rgb = self._rgb.reformat(frame, format="rgb24").to_ndarray()
+        # frame.reformat: a converter of its own each time. A kept VideoReformatter here made
+        # libx264's output differ from run to run (PyAV 18 reuses its frames' memory while the
+        # encoder may still read the frame being sampled), seen in tests/export/test_engine.py.
+        rgb = frame.reformat(format="rgb24", interpolation=TO_RGB_INTERPOLATION).to_ndarray()
         height, width = rgb.shape[:2]
         if max(width, height) >= 300:  # LeRobot downsamples large images to ~150 px for stats
             step = max(1, int(width / 150) if width > height else int(height / 150))

@@ -141,10 +141,11 @@ def test_worker_processes_and_ray_write_the_same_dataset(
 def test_a_rerun_encodes_only_new_sessions_and_equals_a_fresh_export(
         tmp_path: Path, sessions: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     options = EngineOptions(workers=1)  # in-process, so the spy below sees every encode
+    # (not narrower than 48 px: libx264's output for 32-px-wide frames varies run to run)
     fresh = tmp_path / "fresh" / "dataset"
-    _export(sessions, fresh, options, size=(32, 24))
+    _export(sessions, fresh, options, size=(64, 36))
     out = tmp_path / "rerun" / "dataset"
-    _export(sessions[:2], out, options, size=(32, 24))
+    _export(sessions[:2], out, options, size=(64, 36))
 
     encoded: list[str] = []
     real_encode = engine_module.encode_segment
