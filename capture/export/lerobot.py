@@ -97,6 +97,10 @@ class ExportReport:
 
 def format_report(report: ExportReport) -> str:
     """A short human summary for the CLI."""
+    if report.sessions_unchanged == report.sessions and not report.episode_reports:
+        return (f"dataset: {report.path}\n  nothing new: all {report.sessions} sessions are "
+                f"already in it, unchanged ({report.episodes} episodes, {report.frames} frames); "
+                "nothing was written")
     lines = [
         f"dataset: {report.path}",
         f"  {report.sessions} sessions -> {report.episodes} episodes, {report.frames} frames at "
@@ -104,7 +108,9 @@ def format_report(report: ExportReport) -> str:
         f"({report.events_outside_episodes} outside episodes, e.g. while paused)",
         f"  took {report.seconds:.1f} s ({report.frames / max(report.seconds, 1e-9):.0f} frames/s)"
         f" with the {report.engine} engine; {report.codec}, {report.episodes_copied} of "
-        f"{report.episodes} episodes copied without re-encoding",
+        f"{report.episodes} episodes copied without re-encoding"
+        + (f"; {report.sessions_unchanged} sessions already in the dataset were not re-encoded"
+           if report.sessions_unchanged else ""),
         "  episode  session                                  frames  |capture-grid| ms "
         "p50/p95/max  dropped  repeated",
     ]
