@@ -138,6 +138,42 @@ def export_trials(work: Path) -> list[dict[str, Any]]:
     return trials
 
 
+def withdrawal_trials(work: Path) -> list[dict[str, Any]]:
+    """`withdraw` killed before each file operation (ledger append, head, each rename and
+    removal of three sessions): the ledger reads, sessions are whole or gone, a retry ends it."""
+    from capture import consent
+    from capture.session import store
+    from capture.withdrawal import withdraw
+
+    trials, point = [], 0
+    while True:
+        point += 1
+        home = work / f"withdraw-{point}"
+        os.environ["CAPTURE_HOME"] = str(home)
+        consent.grant("alice", ["factorygame"], ["video"])
+        mine = [build_session(home / "sessions", gameplay_script(
+            seconds=1, player="alice", session_id=f"20250301T120000Z-factorygame-a{i}"))
+            for i in range(3)]
+        before = len(consent.all_entries())
+        outcome = run_killed_at(point, lambda: withdraw("alice"), work)
+        entries = len(consent.all_entries())
+        left = [d for d in mine if d.exists()]
+        whole = True
+        for d in left:
+            try:
+                open_session(d)
+            except Exception:
+                whole = False
+        ordered = entries > before or left == mine  # nothing deleted before the ledger said so
+        retry = withdraw("alice")
+        done = retry.complete and not any(d.exists() for d in mine) and not store.tombstones()
+        trials.append({"operation": "withdraw", "kill": "file-operation", "point": point,
+                       "before": outcome.operation, "killed": outcome.killed,
+                       "sessions_left_whole": whole, "ok": whole and ordered and done})
+        if not outcome.killed:
+            return trials
+
+
 def recorder_trials(rounds: int) -> list[dict[str, Any]]:
     """Real recordings killed by the crash test's own procedure, every target and phase it
     has (tests/session/test_crash_recorder.py), `rounds` times."""
@@ -167,7 +203,7 @@ def main() -> None:
         work = Path(tmp)
         os.environ["CAPTURE_HOME"] = str(work / "home")
         trials = kill_point_trials(work) + random_trials(work, args.random_trials) + \
-            export_trials(work) + recorder_trials(args.recorder_rounds)
+            export_trials(work) + withdrawal_trials(work) + recorder_trials(args.recorder_rounds)
     by_operation = Counter(t["operation"] for t in trials)
     failed = [t for t in trials if not t["ok"]]
     summary = {

@@ -63,6 +63,7 @@ class AlignmentStats:
     source_frames: int  # source frames whose capture time lies in the episode's span
     dropped: int        # of those, shown in no output frame
     repeated: int       # output frames showing the same source frame as the frame before
+    uncertain_sources: int = 0  # output frames showing a frame whose time is not established
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -140,10 +141,17 @@ def _fit_frames(start_ns: int, n: int, fps: int, limit_ns: int | None) -> tuple[
 
 
 def _episode(times: np.ndarray, lo: int, hi: int, segment: int, part: int, start_ns: int,
-             end_ns: int, n: int, fps: int) -> EpisodeGrid:
+             end_ns: int, n: int, fps: int, uncertain: np.ndarray | None = None) -> EpisodeGrid:
     run = times[lo:hi]
     grid = start_ns + grid_offsets_ns(np.arange(n), fps)
-    chosen = _nearest(run, grid)
+    # A frame whose capture time is not established (time_uncertain) is never a grid frame's
+    # source while its run has any frame whose time is: the nearest such frame is shown instead,
+    # and how far it is from the grid time counts in the offsets. Only a run with no established
+    # time at all falls back to its uncertain frames (counted in uncertain_sources).
+    doubtful = (np.zeros(hi - lo, dtype=bool) if uncertain is None
+                else np.asarray(uncertain[lo:hi], dtype=bool))
+    usable = np.flatnonzero(~doubtful) if not doubtful.all() else np.arange(hi - lo)
+    chosen = usable[_nearest(run[usable], grid)]
     capture = run[chosen]
     offsets_ms = np.abs(capture - grid) / 1e6
     in_span = np.flatnonzero((run >= start_ns) & (run < end_ns))
@@ -154,6 +162,7 @@ def _episode(times: np.ndarray, lo: int, hi: int, segment: int, part: int, start
         source_frames=len(in_span),
         dropped=len(np.setdiff1d(in_span, chosen)),
         repeated=int(np.count_nonzero(np.diff(chosen) == 0)),
+        uncertain_sources=int(np.count_nonzero(doubtful[chosen])),
     )
     return EpisodeGrid(segment_index=segment, part_index=part, start_ns=start_ns, end_ns=end_ns,
                        fps=fps, source_index=chosen + lo, capture_time_ns=capture, stats=stats)
@@ -161,8 +170,12 @@ def _episode(times: np.ndarray, lo: int, hi: int, segment: int, part: int, start
 
 def build_episodes(capture_times_ns: np.ndarray, *, source_fps: float, fps: int,
                    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
-                   dropped_before: np.ndarray | None = None) -> list[EpisodeGrid]:
+                   dropped_before: np.ndarray | None = None,
+                   uncertain: np.ndarray | None = None) -> list[EpisodeGrid]:
     """Split a session's frame timeline into runs, runs into episodes, episodes into grid frames.
+
+    `uncertain` (the frames' time_uncertain, null as False) keeps frames whose time is not
+    established off the grid wherever their run has another (see _episode).
 
     A run covers its first capture time to its last plus one source interval, rounded to whole
     output frames (at least one); its last frame never reaches into the next run (see
@@ -182,7 +195,8 @@ def build_episodes(capture_times_ns: np.ndarray, *, source_fps: float, fps: int,
         start, part = first, 0
         while n_run > 0 and (limit is None or start < limit):
             n, end = _fit_frames(start, min(n_run, per_episode), fps, limit)
-            episodes.append(_episode(times, lo, hi, segment, part, start, end, n, fps))
+            episodes.append(_episode(times, lo, hi, segment, part, start, end, n, fps,
+                                     uncertain))
             start = end
             n_run -= n
             part += 1
@@ -365,10 +379,12 @@ def frame_actions(events: pa.Table, episodes: list[EpisodeGrid]) -> tuple[
 
 def align_session(capture_times_ns: np.ndarray, events: pa.Table, *, source_fps: float,
                   fps: int, max_episode_s: float = DEFAULT_MAX_EPISODE_S,
-                  dropped_before: np.ndarray | None = None) -> Alignment:
+                  dropped_before: np.ndarray | None = None,
+                  uncertain: np.ndarray | None = None) -> Alignment:
     """Episodes, per-frame actions and event locations for one session (pure, no I/O)."""
     episodes = build_episodes(capture_times_ns, source_fps=source_fps, fps=fps,
-                              max_episode_s=max_episode_s, dropped_before=dropped_before)
+                              max_episode_s=max_episode_s, dropped_before=dropped_before,
+                              uncertain=uncertain)
     order = np.argsort(events.column("t_ns").to_numpy(zero_copy_only=False), kind="stable")
     in_order = events.take(order)
     actions, pos_sorted = frame_actions(in_order, episodes)

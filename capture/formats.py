@@ -103,6 +103,15 @@ def arrow_schema(name: str, lengths: dict[str, int] | None = None) -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
+def with_optional_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with a null column for each nullable field of `schema` it lacks (a field added
+    to a schema version later, absent from files written before)."""
+    for field in schema:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
 def validate_table(table: pa.Table, schema: pa.Schema, path: Path | str | None = None) -> None:
     """Raise BadInputError if the table's columns, types or nulls differ from the schema."""
     want = {f.name: f for f in schema}

@@ -8,10 +8,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from capture.demo.game import WINDOW_CLASS
+from capture.inputs import x11window
 from capture.xserver import Xvfb
 
 
@@ -48,9 +50,8 @@ def demo_game(xvfb) -> Iterator[int]:
         deadline = time.monotonic() + 15
         window = None
         while window is None and time.monotonic() < deadline:
-            for child in d.screen().root.query_tree().children:
-                if WINDOW_CLASS in (child.get_wm_class() or ()):
-                    window = int(child.id)
+            found = x11window.find_window(d, WINDOW_CLASS)  # survives windows that vanish
+            window = found[0] if found else None
             time.sleep(0.1)
         assert window is not None, "demo game window did not appear"
         yield window
@@ -58,3 +59,38 @@ def demo_game(xvfb) -> Iterator[int]:
         d.close()
         proc.terminate()
         proc.wait(10)
+
+
+def _module_setting(request: pytest.FixtureRequest, name: str, default: Any) -> Any:
+    return getattr(request.module, name, default)
+
+
+@pytest.fixture(scope="module")
+def clock_window(request: pytest.FixtureRequest, xvfb: Xvfb) -> Iterator[int]:
+    """A window drawing the host clock (capture.clockface) over the module's OBS_SIZE area."""
+    from capture.clockface import running_clockface
+
+    with running_clockface(xvfb.display,
+                           size=_module_setting(request, "OBS_SIZE", (1280, 720))) as window:
+        yield window
+
+
+@pytest.fixture(scope="module")
+def obs(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real OBS Studio for the test module, set up by our own code in a temporary HOME.
+
+    It captures the display of the module's OBS_DISPLAY fixture (default: xvfb) at its OBS_FPS
+    (30) and OBS_SIZE (1280x720); fixtures the module names in OBS_AFTER (e.g. clock_window)
+    are set up first. Each module gets its own OBS.
+    """
+    from tests.obs.harness import ObsInstance
+
+    for name in _module_setting(request, "OBS_AFTER", ()):
+        request.getfixturevalue(name)
+    display = request.getfixturevalue(_module_setting(request, "OBS_DISPLAY", "xvfb"))
+    with ObsInstance(tmp_path_factory.mktemp("obs"),
+                     display if isinstance(display, str) else display.display,
+                     fps=_module_setting(request, "OBS_FPS", 30),
+                     size=_module_setting(request, "OBS_SIZE", (1280, 720))) as instance:
+        yield instance

@@ -38,5 +38,15 @@ def test_schema_files_are_valid_json_and_versioned() -> None:
         assert ".v" in path.name, f"{path.name} has no version in its name"
         if path.name.endswith(".arrow.json"):
             assert {"name", "version", "fields"} <= doc.keys(), path.name
+        elif "openapi" in doc:  # an HTTP API's document (OpenAPI 3.1 has no $schema key)
+            assert doc["openapi"].startswith("3."), path.name
         else:
             assert doc.get("$schema", "").startswith("https://json-schema.org/"), path.name
+
+
+def test_mypy_strict_clean() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if mypy is None:
+        pytest.fail("mypy is not installed (pip install -e '.[test]')")
+    result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)  # [tool.mypy]
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -20,6 +20,8 @@ from capture.session import store, writer
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
+from capture.uploader.uploader import queued_sessions
+from capture.uploader.worker import UploadSettings, UploadWorker
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,11 @@ class Agent:
         self._consent_dirty = True
         self._ledger_stamp: int | None = None
         self._stopping = False
+        self.uploads = UploadWorker(UploadSettings(
+            delay_minutes=settings.upload_delay_minutes,
+            after_review=settings.upload_after_review,
+            bandwidth_kib_s=settings.upload_kib_per_s,
+            keep_days=settings.keep_days_after_upload), say=say)
 
     # --- the page's view ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -72,14 +79,16 @@ class Agent:
                 return {"state": "stopping" if self._stopping else "waiting", "game": None,
                         "reason": self._reason, "backend": backend, "session_id": None,
                         "segment": None, "since_utc": None,
-                        "last_segment_checks": self._last_checks}
+                        "last_segment_checks": self._last_checks,
+                        "uploads": self.uploads.states()}
             rec = active.recording.status()
             backend.update(state="recording" if rec["state"] == "recording" else "paused",
                            detail=f"segment {rec['segment']}")
             return {"state": rec["state"], "game": active.game, "reason": rec["reason"],
                     "backend": backend, "session_id": rec["session_id"],
                     "segment": rec["segment"], "since_utc": active.since_utc,
-                    "last_segment_checks": self._last_checks}
+                    "last_segment_checks": self._last_checks,
+                    "uploads": self.uploads.states()}
 
     def consent_changed(self) -> None:
         """Re-read the ledger now; a recording whose consent is gone stops before this returns."""
@@ -93,6 +102,8 @@ class Agent:
     # --- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self.recover_crashed()
+        self._queue_uploads(queued_sessions())  # what a restart interrupted resumes
+        self.uploads.start()
         next_game_check = 0.0
         try:
             while not stop.is_set():
@@ -123,6 +134,7 @@ class Agent:
                 for watcher in self._watchers.values():
                     watcher.stop()  # only closes its window-lookup connection
                 self._watchers.clear()
+            self.uploads.stop()
 
     def recover_crashed(self) -> list[Path]:
         """Finalise sessions a crash left behind (called once at start).
@@ -238,6 +250,16 @@ class Agent:
         for check in checks:
             if not check["ok"]:
                 self.say(f"  {check['name']}: {check['detail']}")
+        self._queue_uploads([session_dir])
+
+    def _queue_uploads(self, session_dirs: list[Path]) -> None:
+        """Queue finalised segments recorded under an enrolled study's consent for upload."""
+        for session_dir in session_dirs:
+            try:
+                if self.uploads.queue(session_dir):
+                    self.say(f"{session_dir.name} is queued for upload")
+            except CaptureError as exc:
+                self.say(f"warning: {session_dir.name} cannot be queued for upload: {exc}")
 
 
 def _plain(exc: BaseException) -> str:

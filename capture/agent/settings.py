@@ -23,6 +23,10 @@ class AgentSettings:
     port: int = 0
     open_browser: bool = True
     display: str | None = None
+    upload_delay_minutes: float = 0.0    # uploads to an enrolled collector wait this long
+    upload_after_review: bool = False    # ... or until the player releases each session
+    upload_kib_per_s: int = 0            # bandwidth cap of background uploads (0: none)
+    keep_days_after_upload: float | None = None  # delete local copies after (None: keep)
 
 
 KEY_DOCS: dict[str, str] = {
@@ -36,6 +40,13 @@ KEY_DOCS: dict[str, str] = {
     "port": "port of the local page on 127.0.0.1 (0: any free port)",
     "open_browser": "open the local page in the browser when the agent starts (true/false)",
     "display": 'X display to watch, e.g. ":0" (default: $DISPLAY)',
+    "upload_delay_minutes": "sessions recorded under a study you enrolled in are uploaded this "
+                            "many minutes after they are finalised (0-10080), so you can "
+                            "delete them first",
+    "upload_after_review": "upload only the sessions you release on the page (true/false)",
+    "upload_kib_per_s": "bandwidth cap of background uploads in KiB/s (0: no cap)",
+    "keep_days_after_upload": "delete a local session this many days after the collector "
+                              "accepted it (0-3650; leave out to keep them)",
 }
 
 
@@ -56,7 +67,13 @@ def load_agent_settings(path: Path | None = None) -> AgentSettings:
         segment_minutes=given(table.number("segment_minutes", 1, 60), d.segment_minutes),
         port=given(table.integer("port", 0, 65535), d.port),
         open_browser=given(table.boolean("open_browser"), d.open_browser),
-        display=table.string("display") or d.display)
+        display=table.string("display") or d.display,
+        upload_delay_minutes=given(table.number("upload_delay_minutes", 0, 10080),
+                                   d.upload_delay_minutes),
+        upload_after_review=given(table.boolean("upload_after_review"), d.upload_after_review),
+        upload_kib_per_s=given(table.integer("upload_kib_per_s", 0, 10_000_000),
+                               d.upload_kib_per_s),
+        keep_days_after_upload=table.number("keep_days_after_upload", 0, 3650))
 
 
 def check_config() -> None:

@@ -26,6 +26,8 @@ from capture.consent import records, terms
 from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.session import store
 from capture.session.manifest import read_manifest
+from capture.uploader.outbox import notify_and_describe
+from capture.uploader.uploader import read_state as read_upload_state
 from capture.withdrawal import withdraw
 
 from .media import MediaCache, MediaUnavailable
@@ -280,19 +282,30 @@ class WebServer:
                             f"session(s) were deleted anyway"
                             + "".join(f"; {note}" for note in result.notes))
         warning = self._tell_agent() if result.revocation is not None else None
+        collector = (notify_and_describe(result.revocation) if result.revocation is not None
+                     else [])
         return {"withdrawn": [{"receipt_id": receipt, "games": list(withdrawn_games)}
                               for receipt, withdrawn_games in result.withdrawn],
                 "deleted": [d.name for d in result.deleted],
                 "kept": [d.name for d in result.kept], "kept_games": list(result.kept_games),
                 "problems": [{"path": str(p.path), "reason": p.reason}
                              for p in result.problems],
-                "warning": warning}
+                "warning": warning, **({"collector": collector} if collector else {})}
 
     def api_sessions(self) -> dict[str, Any]:
         summaries = store.list_sessions()
         self.media.prune(s.path.name for s in summaries)
-        return {"sessions": [_session_view(s) for s in reversed(summaries)],
-                "data_dir": str(paths.sessions_dir())}
+        try:
+            live = {u["session_id"]: u for u in self.agent.status().get("uploads", [])}
+        except Exception:  # the page must keep working while the agent misbehaves
+            log.exception("agent status failed")
+            live = {}
+        views = []
+        for summary in reversed(summaries):
+            view = _session_view(summary)
+            view["upload"] = live.get(view["session_id"]) or _upload_view(view["session_id"])
+            views.append(view)
+        return {"sessions": views, "data_dir": str(paths.sessions_dir())}
 
     def api_delete(self, body: dict[str, Any]) -> dict[str, Any]:
         """Delete one session by id, under the rules of store.delete_session (a damaged one in
@@ -344,6 +357,16 @@ def _entry_view(e: consent.ConsentReceipt | consent.Revocation) -> dict[str, Any
             "timestamp": e.timestamp, "method": e.method,
             "withdrawn": [{"receipt_id": w.receipt_id, "games": list(w.games)}
                           for w in e.withdrawn]}
+
+
+def _upload_view(session_id: str | None) -> dict[str, Any] | None:
+    """The last upload outcome kept on disk (for sessions the running agent has not queued)."""
+    state = read_upload_state(session_id) if session_id else None
+    if state is None:
+        return None
+    return {"session_id": session_id, "status": state["status"],
+            "percent": 100.0 if state["status"] == "accepted" else 0.0,
+            "reason": state.get("reason")}
 
 
 def _session_view(s: store.SessionSummary) -> dict[str, Any]:

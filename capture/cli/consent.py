@@ -29,6 +29,7 @@ from capture.consent.records import (
 )
 from capture.consent.terms import SCOPE_DESCRIPTIONS, TERMS_VERSION, terms_sha256, terms_text
 from capture.errors import CaptureError
+from capture.uploader.outbox import notify_and_describe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -259,6 +260,8 @@ def revoke_command(player: str, games: tuple[str, ...], receipt_id: str | None,
         click.echo(f"Revoked {len(result.withdrawn)} grant(s):")
         for receipt, withdrawn_games in result.withdrawn:
             click.echo(f"  {receipt}: {', '.join(withdrawn_games)}")
+        for line in notify_and_describe(result.revocation):  # collectors it was enrolled with
+            click.echo(line)
     for note in result.notes:
         click.echo(note, err=True)
     if result.kept_games:

@@ -45,29 +45,42 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 def export_cmd(sessions: tuple[str, ...], out: str, fps: int | None, size: str | None,
                max_episode_s: float, codec: str | None, gop_seconds: float | None,
                engine: str, workers: int | None, ray_address: str | None) -> None:
-    """Export sessions (ids from `capture sessions list`, directories or s3:// URLs) as a
-    LeRobot v3.0 dataset with per-frame actions."""
+    """Export sessions (ids from `capture sessions list`, or directories) as a LeRobot v3.0
+    dataset with per-frame actions.
+
+    A SESSION may also be a collector's accepted sessions: collector+http://HOST:PORT/STUDY
+    (admin token in $CAPTURE_COLLECTOR_ADMIN_TOKEN; add ?game=G&since=YYYY-MM-DD&until=YYYY-MM-DD
+    to narrow) or its store (s3://BUCKET/PREFIX, store+file:///DIR). --out may be an
+    s3://BUCKET/PREFIX URL too.
+    """
+    import tempfile
+
     from tqdm import tqdm
 
+    from capture.collector.source import downloaded, is_collector_input
     from capture.export import export_dataset, format_report
     from capture.export.engine import EngineOptions
-    from capture.export.storage import is_url
     from capture.session.manifest import read_manifest
 
     size_wh = _parse_size(size) if size is not None else None
-    local = resolve_sessions(tuple(s for s in sessions if not is_url(s)))
-    for session_dir in local:
+    remote = [s for s in sessions if is_collector_input(s)]
+    session_dirs = resolve_sessions(tuple(s for s in sessions if not is_collector_input(s)))
+    for session_dir in session_dirs:
         read_manifest(session_dir)  # an unreadable one is named before anything is written
-    resolved = iter(local)
-    session_dirs: list[Path | str] = [s if is_url(s) else next(resolved) for s in sessions]
     options = EngineOptions(engine=engine, workers=workers, ray_address=ray_address)
-    with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
-        def progress(frames_done: int) -> None:
-            bar.update(frames_done - bar.n)
+    with tempfile.TemporaryDirectory(prefix="capture-collected-") as tmp, \
+            downloaded(remote, Path(tmp), progress=lambda m: click.echo(m, err=True)) as got:
+        with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
+            def progress(frames_done: int) -> None:
+                bar.update(frames_done - bar.n)
 
-        report = export_dataset(session_dirs, out, fps=fps, size=size_wh,
-                                max_episode_s=max_episode_s, progress=progress, codec=codec,
-                                gop_seconds=gop_seconds, engine=options)
+            report = export_dataset([*session_dirs, *got.session_dirs], out, fps=fps,
+                                    size=size_wh, max_episode_s=max_episode_s,
+                                    progress=progress, codec=codec, gop_seconds=gop_seconds,
+                                    engine=options,
+                                    consent_status=got.consent_status if remote else None)
+        for register in got.register:  # the collector lists it for purging after withdrawals
+            register(Path(out.split("?", 1)[0]).name, [str(d) for d in got.session_dirs])
     click.echo(format_report(report))
 
 

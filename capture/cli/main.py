@@ -100,6 +100,7 @@ def cli() -> None:
 
 def _register() -> None:
     from capture.cli.agent import agent
+    from capture.cli.collector import collector, enroll, upload
     from capture.cli.consent import consent
     from capture.cli.demo import demo
     from capture.cli.export import dataset, export_cmd
@@ -107,7 +108,8 @@ def _register() -> None:
     from capture.cli.record import record
     from capture.cli.sessions import sessions
 
-    for command in (consent, record, sessions, export_cmd, dataset, agent, obs, demo):
+    for command in (consent, record, sessions, export_cmd, dataset, agent, obs, demo,
+                    collector, enroll, upload):
         cli.add_command(command)
 
 

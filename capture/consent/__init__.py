@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "ConsentReceipt",
     "Controller",
     "Revocation",
+    "StudyTerms",
     "active_grants",
     "all_entries",
     "grant",
@@ -51,6 +53,16 @@ __all__ = [
     "withdraw",
 ]
 
+@dataclass(frozen=True)
+class StudyTerms:
+    """A collector study's terms a grant is given under instead of the built-in terms."""
+
+    study_id: str
+    collector: str
+    terms_version: str
+    terms_sha256: str
+
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -59,10 +71,12 @@ def grant(player: str, games: list[str], scope: list[str], *,
           purposes: list[str] | None = None, license: str = DEFAULT_LICENSE,
           method: str = "cli-scripted", synthetic: bool = False,
           ledger_path: Path | None = None, controller: Controller | None = None,
-          jurisdiction: str = DEFAULT_JURISDICTION) -> ConsentReceipt:
+          jurisdiction: str = DEFAULT_JURISDICTION,
+          study: StudyTerms | None = None) -> ConsentReceipt:
     """Record that `player` consents to `games` being recorded with `scope`; return the receipt.
 
-    The receipt pins the current terms (version and SHA-256 of their text). Raises CaptureError
+    The receipt pins the current terms (version and SHA-256 of their text), or with `study`
+    the collector study's terms and binds the grant to that study. Raises CaptureError
     naming the bad value if a choice is invalid (unknown scope kind, empty game name, ...).
     """
     if method not in COLLECTION_METHODS:
@@ -90,8 +104,8 @@ def grant(player: str, games: list[str], scope: list[str], *,
         "jurisdiction": _clean_text(jurisdiction, "jurisdiction"),
         "language": "en",
         "controller": controller.model_dump(mode="json"),
-        "terms_version": TERMS_VERSION,
-        "terms_sha256": terms_sha256(),
+        "terms_version": study.terms_version if study else TERMS_VERSION,
+        "terms_sha256": study.terms_sha256 if study else terms_sha256(),
         "purposes": [_purpose(text, kinds) for text in _clean_purposes(purposes)],
         "games": list(_clean_games(games)),
         "scope": list(kinds),
@@ -100,6 +114,8 @@ def grant(player: str, games: list[str], scope: list[str], *,
         "sensitive_categories": sensitive_categories,
         "synthetic": synthetic,
     }
+    if study is not None:
+        body["study"] = {"id": study.study_id, "collector": study.collector}
     entry = append_entry(_ledger(ledger_path), lambda _entries: body)
     assert isinstance(entry, ConsentReceipt)
     return entry

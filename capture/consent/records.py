@@ -90,6 +90,13 @@ class _Entry(_Frozen):
     method: CollectionMethod
 
 
+class StudyRef(_Frozen):
+    """The collector study a grant was given to (absent for grants under the built-in terms)."""
+
+    id: Name
+    collector: Text
+
+
 class ConsentReceipt(_Entry):
     """A grant: the player agreed that these games may be recorded with this scope."""
 
@@ -106,6 +113,7 @@ class ConsentReceipt(_Entry):
     sensitive: bool
     sensitive_categories: tuple[Text, ...]
     synthetic: bool
+    study: StudyRef | None = None  # set when the terms are a collector study's, not built in
 
     def covers_game(self, game: str) -> bool:
         """True if `game` is one of this grant's games (case-insensitive)."""

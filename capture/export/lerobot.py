@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from capture import formats
 from capture.align import DEFAULT_MAX_EPISODE_S, Alignment, align_session
 from capture.clock import utc_iso
-from capture.errors import BadInputError, CaptureError, ConsentError
+from capture.errors import BadInputError, CaptureError, ConsentError, DiskFullError, is_disk_full
 from capture.export import layout, storage
 from capture.export.card import SessionSummary, render_card
 from capture.export.engine import (
@@ -46,6 +46,7 @@ from capture.export.writer import DatasetWriter
 from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
 
+LOW_DISK_BYTES = 1 << 20  # an export that fails with less free space than this ran out of it
 MAX_EPISODE_S = 2000.0  # float32 steps exceed 2 x 1e-4 s beyond 2048 s
 
 
@@ -134,6 +135,7 @@ class _Source:
     video: SourceInfo
     location: str  # where workers read the session: its directory, or the URL it came from
     alignment: Alignment | None = None
+    time_uncertain: np.ndarray | None = None   # frames whose capture time is not established
 
     @property
     def width(self) -> int:
@@ -172,10 +174,12 @@ def _load_source(session_dir: Path, location: str) -> _Source:
         raise BadInputError("capture_time_ns goes backwards", frames_path)
     if (np.diff(positions) <= 0).any() or positions[0] < 0:
         raise BadInputError("frame_index is not strictly increasing from >= 0", frames_path)
+    uncertain = frames.column("time_uncertain").fill_null(False).to_numpy(zero_copy_only=False)
     return _Source(session=session, events=events, capture_times_ns=times,
                    video_positions=positions, video=probe_video(session.video_path),
                    location=location,
-                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64))
+                   dropped_before=frames.column("dropped_before").to_numpy().astype(np.int64),
+                   time_uncertain=uncertain.astype(bool))
 
 
 def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str:
@@ -186,12 +190,18 @@ def _receipt_status(receipt_id: str, game: str, ledger_path: Path | None) -> str
     return receipt_status(receipt_id, game=game, ledger_path=ledger_path)
 
 
-def _check_consent(sources: list[_Source], ledger_path: Path | None) -> None:
-    """Refuse unless every session's receipt is active (unknown receipts fail closed)."""
+def _check_consent(sources: list[_Source], ledger_path: Path | None,
+                   consent_status: Callable[[str, str], str] | None = None) -> None:
+    """Refuse unless every session's receipt is active (unknown receipts fail closed).
+
+    `consent_status(receipt_id, game)` replaces the local ledger (e.g. a collector's registry).
+    """
     refused = []
     for source in sources:
         receipt = source.manifest.consent.receipt_id
-        status = _receipt_status(receipt, source.manifest.game.name, ledger_path)
+        game = source.manifest.game.name
+        status = (consent_status(receipt, game) if consent_status is not None
+                  else _receipt_status(receipt, game, ledger_path))
         if status == "active":
             continue
         why = ("was withdrawn" if status == "revoked"
@@ -378,7 +388,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
                    progress: Callable[[int], None] | None = None,
                    limits: layout.FileLimits = layout.DEFAULT_LIMITS,
                    codec: str | None = None, gop_seconds: float | None = None,
-                   engine: EngineOptions | None = None) -> ExportReport:
+                   engine: EngineOptions | None = None,
+                   consent_status: Callable[[str, str], str] | None = None) -> ExportReport:
     """Export finalised, consented sessions as a LeRobot v3.0 dataset at `out`.
 
     Sessions and `out` are local paths or object-store URLs (see capture.export.storage).
@@ -393,6 +404,7 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     session it holds must be given again; unchanged ones are not re-encoded, new ones are
     appended, and the result equals a from-scratch export of all of them. Settings left None
     (fps, size, codec, keyframe interval) then default to the dataset's.
+    `consent_status(receipt_id, game)` replaces the local ledger (e.g. a collector's registry).
     """
     began = time.monotonic()
     engine = engine or EngineOptions()
@@ -423,7 +435,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
         return _export(session_dirs, out, local_out, scratch, previous, fps=fps, size=size,
                        max_episode_s=max_episode_s, pseudonym_key=pseudonym_key,
                        ledger_path=ledger_path, progress=progress, limits=limits, codec=codec,
-                       gop_seconds=gop_seconds, engine=engine, began=began)
+                       gop_seconds=gop_seconds, engine=engine, began=began,
+                       consent_status=consent_status)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -511,7 +524,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
             size: tuple[int, int] | None, max_episode_s: float, pseudonym_key: bytes | None,
             ledger_path: Path | None, progress: Callable[[int], None] | None,
             limits: layout.FileLimits, codec: str | None, gop_seconds: float | None,
-            engine: EngineOptions, began: float) -> ExportReport:
+            engine: EngineOptions, began: float,
+            consent_status: Callable[[str, str], str] | None = None) -> ExportReport:
     work = scratch / "work"
     staged = _stage_inputs(session_dirs, work)
     sources = [_load_source(local, location) for local, location in staged]
@@ -520,7 +534,7 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise CaptureError(f"sessions listed more than once: {', '.join(twice)}")
     sources, unchanged = _order_sources(sources, previous)
-    _check_consent(sources, ledger_path)
+    _check_consent(sources, ledger_path, consent_status)
     if previous is not None:
         old = previous.state.settings
         fps = fps if fps is not None else old.fps
@@ -544,7 +558,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
             source.alignment = align_session(source.capture_times_ns, source.events,
                                              source_fps=source.fps_target, fps=rate,
                                              max_episode_s=max_episode_s,
-                                             dropped_before=source.dropped_before)
+                                             dropped_before=source.dropped_before,
+                                             uncertain=source.time_uncertain)
         except ValueError as exc:
             raise BadInputError(f"cannot align session: {exc}", source.session.path) from None
     if previous is not None and len(unchanged) == len(sources):
@@ -614,8 +629,14 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         else:
             shutil.rmtree(scratch)  # before the rename: the rename is the export's last step
             _replace_dataset(tmp, local_out, replacing=previous is not None)
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
+        # PyAV reports a full disk as a broken encoder, not as ENOSPC: look at the disk too.
+        if isinstance(exc, Exception) and not isinstance(exc, CaptureError) and (
+                is_disk_full(exc) or (not remote_out and shutil.disk_usage(
+                    local_out.parent).free < LOW_DISK_BYTES)):
+            raise DiskFullError(local_out, "the dataset was not written (nothing of it is "
+                                "left); free some space and export again") from None
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

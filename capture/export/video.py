@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -489,7 +490,7 @@ class ImageStats:
         self.images += other.images
         self._counts += other._counts
 
-    def result(self) -> dict[str, list]:
+    def result(self) -> dict[str, list[Any]]:
         if not self.images:
             zeros = [[[0.0]]] * 3
             return {"min": zeros, "max": zeros, "mean": zeros, "std": zeros, "count": [0]}
@@ -501,7 +502,7 @@ class ImageStats:
         low = np.array([values[np.argmax(row)] for row in present])
         high = np.array([values[255 - np.argmax(row[::-1])] for row in present])
 
-        def shaped(v: np.ndarray) -> list:
+        def shaped(v: np.ndarray) -> list[Any]:
             return [[[float(c)]] for c in v]
 
         return {"min": shaped(low), "max": shaped(high), "mean": shaped(mean),

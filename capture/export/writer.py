@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class _RunningStats:
         self._min = np.minimum(self._min, v.min(axis=0))
         self._max = np.maximum(self._max, v.max(axis=0))
 
-    def result(self) -> dict[str, list]:
+    def result(self) -> dict[str, list[Any]]:
         n = max(self.count, 1)
         mean = self._sum / n
         std = np.sqrt(np.maximum(self._sum_sq / n - mean ** 2, 0.0))
@@ -201,10 +202,14 @@ class DatasetWriter:
         return info
 
     def abort(self) -> None:
-        """Release open files after a failure (the caller removes the directory)."""
-        self.video.close()
+        """Release open files after a failure (the caller removes the directory); closing may
+        fail again (a full disk), which changes nothing: the directory is removed."""
+        with contextlib.suppress(Exception):
+            self.video.close()
         if self._events is not None:
-            self._events.close()
+            with contextlib.suppress(Exception):
+                self._events.close()
+            self._events = None
 
 
 def _write_json(path: Path, obj: Any) -> None:

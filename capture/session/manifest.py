@@ -361,6 +361,13 @@ class Manifest:
                    f"{formats.MANIFEST_VERSION} schema in schemas/{formats.MANIFEST_SCHEMA}."),
                 path)
         formats.validate_json(d, formats.MANIFEST_SCHEMA, path)
+        try:
+            return cls._build(d, version)
+        except (KeyError, TypeError, ValueError) as exc:  # what the schema leaves open
+            raise BadInputError(f"manifest does not fit its record ({exc!r})", path) from None
+
+    @classmethod
+    def _build(cls, d: dict[str, Any], version: int) -> Manifest:
         qa = d.get("qa") or None
         return cls(
             schema_version=version, app_version=d["app_version"], session_id=d["session_id"],

@@ -101,6 +101,7 @@ def read_table(path: Path, schema_name: str) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(f"not a readable Parquet file ({exc})", path) from None
     schema = formats.arrow_schema(schema_name)
+    table = formats.with_optional_columns(table, schema)
     formats.validate_table(table, schema, path)
     return table.cast(schema)
 

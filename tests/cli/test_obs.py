@@ -19,6 +19,8 @@ __all__ = ["isolated_settings"]   # a fixture, used by name below
 
 pytestmark = [pytest.mark.x11,
               pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")]
+OBS_DISPLAY = "painted"
+OBS_SIZE = (640, 360)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,6 @@ def painted(xvfb: Xvfb) -> Iterator[str]:
     display.close()
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory, painted: str) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path_factory.mktemp("obs"), painted, size=(640, 360)) as instance:
-        yield instance
 
 
 def run(home: Path, *args: str, port: int, password: str) -> Result:

@@ -12,7 +12,8 @@ from capture.errors import BadInputError, CaptureError, ConsentError
 
 def test_public_names_are_exactly_these() -> None:
     assert sorted(consent.__all__) == sorted([
-        "SCOPE_KINDS", "ConsentReceipt", "Controller", "Revocation", "active_grants",
+        "SCOPE_KINDS", "ConsentReceipt", "Controller", "Revocation", "StudyTerms",
+        "active_grants",
         "all_entries", "grant", "parse_scope", "receipt_status", "require_consent", "revoke",
         "withdraw",
     ])

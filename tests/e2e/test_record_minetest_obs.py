@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,6 @@ pytestmark = [pytest.mark.x11, pytest.mark.game, pytest.mark.slow,
               pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")]
 
 
-@pytest.fixture
-def obs(xvfb: Xvfb, tmp_path: Path) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=(1280, 720)) as instance:
-        yield instance
 
 
 def test_obs_recorded_actions_match_injected_script(xvfb: Xvfb, minetest: Minetest,

@@ -8,9 +8,8 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from capture.inputs._rawinput import (
 )
 from capture.inputs._win32 import Win32InputBackend
 from capture.inputs.win32_focus import Libraries
+from tests.inputs.recorder import EventRecorder
 
 ROOT = Path(__file__).resolve().parents[2]
 MOUSE = 0x1003F
@@ -611,41 +611,10 @@ def test_foreground_window(desk: FakeWindows) -> None:
 
 # --- the backend on the fake user32 -------------------------------------------------------------
 
-class Recorder:
-    """A sink that keeps every event and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[InputEvent] = []
-        self.focus_calls: list[tuple[bool, int | None]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: InputEvent) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def on_focus(self, focused: bool, window: WindowInfo | None) -> None:
-        self.focus_calls.append((focused, window.window_id if window else None))
-
-    def wait_for(self, predicate: Callable[[InputEvent], bool], count: int = 1,
-                 timeout_s: float = 5.0) -> None:
-        """Wait until `count` events match `predicate`."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while sum(map(predicate, self.events)) < count:
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no matching event in {self.events}"
-                self._changed.wait(remaining)
-
-    def kinds(self) -> list[str]:
-        return [e.kind if e.key is None and e.button is None else f"{e.kind}:{e.key or e.button}"
-                for e in self.events]
-
-
 @pytest.fixture
-def opened(desk: FakeWindows) -> Iterator[tuple[Win32InputBackend, Recorder]]:
+def opened(desk: FakeWindows) -> Iterator[tuple[Win32InputBackend, EventRecorder]]:
     """A backend opened on the fake desktop (no thread), driven through its window procedure."""
-    recorder = Recorder()
+    recorder = EventRecorder()
     backend = Win32InputBackend("minetest")
     backend._reset(recorder, recorder.on_focus)
     backend._open()
@@ -661,7 +630,7 @@ def deliver(desk: FakeWindows, report: bytes) -> None:
 
 
 def test_open_registers_a_sink_for_mouse_and_keyboard(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     created = next(call for call in desk.calls if call[0] == "CreateWindowExW")
     assert created[2] == _win32.HWND_MESSAGE
     assert ("RegisterRawInputDevices", [(1, 2, 0x100, MESSAGE_WINDOW),
@@ -675,7 +644,7 @@ def test_open_registers_a_sink_for_mouse_and_keyboard(
 
 
 def test_input_counts_only_while_the_game_is_foreground(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     _, recorder = opened
     desk.device_paths[KEYBOARD] = r"\\?\HID#VID_046D&PID_C31C&MI_00#7&1f&0&0000#{884b96c3}"
     desk.foreground = BROWSER
@@ -699,11 +668,11 @@ def test_input_counts_only_while_the_game_is_foreground(
     assert all(e.synthetic and e.time_source == "derived" for e in releases)
     assert {e.t_ns for e in releases} == {focus_out.t_ns}
     assert [e.t_ns for e in recorder.events] == sorted(e.t_ns for e in recorder.events)
-    assert recorder.focus_calls == [(True, GAME), (False, GAME)]
+    assert recorder.focus_ids() == [(True, GAME), (False, GAME)]
 
 
 def test_foreground_events_and_the_poll_move_focus_without_input(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     _, recorder = opened
     desk.foreground = GAME
     desk.win_event_hook(1, 3, GAME, 0, 0, 0, 0)
@@ -715,7 +684,7 @@ def test_foreground_events_and_the_poll_move_focus_without_input(
 
 
 def test_oem_keys_are_named_by_the_games_layout(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     _, recorder = opened
     desk.layouts[11] = GERMAN_LAYOUT                          # the game's thread types German
     desk.foreground = GAME
@@ -724,7 +693,7 @@ def test_oem_keys_are_named_by_the_games_layout(
 
 
 def test_cursor_reports_follow_motion_at_most_every_8_ms(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     capture, recorder = opened
     desk.foreground = GAME
     deliver(desk, mouse_report(dx=1))                         # focus_in reports the cursor
@@ -741,7 +710,7 @@ def test_cursor_reports_follow_motion_at_most_every_8_ms(
 
 
 def test_a_failing_sink_ends_the_loop_instead_of_vanishing(
-        desk: FakeWindows, opened: tuple[Win32InputBackend, Recorder]) -> None:
+        desk: FakeWindows, opened: tuple[Win32InputBackend, EventRecorder]) -> None:
     capture, _ = opened
     capture._sink = lambda event: 1 / 0
     desk.foreground = GAME
@@ -752,7 +721,7 @@ def test_a_failing_sink_ends_the_loop_instead_of_vanishing(
 
 def test_start_and_stop_run_the_message_loop_on_its_thread(desk: FakeWindows) -> None:
     desk.foreground = GAME
-    backend, recorder = Win32InputBackend("minetest"), Recorder()
+    backend, recorder = Win32InputBackend("minetest"), EventRecorder()
     backend.start(recorder, recorder.on_focus)
     try:
         assert recorder.kinds()[:1] == ["focus_in"]            # known before start returns

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,10 +13,11 @@ from Xlib import X, Xatom
 from Xlib.display import Display
 
 from capture.clock import now_ns
-from capture.inputs import InputEvent, WindowInfo, _xi2
+from capture.inputs import _xi2
 from capture.inputs._xorg import ServerClock, XorgInputBackend, keysym_name, parse_raw_event
 from capture.inputs.xtest import XTestInjector
 from capture.xserver import Xvfb
+from tests.inputs.recorder import EventRecorder
 
 pytestmark = pytest.mark.x11
 
@@ -26,50 +26,11 @@ MakeWindow = Callable[..., Any]  # the make_window fixture
 WAIT_S = 2.0
 
 
-class Recorder:
-    """A sink that keeps every event and lets the test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[InputEvent] = []
-        self.focus_calls: list[tuple[bool, WindowInfo | None]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: InputEvent) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def on_focus(self, focused: bool, window: WindowInfo | None) -> None:
-        self.focus_calls.append((focused, window))
-
-    def wait_for(self, predicate: Callable[[InputEvent], bool]) -> InputEvent:
-        """The first event (seen or still to come) matching `predicate`."""
-        deadline = time.monotonic() + WAIT_S
-        with self._changed:
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no matching event; got {self.kinds()}")
-                self._changed.wait(remaining)
-
-    def wait_kind(self, kind: str, key: str | None = None, after: int = 0) -> InputEvent:
-        return self.wait_for(lambda e: e.kind == kind and e.t_ns >= after
-                             and (key is None or e.key == key))
-
-    def kinds(self) -> list[str]:
-        return [e.kind if e.key is None else f"{e.kind}:{e.key}" for e in self.events]
-
-    def of_kind(self, kind: str) -> list[InputEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-
 @contextmanager
-def capturing(xvfb: Xvfb, game: str, **scope: bool) -> Iterator[tuple[XorgInputBackend, Recorder]]:
+def capturing(xvfb: Xvfb, game: str,
+              **scope: bool) -> Iterator[tuple[XorgInputBackend, EventRecorder]]:
     backend = XorgInputBackend(game, display=xvfb.display, **scope)
-    recorder = Recorder()
+    recorder = EventRecorder(timeout_s=WAIT_S)
     backend.start(recorder, recorder.on_focus)
     try:
         yield backend, recorder
@@ -179,8 +140,8 @@ def test_input_is_delivered_only_while_the_game_has_focus(
         recorder.wait_kind("key_release", "c")
 
     assert [k for k in recorder.kinds() if k != "pointer"] == [
-        "focus_in", "key_press:Shift_L", "button_press",
-        "key_release:Shift_L", "button_release", "focus_out",
+        "focus_in", "key_press:Shift_L", "button_press:right",
+        "key_release:Shift_L", "button_release:right", "focus_out",
         "focus_in", "key_press:c", "key_release:c",
     ]
     releases = [e for e in recorder.events if e.synthetic]

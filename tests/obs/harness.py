@@ -26,7 +26,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -167,6 +171,24 @@ class ObsInstance:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def busy_loops(count: int, max_s: float) -> Iterator[None]:
+    """`count` processes spinning on a core each for the block, killed after `max_s` at the
+    latest (the machine is shared: the load is bounded in time whatever the test does)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(count)]
+    timers = [threading.Timer(max_s, spinner.kill) for spinner in spinners]
+    for timer in timers:
+        timer.start()
+    try:
+        yield
+    finally:
+        for timer, spinner in zip(timers, spinners, strict=True):
+            timer.cancel()
+            spinner.kill()
+            spinner.wait()
 
 
 @pytest.fixture

@@ -22,13 +22,9 @@ from tests.obs.harness import ObsInstance, free_port, obs_available
 
 pytestmark = [pytest.mark.x11,
               pytest.mark.skipif(not obs_available(), reason="needs OBS Studio and Xvfb")]
+OBS_SIZE = (640, 360)
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory, xvfb: Xvfb) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path_factory.mktemp("obs"), xvfb.display, fps=30,
-                     size=(640, 360)) as instance:
-        yield instance
 
 
 @pytest.fixture

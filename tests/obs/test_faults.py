@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import pytest
 
 from capture import formats
-from capture.clockface import running_clockface
 from capture.errors import CaptureError
 from capture.journal import read_journal
 from capture.session.writer import video_output
 from capture.video import CaptureTarget, VideoSettings
-from capture.video.obs.backend import CLOCK_LOG, ObsVideoBackend, recover_frames_journal
+from capture.video.obs.backend import (
+    ABANDON_TIMEOUT_S,
+    CLOCK_LOG,
+    ObsVideoBackend,
+    recover_frames_journal,
+)
 from capture.video.obs.client import ObsClient
 from capture.video.obs.config import COLLECTION
 from capture.video.obs.settings import ObsSettings
@@ -28,6 +34,8 @@ pytestmark = [pytest.mark.x11,
 
 FPS = 30
 SIZE = (640, 360)
+OBS_AFTER = ("clock_window",)
+OBS_SIZE = SIZE
 
 
 class ObsWithoutClockScript(ObsInstance):
@@ -41,18 +49,8 @@ class ObsWithoutClockScript(ObsInstance):
         path.write_text(json.dumps(document))
 
 
-@pytest.fixture(scope="module")
-def clock_window(xvfb: Xvfb) -> Iterator[int]:
-    with running_clockface(xvfb.display, size=SIZE) as window_id:
-        yield window_id
 
 
-@pytest.fixture(scope="module")
-def obs(tmp_path_factory: pytest.TempPathFactory, xvfb: Xvfb,
-        clock_window: int) -> Iterator[ObsInstance]:
-    with ObsInstance(tmp_path_factory.mktemp("obs"), xvfb.display, fps=FPS,
-                     size=SIZE) as instance:
-        yield instance
 
 
 def target(xvfb: Xvfb, window_id: int) -> CaptureTarget:
@@ -153,3 +151,35 @@ def test_obs_killed_mid_recording_keeps_the_video_and_its_frame_times(
     (session_dir / formats.FRAMES_JOURNAL).unlink()     # as if capture had died too
     assert recover_frames_journal(video_output(session_dir)) == len(records)
     assert list(read_journal(session_dir / formats.FRAMES_JOURNAL)) == records
+
+
+def test_a_start_that_hangs_fails_in_bounded_time_and_leaves_no_recording(
+        xvfb: Xvfb, clock_window: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OBS freezes (SIGSTOP) right after it accepted StartRecord, for longer than the start may
+    # take, then carries on and starts that recording late: it must be stopped, not left running.
+    with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
+        start_record = ObsClient.start_record
+        frozen_s = 8.0
+
+        def start_then_freeze(client: ObsClient) -> int:
+            sent = start_record(client)
+            os.kill(obs.pid, signal.SIGSTOP)
+            threading.Timer(frozen_s, os.kill, (obs.pid, signal.SIGCONT)).start()
+            return sent
+
+        monkeypatch.setattr(ObsClient, "start_record", start_then_freeze)
+        recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password),
+                                   start_timeout_s=5.0)
+        started = time.monotonic()
+        with pytest.raises(CaptureError, match="did not start recording within 5 s") as caught:
+            recorder.start(target(xvfb, clock_window), video_output(tmp_path / "session"),
+                           VideoSettings(fps=FPS))
+        elapsed = time.monotonic() - started
+        monkeypatch.undo()
+        assert elapsed < 5.0 + ABANDON_TIMEOUT_S + recorder.request_timeout_s + 2, elapsed
+        assert "\n" not in str(caught.value) and "OBS is not recording now" in str(caught.value)
+        assert not recorder.alive()
+        with ObsClient(obs.host, obs.port, obs.password) as client:
+            for _ in range(10):         # and it stays so
+                assert not client.record_status()["outputActive"]
+                time.sleep(0.3)

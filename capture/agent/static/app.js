@@ -127,7 +127,8 @@ async function refreshStatus() {
   const checks = s.last_segment_checks || [];
   box.hidden = checks.length === 0;
   document.getElementById("status-checks").replaceChildren(...checkList(checks).children);
-  const key = `${s.state}|${s.session_id}|${s.segment}`;
+  const uploads = JSON.stringify(s.uploads || []);
+  const key = `${s.state}|${s.session_id}|${s.segment}|${uploads}`;
   if (key !== lastSessionKey) {  // a recording started, stopped or rolled over: new sessions
     lastSessionKey = key;
     refreshSessions();
@@ -262,7 +263,8 @@ async function revoke(g) {
       (problems.length ? ` ${problems.length} session(s) could not be checked or deleted: ` +
         problems.map((p) => `${p.path} (${p.reason})`).join("; ") +
         ". Delete them from the list below, then withdraw again." : "") +
-      (answer.warning ? " " + answer.warning : "");
+      (answer.warning ? " " + answer.warning : "") +
+      ((answer.collector || []).length ? " " + answer.collector.join(" ") : "");
     message.classList.add(problems.length ? "error" : "ok");
   } catch (err) {
     message.textContent = "Not withdrawn: " + err.message;
@@ -313,7 +315,10 @@ function sessionCard(s) {
     s.segments != null ? el("dd", { text: String(s.segments) }) : null,
     s.run ? el("dt", { text: "Part" }) : null,
     s.run ? el("dd", { text: `segment ${s.run.segment} of play session ${s.run.id}` }) : null,
-    el("dt", { text: "Inputs" }), el("dd", { text: String(s.inputs) }));
+    el("dt", { text: "Inputs" }), el("dd", { text: String(s.inputs) }),
+    s.upload ? el("dt", { text: "Upload" }) : null,
+    s.upload ? el("dd", { class: "upload-" + s.upload.status, text: uploadWords(s.upload) })
+             : null);
   const card = el("li", { class: "card", "data-session": s.id },
     picture,
     el("div", { class: "card-body" },
@@ -326,6 +331,16 @@ function sessionCard(s) {
         confirmButton("Delete…", "Delete this session for good?", "Yes, delete",
           () => deleteSession(s.id)))));
   return card;
+}
+
+const UPLOAD_WORDS = { waiting: "waiting (you can still delete it)", queued: "queued",
+                       accepted: "accepted by the collector", rejected: "rejected by the collector",
+                       refused: "not uploaded" };
+
+function uploadWords(u) {
+  if (u.status === "uploading") return `uploading, ${Math.floor(u.percent)} %`;
+  const words = UPLOAD_WORDS[u.status] || u.status;
+  return u.reason ? `${words}: ${u.reason}` : words;
 }
 
 function togglePreview(picture, img, s, on, button) {

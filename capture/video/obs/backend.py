@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -37,10 +38,12 @@ from capture.video.obs.timeline import (
 CLOCK_LOG = "obs-clock.jsonl"         # the script's log, kept in the session next to video.mkv
 STARTED = "OBS_WEBSOCKET_OUTPUT_STARTED"
 STOPPED = "OBS_WEBSOCKET_OUTPUT_STOPPED"
-START_TIMEOUT_S = 30.0              # OBS stalled ~10 s once, starting under load
+START_TIMEOUT_S = 25.0              # all of start(); OBS stalled ~10 s once, starting under load
+ABANDON_TIMEOUT_S = 10.0            # after a failed start: stopping what OBS may still start
+IDLE_CONFIRM_S = 2.0                # OBS answering "not recording" this long: it stays idle
 STOP_TIMEOUT_S = 20.0
 CLOCK_LOG_TIMEOUT_S = 3.0             # the script opens its log within ~0.1 s of the start
-CLOCK_END_TIMEOUT_S = 3.0
+CLOCK_END_TIMEOUT_S = 10.0            # after STOPPED: until the script has closed its log
 MAX_CLOCK_SKEW_NS = 1_000_000         # os_gettime_ns must be CLOCK_MONOTONIC
 LOW_DISK_BYTES = 200 << 20
 PAUSE_RETRIES = 5
@@ -84,9 +87,11 @@ class ObsVideoBackend(VideoBackend):
 
     def __init__(self, settings: ObsSettings | None = None, *, host: str | None = None,
                  port: int | None = None, password: str | None = None,
-                 request_timeout_s: float = 5.0) -> None:
+                 request_timeout_s: float = 5.0,
+                 start_timeout_s: float = START_TIMEOUT_S) -> None:
         self.settings = settings or resolve(host, port, password)
         self.request_timeout_s = request_timeout_s
+        self.start_timeout_s = start_timeout_s
         self._client: ObsClient | None = None
         self._output: VideoOutput | None = None
         self._output_path: Path | None = None
@@ -111,13 +116,17 @@ class ObsVideoBackend(VideoBackend):
             raise CaptureError("this recorder was already started")
         output.workdir.mkdir(parents=True, exist_ok=True)
         self._output = output
+        # Every step below is bounded: the whole start fails within start_timeout_s (plus one
+        # request's timeout, and ABANDON_TIMEOUT_S to stop a recording OBS may start late).
+        deadline = time.monotonic() + self.start_timeout_s
         client = ObsClient(self.settings.host, self.settings.port, self.settings.password,
                            timeout_s=self.request_timeout_s).connect()
         try:
             where = self._preflight(client, target, settings)
             self._stats_before = client.stats()
             self._pid, self._cpu_before = _obs_process(self.settings.port)
-            self._start_recording(client, output, where)
+            self._check_time(deadline)
+            self._start_recording(client, output, where, deadline)
         except BaseException:
             client.close()
             raise
@@ -226,16 +235,37 @@ class ObsVideoBackend(VideoBackend):
             self._notes.append(f"warning: OBS's scene '{scene}' ({', '.join(shown)}) was all "
                                "black when the recording started")
 
+    def _check_time(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise CaptureError(f"OBS did not get ready to record within "
+                               f"{self.start_timeout_s:g} s (it is overloaded or stuck); "
+                               "nothing was recorded")
+
     def _start_recording(self, client: ObsClient, output: VideoOutput,
-                         where: _RecordingPath) -> None:
+                         where: _RecordingPath, deadline: float) -> None:
         saved = {key: self._get_parameter(client, key)
                  for key in (where.directory, where.name_format)}
         try:
             self._set_parameter(client, where.directory, str(output.video.parent))
             self._set_parameter(client, where.name_format, output.video.stem)
+            self._check_time(deadline)
             client.drain_events()
-            self._start_request_ns = client.start_record()
-            data, arrived = self._first_state(client, START_TIMEOUT_S)
+            try:
+                self._start_request_ns = client.start_record()
+                data, arrived = client.wait_event(
+                    "RecordStateChanged", lambda d: d.get("outputState") in (STARTED, STOPPED),
+                    timeout_s=max(0.1, deadline - time.monotonic()))
+            except ObsError as exc:
+                if not client.alive():
+                    raise CaptureError(f"OBS went away while starting the recording: {exc}") \
+                        from None
+                left_idle = _abandon_start(client)
+                raise CaptureError(
+                    f"OBS did not start recording within {self.start_timeout_s:g} s (it is "
+                    "overloaded or stuck); the session has no video. "
+                    + ("OBS is not recording now" if left_idle else
+                       "OBS did not answer: if it starts recording later, stop it in OBS")
+                    ) from None
         finally:
             for key, value in saved.items():
                 with contextlib.suppress(ObsError):
@@ -245,9 +275,9 @@ class ObsVideoBackend(VideoBackend):
         self._started_ns = arrived
         self._output_path = Path(str(data.get("outputPath") or output.video))
         clock_log = Path(str(self._output_path) + LOG_SUFFIX)
-        deadline = time.monotonic() + CLOCK_LOG_TIMEOUT_S
+        wait_until = time.monotonic() + CLOCK_LOG_TIMEOUT_S
         while (problem := _clock_problem(clock_log)) is not None \
-                and time.monotonic() < deadline:
+                and time.monotonic() < wait_until:
             time.sleep(0.05)
         if problem is not None:
             with contextlib.suppress(ObsError):
@@ -255,16 +285,6 @@ class ObsVideoBackend(VideoBackend):
                 client.wait_event("RecordStateChanged", lambda d: d.get("outputState") == STOPPED,
                                   timeout_s=STOP_TIMEOUT_S)
             raise CaptureError(problem)
-
-    def _first_state(self, client: ObsClient, timeout_s: float) -> tuple[dict[str, Any], int]:
-        try:
-            return client.wait_event(
-                "RecordStateChanged",
-                lambda d: d.get("outputState") in (STARTED, STOPPED), timeout_s=timeout_s)
-        except ObsError as exc:
-            with contextlib.suppress(ObsError):   # so that OBS does not start after all
-                client.call("StopRecord")
-            raise CaptureError(f"OBS did not start recording: {exc}") from None
 
     def _failed_start_message(self, session_dir: Path) -> str:
         if shutil.disk_usage(session_dir).free < LOW_DISK_BYTES:
@@ -366,13 +386,12 @@ class ObsVideoBackend(VideoBackend):
             shutil.move(str(output), str(video))
             result.notes.append(f"moved OBS's recording {output} into the session")
         clock_log = Path(str(output) + LOG_SUFFIX)
-        if obs_alive:
-            deadline = time.monotonic() + CLOCK_END_TIMEOUT_S
-            while not _has_line(clock_log, "end", tail=True) and time.monotonic() < deadline:
-                time.sleep(0.05)
         kept_log = out.workdir / CLOCK_LOG
         if clock_log.exists():
-            clock_log.replace(kept_log)
+            closed = not obs_alive or _wait_closed(clock_log, self._pid, CLOCK_END_TIMEOUT_S)
+            note = _take_clock_log(clock_log, kept_log, closed=closed)
+            if note:
+                result.notes.append(note)
         skipped = _delta(stats_after, self._stats_before, "outputSkippedFrames")
         lagged = _delta(stats_after, self._stats_before, "renderSkippedFrames")
         rendered = _delta(stats_after, self._stats_before, "renderTotalFrames")
@@ -398,8 +417,8 @@ class ObsVideoBackend(VideoBackend):
         out.timeline.rewrite(records)
         result.frames = len(records)
         result.repeated_frames = sum(bool(r["repeated"]) for r in records)
-        result.dropped_slots = max(skipped + lagged,
-                                   sum(int(r["dropped_before"]) for r in records))
+        # From the frames kept (OBS's counters, in the notes, also count while not recording).
+        result.dropped_slots = sum(int(r["dropped_before"]) for r in records)
         result.error = "; ".join(errors) or None
         return result
 
@@ -442,6 +461,81 @@ def recover_frames_journal(output: VideoOutput) -> int:
             timeline, _recording, _notes = session_timeline(video, clock_log)
             return output.timeline.rewrite(timeline.records)
     return 0
+
+
+def _abandon_start(client: ObsClient) -> bool:
+    """After a start that failed or hung: stop whatever recording OBS starts late, until OBS has
+    answered "not recording" for IDLE_CONFIRM_S (True) or ABANDON_TIMEOUT_S ran out (False)."""
+    give_up = time.monotonic() + ABANDON_TIMEOUT_S
+    idle_since: float | None = None
+    while time.monotonic() < give_up and client.alive():
+        try:
+            active = bool(client.record_status().get("outputActive"))
+        except ObsError:
+            idle_since = None
+            time.sleep(0.2)
+            continue
+        now = time.monotonic()
+        if active:
+            idle_since = None
+            with contextlib.suppress(ObsError):
+                client.call("StopRecord")
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= IDLE_CONFIRM_S:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _wait_closed(clock_log: Path, pid: int | None, timeout_s: float) -> bool:
+    """Wait until the clock script has written its "end" line and (where /proc shows it) OBS
+    holds the log open no more; False if that did not happen within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _has_line(clock_log, "end", tail=True) and not _held_open(clock_log, pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _held_open(path: Path, pid: int | None) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc; False where that cannot be seen)."""
+    if pid is None:
+        return False
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        target = path.resolve()
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(fd)) == target:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _take_clock_log(clock_log: Path, kept_log: Path, *, closed: bool) -> str | None:
+    """Move the script's log into the session as `kept_log`; returns a note if it was not closed.
+
+    A log the script has closed is renamed. One it may still write to is copied up to its last
+    complete line into a new file, and the original unlinked: whatever the script writes later
+    goes to that unlinked file, never into the session (whose files are hashed at finalise).
+    """
+    if closed:
+        clock_log.replace(kept_log)
+        return None
+    data = clock_log.read_bytes()
+    data = data[:data.rfind(b"\n") + 1]
+    partial = kept_log.with_name(kept_log.name + ".tmp")
+    with partial.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(kept_log)
+    clock_log.unlink()
+    return (f"OBS's clock script had not closed its log {CLOCK_END_TIMEOUT_S:g} s after the "
+            f"recording stopped: kept its first {len(data)} bytes (complete lines)")
 
 
 def _has_line(path: Path, kind: str, *, tail: bool = False) -> bool:

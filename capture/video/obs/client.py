@@ -117,7 +117,8 @@ class _V5Socket(obsws):
             data = frame.data or b""
             self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
             return None
-        return json.loads(frame.data)
+        message: dict[str, Any] = json.loads(frame.data)
+        return message
 
     def _no_hello_error(self, where: str) -> ObsError:
         # obs-websocket 4.x greets nobody: it waits for a request, so ask it something v4-shaped.

@@ -379,14 +379,15 @@ def _copy_current_scene(
     if scene not in sources:
         return None
     wanted: list[str] = []
-    pending = [scene]
+    pending: list[str] = [str(scene)]
     while pending:
         name = pending.pop()
         if name in wanted or (name not in sources and name not in groups):
             continue
         wanted.append(name)
         container = sources.get(name) or groups[name]
-        pending += [item.get("name") for item in container.get("settings", {}).get("items", [])]
+        pending += [str(item["name"]) for item in container.get("settings", {}).get("items", [])
+                    if item.get("name") is not None]
     kept_sources = [s for n, s in sources.items() if n in wanted]
     kept_groups = [g for n, g in groups.items() if n in wanted]
     return str(scene), kept_sources, kept_groups

@@ -23,6 +23,10 @@
 # "recording starting" on (at most BUFFER_NS old) are kept in memory until "recording started"
 # names the file; then they are written. A writer thread flushes at least every FLUSH_S:
 # script_unload does not run on SIGTERM.
+# Nothing is written into a log after its recording stopped: on "recording stopped" the writer
+# appends the "end" line and closes the file for good (the backend waits for that before it
+# hashes the session). Should that event never reach the script, the writer closes the log
+# once OBS's recording output has been inactive for INACTIVE_CLOSE_S.
 
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ LOG_SUFFIX = ".capture-clock.jsonl"
 BUFFER_NS = 3_000_000_000
 TICKS_KEPT_NS = 1_000_000_000   # render ticks kept from before a recording starts
 FLUSH_S = 0.1
+INACTIVE_CLOSE_S = 1.0   # close the log when the recording output is inactive this long
 GRID = 8               # fingerprint: GRID x GRID cells of mean luma
 LINES_PER_CELL = 4     # sampled rows per cell
 COLUMN_STEP = 4        # every 4th pixel of a sampled row
@@ -113,6 +118,8 @@ class _Recorder:
         self.last_ts = 0
         self.frames_delivered = 0
         self.hello: dict[str, Any] = {}
+        self.output: Any = None             # the recording output of the open log (a reference)
+        self.inactive_since: float | None = None
 
     # --- log lines ---------------------------------------------------------------------------
     def add(self, host_ns: int, item: list[Any]) -> None:
@@ -125,6 +132,7 @@ class _Recorder:
 
     def write_pending(self) -> None:
         with self.lock:
+            self.close_if_inactive()
             if self.path is not None and self.file is None:
                 try:
                     self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
@@ -153,6 +161,31 @@ class _Recorder:
                 self.file = None
                 self.path = None
                 self.closing = False
+                self.release_output()
+
+    def close_if_inactive(self) -> None:
+        """Ask for the log to be closed if its recording output stopped without our hearing of
+        it (called with the lock held, on the writer thread: obs_output_active is atomic)."""
+        if self.file is None or self.output is None or self.closing or obs is None:
+            self.inactive_since = None
+            return
+        if obs.obs_output_active(self.output):
+            self.inactive_since = None
+            return
+        now = time.monotonic()
+        if self.inactive_since is None:
+            self.inactive_since = now
+        elif now - self.inactive_since >= INACTIVE_CLOSE_S:
+            self.lines.append((_now(), json.dumps(["stop", {"host_ns": _now(),
+                                                            "last_ts": self.last_ts,
+                                                            "reason": "output inactive"}])))
+            self.closing = True
+
+    def release_output(self) -> None:
+        if self.output is not None and obs is not None:
+            obs.obs_output_release(self.output)
+        self.output = None
+        self.inactive_since = None
 
     # --- OBS hooks -----------------------------------------------------------------------------
     def read_video_info(self) -> None:
@@ -209,14 +242,16 @@ class _Recorder:
                     if self.file is not None:  # a previous log was never closed
                         self.file.close()
                         self.file = None
+                    self.release_output()
+                    self.output = obs.obs_frontend_get_recording_output()
                     self.closing = False
                     self.path = path + LOG_SUFFIX
             return
         self.add(host, [kind, info])
         if kind == "stop":
-            self.unhook_raw_video()
-            with self.lock:
+            with self.lock:     # before unhooking, which may wait for the video thread
                 self.closing = self.path is not None
+            self.unhook_raw_video()
 
     def load_libobs(self) -> None:
         name = ctypes.util.find_library("obs") or "libobs.so.0"

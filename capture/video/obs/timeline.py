@@ -10,6 +10,21 @@
 # 3. A delivered slot is either a fresh picture, rendered at the tick whose video time equals the
 #    slot's, or a repeat of the previous one (render lag or a full frame cache). Its capture time
 #    is the host time of the tick that rendered the picture; repeats keep that time.
+# 4. Every frame is then checked, and marked `time_uncertain` where its time is not established:
+#    its decoded picture must match the picture logged for its slot (so that picture was on the
+#    screen at the time given, to the fingerprint's resolution), its render tick must be logged
+#    and come before the delivery of its picture, and no placement up to ALTERNATIVE_SLOTS off
+#    that fits its picture equally, with another picture logged and another tick, may be left
+#    open by the pictures around it (see _doubts).
+#
+# Why step 4 exists (issue 8, OBS at 60 fps on 2 loaded cores, 90 % of render ticks lagged): OBS
+# often stalls for a while when a recording starts, so the first MATCH_WINDOW frames of the file
+# all showed one picture. Every frame 0 candidate then matched equally, the prior (2 slots after
+# the start event) won the tie, and when it was wrong every later picture change gave the last
+# two frames of the old picture the tick time of the new one: "a stale picture given a fresh
+# tick's time", in pairs, late by the render gap (up to seconds after a stall). Frame 0 is now
+# searched over a window that grows until the pictures tell the candidates apart, and step 4
+# catches whatever placement still cannot be established.
 
 from __future__ import annotations
 
@@ -40,6 +55,10 @@ TIE_PENALTY = 0.05        # per slot away from the prediction: static pictures m
 PAUSE_LEAD_SLOTS = 2      # OBS pauses at the slot ~2 intervals after "now" (get_closest_v_ts)
 POOR_MATCH_COST = 4.0     # a mean cost above this means the content did not match the log
 REFINE_PASSES = 2
+START_EVIDENCE = 12.0     # summed distance by which frame 0's best slot must beat the next best
+MAX_START_WINDOW = 4096   # frames the start window may grow to while the pictures all look alike
+FRAME_MISMATCH = 8.0      # a file frame further than this from its slot's logged picture: wrong
+ALTERNATIVE_SLOTS = 3     # placements this many slots either side are checked for ambiguity
 
 IntArray = npt.NDArray[np.int64]
 FingerprintReader = Callable[[Sequence[int]], npt.NDArray[np.uint8]]
@@ -128,7 +147,8 @@ def parse_clock_log(lines: Iterable[bytes | str], source: str = "clock log") -> 
 def fingerprint_distance(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
     """Sum over cells of the luma difference beyond coding noise (0 for the same picture)."""
     difference = np.abs(a.astype(np.int16) - b.astype(np.int16)) - NOISE_LEVELS
-    return np.clip(difference, 0, None).sum(axis=-1).astype(np.float64)
+    distance: npt.NDArray[Any] = np.clip(difference, 0, None).sum(axis=-1).astype(np.float64)
+    return distance
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +205,24 @@ class _Slots:
         self.tick_host = dict(zip(tick_slots.tolist(), log.tick_host.tolist(), strict=True))
         offsets = log.tick_host - log.tick_ts
         self.tick_offset = int(np.median(offsets)) if len(offsets) else 0
+        # Per slot: the render slot of the picture delivered there (-1: nothing delivered), the
+        # host time of that render's tick (-1: not logged) and when that picture was delivered
+        # first (the delivery of the render slot itself; -1 if not logged).
+        self.render_of_slot = np.full(self.count, -1, dtype=np.int64)
+        self.render_of_slot[numbers] = self.render
+        tick = np.full(self.count, -1, dtype=np.int64)
+        inside = (tick_slots >= 0) & (tick_slots < self.count)
+        tick[tick_slots[inside]] = log.tick_host[inside]
+        rendered = self.render_of_slot >= 0
+        self.slot_time = np.where(rendered, tick[self.render_of_slot.clip(0)], -1)
+        first_delivery = self.delivery[self.render_of_slot.clip(0)]
+        self.slot_delivered = np.where(rendered & (first_delivery >= 0),
+                                       log.frame_host[first_delivery.clip(0)], -1)
+
+    def times(self, slots: IntArray) -> IntArray:
+        """Host time of the tick that rendered the picture of each slot; -1 where unknown."""
+        inside = (slots >= 0) & (slots < self.count)
+        return np.where(inside, self.slot_time[slots.clip(0, self.count - 1)], -1)
 
     def number(self, ts: int) -> int:
         return round((ts - self.base_ts) / self.interval)
@@ -248,18 +286,26 @@ class _Placer:
         return list(range(max(0, lo), min(len(self.numbers), hi)))
 
     def best(self, candidates: list[tuple[float, Any]], positions: list[int],
-             build: Callable[[Any], tuple[int, list[Cut]]]) -> tuple[Any, float, float | None]:
-        """The candidate with the lowest cost + tie penalty: (choice, cost, margin), the margin
-        being how much worse the best candidate with another frame 0 slot was."""
+             build: Callable[[Any], tuple[int, list[Cut]]]) -> tuple[Any, float, float | None,
+                                                                    float | None]:
+        """The candidate with the lowest cost + tie penalty: (choice, cost, margin, evidence).
+
+        The margin is how much worse the best candidate with another frame 0 slot was; the
+        evidence is by how much its pictures alone matched worse, summed over `positions`
+        (None if there was no other slot to try).
+        """
         scored = []
         for penalty, candidate in candidates:
             first_slot, cuts = build(candidate)
-            scored.append((self.cost(positions, first_slot, cuts) + penalty, first_slot,
-                           candidate))
+            cost = self.cost(positions, first_slot, cuts)
+            scored.append((cost + penalty, first_slot, candidate, cost))
         scored.sort(key=lambda item: item[0])
-        others = [cost for cost, slot, _ in scored if slot != scored[0][1]]
-        margin = others[0] - scored[0][0] if others else None
-        return scored[0][2], scored[0][0], margin
+        best_slot, best_cost = scored[0][1], scored[0][3]
+        others = [(total, cost) for total, slot, _, cost in scored if slot != best_slot]
+        margin = others[0][0] - scored[0][0] if others else None
+        evidence = (min(cost for _, cost in others) - best_cost) * len(positions) \
+            if others else None
+        return scored[0][2], scored[0][0], margin, evidence
 
 
 def predicted_cuts(log: ClockLog, slots: _Slots) -> list[Cut]:
@@ -319,14 +365,23 @@ def build_timeline(log: ClockLog, pts: Sequence[int], time_base: Fraction,
     chosen = list(predicted)
     first_slot = min(max(prior, lo), hi)
     fingerprinted = bool(log.has_fingerprint.any())
-    start_cost = start_margin = None
+    start_cost = start_margin = evidence = None
     if fingerprinted:
-        head = list(range(min(MATCH_WINDOW, len(numbers))))
-        for _ in range(REFINE_PASSES):
-            candidates = _start_candidates(lo, hi, prior, chosen, predicted)
-            (first_slot, chosen), start_cost, start_margin = placer.best(
-                candidates, head, lambda c: (c[0], effective_cuts(c[0], c[1])))
-            chosen = _place_cuts(placer, first_slot, chosen, predicted)
+        # The first frames often all show one picture (OBS stalls when a recording starts):
+        # grow the window until the pictures tell frame 0's candidates apart.
+        window = min(MATCH_WINDOW, len(numbers))
+        while True:
+            head = list(range(window))
+            chosen = list(predicted)
+            for _ in range(REFINE_PASSES):
+                candidates = _start_candidates(lo, hi, prior, chosen, predicted)
+                (first_slot, chosen), start_cost, start_margin, evidence = placer.best(
+                    candidates, head, lambda c: (c[0], effective_cuts(c[0], c[1])))
+                chosen = _place_cuts(placer, first_slot, chosen, predicted)
+            limit = min(len(numbers), MAX_START_WINDOW)
+            if evidence is None or evidence >= START_EVIDENCE or window >= limit:
+                break
+            window = min(2 * window, limit)
     else:
         notes.append("the clock log has no fingerprints (unsupported color format?): frame 0 "
                      "and pauses placed from the logged moments alone, +-2 frames")
@@ -341,10 +396,20 @@ def build_timeline(log: ClockLog, pts: Sequence[int], time_base: Fraction,
     if tail_cost is not None and tail_cost > POOR_MATCH_COST:
         notes.append(f"warning: the last frames matched the log poorly (distance {tail_cost:.1f}): "
                      "capture times may be off")
-    records, estimated = _records(slots, numbers, pts_array, slot_of_frame)
-    if estimated:
-        notes.append(f"{estimated} frames had no logged render tick: their times are estimated "
-                     "from the slot time")
+    file_fingerprints = (placer.file_fingerprints(list(range(len(numbers))))
+                         if fingerprinted else None)
+    start_proven = evidence is not None and evidence >= START_EVIDENCE if fingerprinted \
+        else False
+    records, reasons = _records(slots, numbers, pts_array, slot_of_frame, file_fingerprints,
+                                start_proven)
+    if reasons.get("no render tick logged"):
+        notes.append(f"{reasons['no render tick logged']} frames had no logged render tick: "
+                     "their times are estimated from the slot time")
+    uncertain = sum(bool(r["time_uncertain"]) for r in records)
+    if uncertain:
+        why = ", ".join(f"{count} {reason}" for reason, count in reasons.items() if count)
+        notes.append(f"{uncertain} of {len(records)} frames have a capture time that could not "
+                     f"be established (marked time_uncertain): {why}")
     return Timeline(records=records, first_slot_ts=slots.base_ts + first_slot * slots.interval,
                     cuts=cuts, start_cost=start_cost, start_margin=start_margin,
                     tail_cost=tail_cost, notes=notes)
@@ -398,25 +463,31 @@ def _place_cuts(placer: _Placer, first_slot: int, chosen: list[Cut | None],
                 penalty = TIE_PENALTY * (abs(first - guess.first) + abs(end - guess.end))
                 candidates.append((penalty, trial))
         if candidates:
-            chosen, _cost, _margin = placer.best(
+            chosen, _cost, _margin, _evidence = placer.best(
                 candidates, positions,
                 lambda trial: (first_slot, effective_cuts(first_slot, trial)))
     return chosen
 
 
-def _records(slots: _Slots, numbers: IntArray, pts: IntArray,
-             slot_of_frame: IntArray) -> tuple[list[dict[str, Any]], int]:
+def _records(slots: _Slots, numbers: IntArray, pts: IntArray, slot_of_frame: IntArray,
+             file_fingerprints: npt.NDArray[np.uint8] | None, start_proven: bool = False
+             ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The frames' records, and how many frames were marked uncertain for each reason."""
+    doubts = _doubts(slots, slot_of_frame, file_fingerprints, start_proven)
     records: list[dict[str, Any]] = []
-    estimated = 0
     previous_render: int | None = None
     previous_time = 0
+    clamped = 0
     for index, (number, slot) in enumerate(zip(numbers.tolist(), slot_of_frame.tolist(),
                                                strict=True)):
         delivery = int(slots.delivery[slot]) if 0 <= slot < slots.count else -1
         render = int(slots.render[delivery]) if delivery >= 0 else slot
-        capture, logged = slots.capture_ns(render)
-        estimated += not logged
-        capture = max(capture, previous_time)
+        own, _logged = slots.capture_ns(render)
+        capture = max(own, previous_time)
+        uncertain = bool(doubts[index].any())
+        if capture - own > slots.interval and not uncertain:
+            clamped += 1        # an earlier frame's (wrong) time pushed this one late
+            uncertain = True
         repeated = previous_render is not None and render == previous_render
         dropped = 0
         contiguous = index > 0 and slot - int(slot_of_frame[index - 1]) == \
@@ -425,9 +496,95 @@ def _records(slots: _Slots, numbers: IntArray, pts: IntArray,
             dropped = max(0, render - previous_render - 1)
         records.append({"frame_index": index, "capture_time_ns": int(capture),
                         "grab_duration_ns": 0, "dropped_before": int(dropped),
-                        "repeated": bool(repeated), "pts": int(pts[index])})
+                        "repeated": bool(repeated), "pts": int(pts[index]),
+                        "time_uncertain": uncertain})
         previous_render, previous_time = render, capture
-    return records, estimated
+    # Each frame is counted under its first reason only.
+    first = np.argmax(doubts, axis=1)
+    any_doubt = doubts.any(axis=1)
+    reasons = {reason: int(np.count_nonzero(any_doubt & (first == column)))
+               for column, reason in enumerate(DOUBTS)}
+    reasons["pushed late by an earlier frame"] = clamped
+    return records, reasons
+
+
+DOUBTS = ("no render tick logged", "render tick after the picture's delivery",
+          "picture unlike the logged one", "picture not checked (no logged fingerprint)",
+          "placement ambiguous")
+
+
+def _doubts(slots: _Slots, slot_of_frame: IntArray,
+            file_fingerprints: npt.NDArray[np.uint8] | None,
+            start_proven: bool = False) -> npt.NDArray[np.bool_]:
+    """(frames, len(DOUBTS)) booleans: why each frame's time is not established (see DOUBTS).
+
+    `start_proven`: frame 0's slot was decided by the pictures (START_EVIDENCE), so the shift
+    of the first stretch starts at 0 and can only grow.
+    """
+    n = len(slot_of_frame)
+    doubts = np.zeros((n, len(DOUBTS)), dtype=bool)
+    times = slots.times(slot_of_frame)
+    doubts[:, 0] = times < 0
+    inside = (slot_of_frame >= 0) & (slot_of_frame < slots.count)
+    delivered = np.where(inside, slots.slot_delivered[slot_of_frame.clip(0, slots.count - 1)],
+                         -1)
+    doubts[:, 1] = (times >= 0) & (delivered >= 0) & (times > delivered)
+    if file_fingerprints is None:
+        doubts[:, 3] = True
+        return doubts
+    wrong = _mismatches(slots, slot_of_frame, file_fingerprints)
+    logged, valid = slots.fingerprints(slot_of_frame)
+    doubts[:, 2] = wrong & valid
+    doubts[:, 3] = ~valid
+    # A placement a few slots off that explains a frame's picture as well, where another picture
+    # was logged (further than FRAME_MISMATCH from ours), leaves open which of the two the frame
+    # shows. The same logged picture leaves nothing open: it was on the screen at our tick too
+    # (to the fingerprint's resolution). Such a rival is ruled out by pictures elsewhere: within
+    # a stretch of consecutive slots the true slot is ours + a shift that can only grow along
+    # the file (a wrong frame 0 or pause edge: a constant; a frame the encoder lost: +1 from
+    # there on). So a frame whose picture matches ours and no slot 1-3 before it proves the
+    # shift is not negative there and at every later frame of the stretch; one that matches
+    # ours and no slot 1-3 after it proves it is not positive there and at every earlier frame.
+    stretch = np.concatenate(([0], np.cumsum(np.diff(slot_of_frame) != 1)))
+    not_earlier, not_later = ~wrong, ~wrong
+    shifts = [shift for shift in range(-ALTERNATIVE_SLOTS, ALTERNATIVE_SLOTS + 1) if shift]
+    rivals: dict[int, npt.NDArray[np.bool_]] = {}
+    for shift in shifts:
+        other = slot_of_frame + shift
+        other_wrong = _mismatches(slots, other, file_fingerprints)
+        if shift < 0:
+            not_earlier = not_earlier & other_wrong
+        else:
+            not_later = not_later & other_wrong
+        other_logged, _valid = slots.fingerprints(other)
+        other_times = slots.times(other)
+        differ = (other_times < 0) | (times < 0) | (np.abs(other_times - times) > slots.interval)
+        other_picture = fingerprint_distance(other_logged, logged) > FRAME_MISMATCH
+        rivals[shift] = ~other_wrong & other_picture & differ
+    proven_before = _seen_in_stretch(not_earlier, stretch) | (start_proven & (stretch == 0))
+    proven_after = _seen_in_stretch(not_later[::-1], stretch[::-1])[::-1]
+    for shift, rival in rivals.items():
+        doubts[:, 4] |= rival & ~(proven_before if shift < 0 else proven_after)
+    return doubts
+
+
+def _seen_in_stretch(flags: npt.NDArray[np.bool_], stretch: IntArray) -> npt.NDArray[np.bool_]:
+    """For each frame: whether a flagged frame came at or before it in its stretch."""
+    seen = np.zeros(len(flags), dtype=bool)
+    last_stretch, found = None, False
+    for index, (flag, group) in enumerate(zip(flags.tolist(), stretch.tolist(), strict=True)):
+        if group != last_stretch:
+            last_stretch, found = group, False
+        found = found or flag
+        seen[index] = found
+    return seen
+
+
+def _mismatches(slots: _Slots, slot_of_frame: IntArray,
+                file_fingerprints: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Frames whose picture is not the one logged for their slot (or no picture is logged)."""
+    logged, valid = slots.fingerprints(slot_of_frame)
+    return ~valid | (fingerprint_distance(file_fingerprints, logged) > FRAME_MISMATCH)
 
 
 def naive_timeline(pts: Sequence[int], time_base: Fraction, started_ns: int) -> Timeline:
@@ -437,5 +594,6 @@ def naive_timeline(pts: Sequence[int], time_base: Fraction, started_ns: int) -> 
     for index, p in enumerate(pts):
         capture = started_ns + round(float((p - first) * time_base) * 1e9)
         records.append({"frame_index": index, "capture_time_ns": capture, "grab_duration_ns": 0,
-                        "dropped_before": 0, "repeated": False, "pts": int(p)})
+                        "dropped_before": 0, "repeated": False, "pts": int(p),
+                        "time_uncertain": True})
     return Timeline(records=records, first_slot_ts=None, cuts=[])

@@ -1,0 +1,1 @@
+"""The dataset builder's collector: studies, enrollment, resumable uploads, consent registry."""

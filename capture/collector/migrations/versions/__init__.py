@@ -1,0 +1,1 @@
+"""The collector's schema revisions, oldest first."""
