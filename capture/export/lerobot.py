@@ -582,7 +582,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
     reports: list[EpisodeReport] = []
     summaries: list[SessionSummary] = []
     exported: list[ExportedSession] = []
-    jobs, first_episode = [], 0
+    jobs: list[SessionJob] = []
+    first_episode = 0
     for source in sources:
         assert source.alignment is not None
         jobs.append(_plan_session(source, first_episode=first_episode, fps=rate, width=width,

@@ -63,7 +63,7 @@ def exists(location: str) -> bool:
     if not is_url(location):
         return Path(location).exists()
     fs, path = resolve(location)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return bool(fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def local_file(location: str, dest: Path) -> Path:

@@ -152,7 +152,7 @@ def _open_segment(path: Path, *, fps: int, width: int, height: int,
     if like is not None:  # say what the pixels are: the session's colour range and matrix
         context.color_range = like.color_range
         context.colorspace = like.colorspace
-    stream.options = encoding.codec_options(ENCODER_THREADS)
+    stream.options = dict(encoding.codec_options(ENCODER_THREADS))
     return container, stream
 
 
