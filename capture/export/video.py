@@ -22,9 +22,8 @@ from capture.errors import BadInputError
 from capture.export import layout
 
 _MB = 1024 * 1024
-# libswscale's area averaging (no aliasing when shrinking), bit-exact: without BITEXACT it
-# picks SIMD paths by buffer alignment, and the same frame scaled twice could differ by a
-# rounding step (seen here: different bytes from identical input in two runs).
+# libswscale's area averaging (no aliasing when shrinking), asked to be bit-exact so that the
+# same input scales to the same bytes on any machine (workers of one export may differ).
 SCALE_INTERPOLATION = Interpolation.AREA | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
 TO_RGB_INTERPOLATION = Interpolation.BICUBIC | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
 ENCODER_THREADS = 1  # parallelism comes from workers; one thread is the least CPU per frame
@@ -474,9 +473,9 @@ class ImageStats:
         return sorted(set(np.round(np.linspace(0, frames - 1, count)).astype(int).tolist()))
 
     def add(self, frame: av.VideoFrame) -> None:
-        # frame.reformat: a converter of its own each time. A kept VideoReformatter here made
-        # libx264's output differ from run to run (PyAV 18 reuses its frames' memory while the
-        # encoder may still read the frame being sampled), seen in tests/export/test_engine.py.
+        # frame.reformat: a converter of its own each time. With one kept VideoReformatter here,
+        # libx264's output for the same input frames differed from run to run (observed in
+        # tests/export/test_engine.py; the cause inside PyAV/libx264 was not pinned down).
         rgb = frame.reformat(format="rgb24", interpolation=TO_RGB_INTERPOLATION).to_ndarray()
         height, width = rgb.shape[:2]
         if max(width, height) >= 300:  # LeRobot downsamples large images to ~150 px for stats
