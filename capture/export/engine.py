@@ -24,14 +24,15 @@ from av.video.reformatter import VideoReformatter
 
 from capture.errors import CaptureError
 from capture.export import layout, storage
+from capture.export.stats import ImageCounts
 from capture.export.video import (
-    ImageStats,
     Segment,
     SourceFrames,
     copy_segment,
     encode_segment,
     extract_segment,
     idr_positions,
+    sampled_pixels,
     scaled,
     stats_keyframes,
 )
@@ -72,7 +73,8 @@ class SessionJob:
 
 @dataclass(slots=True)
 class EpisodeResult:
-    """A made episode: its segment (local path or URL) and its image statistics."""
+    """A made episode: its segment (local path or URL) and the pixel counts of its frames
+    sampled for image statistics (stats.ImageCounts; the driver turns them into its stats)."""
 
     index: int
     segment: str
@@ -80,7 +82,7 @@ class EpisodeResult:
     bytes: int
     copied: bool
     signature: tuple[object, ...]
-    image_stats: ImageStats = field(default_factory=ImageStats)
+    image_stats: ImageCounts = field(default_factory=ImageCounts)
     cpu_s: float = 0.0  # CPU time the worker spent making it (process time, all threads)
 
 
@@ -99,13 +101,13 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
             for episode in job.episodes:
                 began = time.process_time()
                 name = f"episode-{episode.index:09d}.mp4"
-                stats = ImageStats()
+                stats = ImageCounts()
                 samples = set(episode.samples)
 
-                def sink(i: int, frame: av.VideoFrame, stats: ImageStats = stats,
+                def sink(i: int, frame: av.VideoFrame, stats: ImageCounts = stats,
                          samples: set[int] = samples) -> None:
                     if i in samples:
-                        stats.add(frame)
+                        stats.add(sampled_pixels(frame))
 
                 first = episode.positions[0]
                 copied = episode.copy and _keyframes_fit(starts, first, episode.frames,
@@ -126,7 +128,8 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
                         pictures = _pictures(frames, [episode.positions[i]
                                                       for i in episode.samples])
                         for picture in pictures:
-                            stats.add(scaled(picture, (job.width, job.height), reformatter))
+                            stats.add(sampled_pixels(
+                                scaled(picture, (job.width, job.height), reformatter)))
                 elif copied:
                     segment = copy_segment(out_dir / name, video, first, episode.frames,
                                            fps=job.fps, sink=_adder(stats),
@@ -147,10 +150,10 @@ def run_session_job(job: SessionJob) -> list[EpisodeResult]:
         return results
 
 
-def _adder(stats: ImageStats) -> Callable[[int, av.VideoFrame], None]:
+def _adder(stats: ImageCounts) -> Callable[[int, av.VideoFrame], None]:
     """A frame sink that adds every frame it gets to `stats`."""
     def add(_number: int, picture: av.VideoFrame) -> None:
-        stats.add(picture)
+        stats.add(sampled_pixels(picture))
     return add
 
 

@@ -41,8 +41,9 @@ from capture.export.engine_state import (
     read_state,
     write_state,
 )
-from capture.export.video import ImageStats, SourceInfo, probe_video
-from capture.export.writer import DatasetWriter
+from capture.export.stats import sample_indices
+from capture.export.video import SourceInfo, probe_video
+from capture.export.writer import DatasetWriter, refuse_non_finite_events
 from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
 
@@ -166,6 +167,7 @@ def _load_source(session_dir: Path, location: str) -> _Source:
     frames = session.frames()
     events = session.events()
     frames_path = session.path / formats.FRAMES_TABLE
+    refuse_non_finite_events(events, session.path / formats.EVENTS_TABLE)
     times = frames.column("capture_time_ns").to_numpy().astype(np.int64)
     positions = frames.column("frame_index").to_numpy().astype(np.int64)
     if len(times) == 0:
@@ -289,7 +291,7 @@ def _plan_session(source: _Source, *, first_episode: int, fps: int, width: int, 
         video, video_from = reuse[index] if reuse is not None else (None, 0)
         episodes.append(EpisodeJob(
             index=index, positions=tuple(positions.tolist()),
-            samples=tuple(ImageStats.episode_samples(episode.n_frames)),
+            samples=tuple(sample_indices(episode.n_frames)),
             copy=copyable_source and one_to_one, reuse=video, reuse_from=video_from))
     return SessionJob(source=source.location, video=source.manifest.video.file,
                       episodes=tuple(episodes), fps=fps, width=width, height=height,
@@ -312,7 +314,6 @@ def _join_session(writer: DatasetWriter, source: _Source, results: list[EpisodeR
         slot = writer.start_episode(segment)
         writer.video.append()
         segment.path.unlink(missing_ok=True)
-        writer.image_stats.merge(result.image_stats)
         rows = source.alignment.episode_rows(position)
         stats = episode.stats
         index = writer.add_episode(
@@ -333,7 +334,8 @@ def _join_session(writer: DatasetWriter, source: _Source, results: list[EpisodeR
                 "alignment/offset_ms_max": stats.offset_ms_max,
                 "alignment/source_frames_dropped": stats.dropped,
                 "alignment/source_frames_repeated": stats.repeated,
-            })
+            },
+            image_stats=result.image_stats.stats())
         reports.append(EpisodeReport(
             episode_index=index, session_id=source.session.session_id,
             segment_index=episode.segment_index, segment_part=episode.part_index,

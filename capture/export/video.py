@@ -4,7 +4,9 @@
 # pts = 0, 1, 2, ... in a 1/fps time base, starting on a keyframe) by encode_segment or
 # copy_segment; VideoFileWriter then joins segments into the dataset's chunk files by stream copy,
 # as LeRobot concatenates episodes. Segments are independent, so any number of workers can make
-# them and the joined files are the same whoever made them.
+# them and the joined files are the same whoever made them. Whoever makes a segment also counts
+# the pixels of its sampled frames for the episode's image statistics (sampled_pixels,
+# stats.ImageCounts).
 
 from __future__ import annotations
 
@@ -12,20 +14,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from capture.errors import BadInputError
-from capture.export import layout
+from capture.export import layout, stats
 
 _MB = 1024 * 1024
 # libswscale's area averaging (no aliasing when shrinking), asked to be bit-exact so that the
 # same input scales to the same bytes on any machine (workers of one export may differ).
 SCALE_INTERPOLATION = Interpolation.AREA | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
-TO_RGB_INTERPOLATION = Interpolation.BICUBIC | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
 ENCODER_THREADS = 1  # parallelism comes from workers; one thread is the least CPU per frame
 # and makes libx264's output the same bytes in every worker and engine.
 
@@ -452,60 +452,19 @@ def signature(path: Path) -> tuple[object, ...]:
 
 
 # --- image statistics -----------------------------------------------------------------------------
-class ImageStats:
-    """Per-channel min/max/mean/std of sampled frames in [0, 1], shaped [3, 1, 1] like LeRobot.
+def sampled_pixels(frame: av.VideoFrame) -> np.ndarray:
+    """A frame sampled for image statistics as stats.ImageCounts.add takes it: RGB, height x
+    width x 3 uint8, downsampled as LeRobot does (stats.downsample_hwc).
 
-    Keeps a histogram of the 256 values per channel: exact integer counts, so partial results
-    (one per episode, made wherever it was encoded) merge to the same numbers in any engine.
-    """
-
-    def __init__(self) -> None:
-        self.images = 0
-        self._counts = np.zeros((3, 256), dtype=np.int64)
-
-    @staticmethod
-    def episode_samples(frames: int) -> list[int]:
-        """Which of an episode's frames to sample, as LeRobot does per episode: n**0.75 of
-        them clipped to [min(n, 100), 10000], spread evenly."""
-        if frames <= 0:
-            return []
-        count = max(min(frames, 100), min(int(frames ** 0.75), 10_000))
-        return sorted(set(np.round(np.linspace(0, frames - 1, count)).astype(int).tolist()))
-
-    def add(self, frame: av.VideoFrame) -> None:
-        # frame.reformat: a converter of its own each time. With one kept VideoReformatter here,
-        # libx264's output for the same input frames differed from run to run (observed in
-        # tests/export/test_engine.py; the cause inside PyAV/libx264 was not pinned down).
-        rgb = frame.reformat(format="rgb24", interpolation=TO_RGB_INTERPOLATION).to_ndarray()
-        height, width = rgb.shape[:2]
-        if max(width, height) >= 300:  # LeRobot downsamples large images to ~150 px for stats
-            step = max(1, int(width / 150) if width > height else int(height / 150))
-            rgb = rgb[::step, ::step]
-        channels = rgb.reshape(-1, 3).astype(np.int64) + np.array([0, 256, 512])
-        self._counts += np.bincount(channels.ravel(), minlength=768).reshape(3, 256)
-        self.images += 1
-
-    def merge(self, other: ImageStats) -> None:
-        self.images += other.images
-        self._counts += other._counts
-
-    def result(self) -> dict[str, list[Any]]:
-        if not self.images:
-            zeros = [[[0.0]]] * 3
-            return {"min": zeros, "max": zeros, "mean": zeros, "std": zeros, "count": [0]}
-        values = np.arange(256, dtype=np.float64) / 255.0
-        pixels = self._counts.sum(axis=1)
-        mean = self._counts @ values / pixels
-        std = np.sqrt(np.maximum(self._counts @ values ** 2 / pixels - mean ** 2, 0.0))
-        present = self._counts > 0
-        low = np.array([values[np.argmax(row)] for row in present])
-        high = np.array([values[255 - np.argmax(row[::-1])] for row in present])
-
-        def shaped(v: np.ndarray) -> list[Any]:
-            return [[[float(c)]] for c in v]
-
-        return {"min": shaped(low), "max": shaped(high), "mean": shaped(mean),
-                "std": shaped(std), "count": [self.images]}
+    Converted to RGB with PyAV's default conversion, as main's exporter did and as LeRobot reads
+    frames back. With a bit-exact bicubic conversion instead, one channel's maximum came out 18 of
+    255 levels above LeRobot's recomputation from the decoded video, beyond the test's tolerance
+    (tests/export/test_lerobot_real.py, rollover; seen once while merging). frame.to_ndarray makes a
+    converter of its own each time: with one kept VideoReformatter here, libx264's output for the
+    same input frames differed from run to run (observed in tests/export/test_engine.py; the
+    cause inside PyAV/libx264 was not pinned down)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    return stats.downsample_hwc(rgb)
 
 
 def iter_video_times(path: Path) -> Iterator[tuple[float, int, int]]:

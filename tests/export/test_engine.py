@@ -13,7 +13,7 @@ import pytest
 
 from capture.errors import CaptureError
 from capture.export import engine as engine_module
-from capture.export import storage
+from capture.export import layout, storage
 from capture.export.engine import EngineOptions
 from capture.export.lerobot import export_dataset
 from capture.export.verify import verify_dataset
@@ -160,7 +160,8 @@ def test_a_rerun_encodes_only_new_sessions_and_equals_a_fresh_export(
     third_first = report.episodes - len([e for e in report.episode_reports
                                          if e.session_id == "20250301T121000Z-factorygame-000003"])
     assert encoded == [f"episode-{i:09d}.mp4" for i in range(third_first, report.episodes)]
-    _assert_same(fresh, out)
+    _assert_same(fresh, out)  # consent, stats (per episode and stats.json) and checksums too
+    assert {layout.CONSENT_PATH, layout.CHECKSUMS_PATH, layout.STATS_PATH} <= set(_files(out))
     assert verify_dataset(out).ok
 
     before = _files(out)

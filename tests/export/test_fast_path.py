@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from capture.export import layout
+from capture.export import layout, stats
 from capture.export.engine import EngineOptions
 from capture.export.lerobot import export_dataset
 from capture.export.verify import verify_dataset
-from capture.export.video import idr_positions
+from capture.export.video import idr_positions, stats_keyframes
 from tests.export.conftest import PSEUDONYM_KEY
 from tests.factories import SessionScript, build_session, frame_times, read_frame_tag
 
@@ -70,6 +70,19 @@ def test_one_to_one_episode_is_copied_and_decodes_to_the_source_frames(tmp_path:
     for i, ((t, planes), (_, source_planes)) in enumerate(zip(exported, source, strict=True)):
         assert t == Fraction(i, FPS)  # exactly on the grid LeRobot's loader asks for
         assert np.array_equal(planes, source_planes), f"frame {i} differs from the source"
+    # a copied episode's image stats come from its keyframes (documented in README and
+    # docs/lerobot.md), counted as LeRobot counts sampled frames; its other stats are LeRobot's
+    keyframes = sorted(stats_keyframes(idr_positions(session / "video.mkv"), 0, 3 * FPS))
+    assert keyframes == [0, GOP, 2 * GOP]
+    counts = stats.ImageCounts()
+    with av.open(str(session / "video.mkv")) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in keyframes:
+                counts.add(stats.downsample_hwc(frame.to_ndarray(format="rgb24")))
+    for key, want in counts.stats().items():
+        got = np.asarray(episode[layout.stats_column(layout.VIDEO_KEY, key)])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=key)
+    assert episode[layout.stats_column("frame_index", "count")] == [3 * FPS]
     check = verify_dataset(tmp_path / "ds")
     assert check.ok, check.problems
 
