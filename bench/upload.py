@@ -72,7 +72,7 @@ def _timing_while_uploading(player: Path, receipt_id: str,
     with Xvfb(1280, 720) as server, tempfile.TemporaryDirectory() as work:
         cases["no upload"] = run_case(server.display, 30, 0, args.timing_seconds, (1280, 720),
                                       Path(work) / "quiet")
-        session = _big_session(player, receipt_id, "bench", max(args.mib, 256), 99)
+        session = _big_session(player, receipt_id, "bench", max(args.mib, 640), 99)
         upload = subprocess.Popen([sys.executable, "-m", "capture", "upload", str(session)],
                                   env={**os.environ, "CAPTURE_HOME": str(player)},
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

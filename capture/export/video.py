@@ -152,6 +152,8 @@ def _open_segment(path: Path, *, fps: int, width: int, height: int,
         context.color_range = like.color_range
         context.colorspace = like.colorspace
     stream.options = dict(encoding.codec_options(ENCODER_THREADS))
+    context.thread_count = ENCODER_THREADS  # libavcodec's own threads too, not only x264's
+    context.thread_type = "NONE"
     return container, stream
 
 
