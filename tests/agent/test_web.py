@@ -276,14 +276,16 @@ def test_status_passes_the_agents_report(client: Client, agent: FakeAgent) -> No
     status = client.get("/api/status").json()
     assert status["reason"] == "paused: another window has focus"
     assert status["last_segment_checks"] == [
-        {"name": "fps", "level": "warning", "detail": "12 of 30 fps"}]
+        {"name": "fps", "title": "Frame rate", "level": "warning", "detail": "12 of 30 fps",
+         "sentence": "The video fell behind: it has fewer pictures per second than asked for."}]
 
     def broken() -> dict[str, Any]:
         raise RuntimeError("boom")
 
     agent.status = broken  # type: ignore[method-assign]
     status = client.get("/api/status").json()
-    assert status["state"] == "unknown" and "boom" in status["reason"]
+    assert status["state"] == "unknown" and "did not report its state" in status["reason"]
+    assert "boom" not in status["reason"], "no exception text on the page"
 
 
 def test_consent_shows_the_exact_terms(client: Client) -> None:
@@ -493,9 +495,11 @@ def test_normalise_checks() -> None:
     assert normalise_checks([{"name": "fps", "ok": True, "value": 30, "detail": "30 fps"},
                              {"name": "length", "ok": False}, "junk",
                              {"name": "disk", "level": "error", "detail": "full"}]) == [
-        {"name": "fps", "level": "ok", "detail": "30 fps"},
-        {"name": "length", "level": "warning", "detail": ""},
-        {"name": "disk", "level": "error", "detail": "full"}]
+        {"name": "fps", "title": "Frame rate", "sentence": "The video kept up with the game.",
+         "level": "ok", "detail": "30 fps"},
+        {"name": "length", "title": "Length", "level": "warning", "detail": "",
+         "sentence": "The segment is too short to use: it needs at least 5 seconds of play."},
+        {"name": "disk", "title": "Disk", "sentence": "", "level": "error", "detail": "full"}]
 
 
 def test_busy_port_is_a_plain_error(server: WebServer, agent: FakeAgent) -> None:
