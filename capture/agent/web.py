@@ -28,7 +28,7 @@ from capture.session import store
 from capture.session.check_words import describe_check, input_count
 from capture.session.manifest import read_manifest
 from capture.uploader import enrollment
-from capture.uploader.outbox import notify_and_describe
+from capture.uploader.outbox import Delivery, notify_collector_of_revocation
 from capture.uploader.uploader import read_state as read_upload_state
 from capture.withdrawal import withdraw
 
@@ -294,7 +294,7 @@ class WebServer:
                             f"session(s) were deleted anyway"
                             + "".join(f"; {note}" for note in result.notes))
         warning = self._tell_agent() if result.revocation is not None else None
-        collector = (notify_and_describe(result.revocation) if result.revocation is not None
+        collector = (_tell_collectors(result.revocation) if result.revocation is not None
                      else [])
         return {"withdrawn": [{"receipt_id": receipt, "games": list(withdrawn_games)}
                               for receipt, withdrawn_games in result.withdrawn],
@@ -437,6 +437,32 @@ def normalise_checks(raw: Any) -> list[dict[str, str]] | None:
     if not isinstance(raw, list):
         return None
     return [describe_check(c) for c in raw if isinstance(c, dict)]
+
+
+def _tell_collectors(revocation: consent.Revocation) -> list[str]:
+    """Send the withdrawal to the collectors that hold the consent; what they said, in words."""
+    try:
+        deliveries = notify_collector_of_revocation(revocation)
+    except CaptureError as exc:
+        log.warning("the withdrawal could not be queued for the collector: %s", exc)
+        return ["The collector could not be told yet; the agent keeps your withdrawal and "
+                "sends it again until the collector confirms it."]
+    return [_delivery_words(d) for d in deliveries]
+
+
+def _delivery_words(d: Delivery) -> str:
+    where = urlsplit(d.collector).netloc or d.collector
+    if d.status == "acknowledged":
+        if "disagree" in d.detail:
+            return (f"The collector at {where} answered, but its record of your consent differs "
+                    "from this computer's: contact the study's organisers.")
+        deleted = len((d.ack or {}).get("deleted_sessions", []))
+        return (f"The collector at {where} confirmed the withdrawal and deleted the "
+                f"{deleted} session(s) of yours it held.")
+    if d.status == "queued":
+        return (f"The collector at {where} cannot be reached right now; the agent keeps your "
+                "withdrawal and sends it again until the collector confirms it.")
+    return f"The collector at {where} refused the withdrawal: {d.detail}"
 
 
 def _collector_name(receipt_id: str) -> str | None:

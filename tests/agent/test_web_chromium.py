@@ -13,6 +13,7 @@ from capture import consent
 from capture.agent.web import WebServer
 from capture.consent.terms import TERMS_VERSION, terms_sha256, terms_text
 from tests.agent import browser
+from tests.collector.conftest import live_collector  # noqa: F401  (a fixture used below)
 from tests.factories import build_session, gameplay_script
 
 PLAYER = "Alice Example"
@@ -254,4 +255,36 @@ def test_page_folds_consent_names_checks_and_sends_after_review(capture_home: Pa
         agent.uploads[sid].update(status="accepted", percent=100.0, reason=None)
         card.locator("dd", has_text="accepted by the collector").wait_for()
         s.screenshot(Path("/tmp/capture-agent-page-review.png"))
+        s.assert_clean()
+
+
+def test_page_shows_the_collectors_confirmation_of_a_withdrawal(
+        capture_home: Path, live_collector: Any) -> None:  # noqa: F811 (the fixture)
+    import httpx
+
+    from capture.uploader import enrollment
+    from capture.uploader.uploader import upload_session
+    from tests.collector.conftest import ADMIN_TOKEN
+    from tests.collector.test_security import STUDY
+
+    browser.require_chromium()
+    with httpx.Client(base_url=live_collector.url,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+        admin.post("/v1/studies", json=STUDY).raise_for_status()
+        code = admin.post("/v1/studies/s1/invites").json()["code"]
+    study = enrollment.fetch_study(live_collector.url, code)
+    enrolled, _ = enrollment.enroll(live_collector.url, code, study, "dana",
+                                    method="cli-scripted")
+    session = build_session(capture_home / "sessions", gameplay_script(
+        receipt_id=enrolled.receipt_id, player="dana", synthetic=False, seconds=6,
+        width=320, height=240))
+    assert upload_session(session).status == "accepted"
+    with WebServer(ReviewingAgent()) as web, browser.open_page(web.login_url()) as s:
+        page = s.page
+        browser.grant_card(page, "dana").wait_for()
+        message = browser.revoke_via_ui(page, "dana")
+        where = live_collector.url.split("//")[1]
+        assert (f"The collector at {where} confirmed the withdrawal and deleted the 1 "
+                "session(s) of yours it held.") in message, message
+        assert "registry" not in message and "Traceback" not in message
         s.assert_clean()
