@@ -57,6 +57,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+UNREACHABLE_PREFIX = "waiting for the collector"  # capture.uploader.worker's reason when offline
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 _MEDIA_ROUTE = re.compile(r"^/api/(thumbnail|preview)/([^/]+)$")
 
@@ -318,7 +319,8 @@ class WebServer:
         views = []
         for summary in reversed(summaries):
             view = _session_view(summary)
-            view["upload"] = live.get(view["session_id"]) or _upload_view(view["session_id"])
+            view["upload"] = _upload_for_player(live.get(view["session_id"])
+                                                or _upload_view(view["session_id"]))
             views.append(view)
         return {"sessions": views, "data_dir": str(paths.sessions_dir()),
                 "upload_after_review": after_review}
@@ -401,6 +403,19 @@ def _upload_view(session_id: str | None) -> dict[str, Any] | None:
     return {"session_id": session_id, "status": state["status"],
             "percent": 100.0 if state["status"] == "accepted" else 0.0,
             "reason": state.get("reason")}
+
+
+def _upload_for_player(upload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An upload state with its reason in plain words: a network failure's library message
+    (kept in the agent's terminal) becomes one sentence; the collector's own reasons stay."""
+    if upload is None:
+        return None
+    reason = upload.get("reason")
+    if upload.get("status") == "queued" and isinstance(reason, str) and \
+            reason.startswith(UNREACHABLE_PREFIX):
+        upload = {**upload, "reason": "the collector cannot be reached right now; the agent "
+                                      "keeps trying"}
+    return upload
 
 
 def _session_view(s: store.SessionSummary) -> dict[str, Any]:

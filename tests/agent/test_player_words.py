@@ -228,3 +228,39 @@ class _NoAgent:
 
     def session_deleted(self, session_id: str) -> None:
         pass
+
+
+def test_an_unreachable_collector_is_said_in_plain_words(capture_home: Path, bus: str) -> None:
+    import socket
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        closed_port = sock.getsockname()[1]  # nothing listens here once the block ends
+    said: list[str] = []
+    agent = _agent(bus, said)
+    grant = consent.grant("Alice Example", ["factorygame"],
+                          ["video", "keyboard", "mouse", "gamepad"])
+    session = build_session(capture_home / "sessions", gameplay_script(
+        seconds=1.0, receipt_id=grant.receipt_id))
+    _enroll(session)
+    enrolled = enrollment.load_all()[0]
+    enrollment.save(replace(enrolled, collector=f"http://127.0.0.1:{closed_port}"))
+    assert agent.uploads.queue(session)
+    agent.uploads.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (state,) = agent.uploads.states()
+            if state["reason"]:
+                break
+            time.sleep(0.1)
+        assert "Error" in state["reason"], state  # the worker keeps the library's words...
+        with WebServer(agent) as web:
+            (card,) = httpx.get(f"{web.url}api/sessions",
+                                headers={"X-Capture-Token": web.token}).json()["sessions"]
+    finally:
+        agent.uploads.stop()
+    # ... and the page says it plainly
+    assert card["upload"] == {**state, "released": False,
+                              "reason": "the collector cannot be reached right now; the agent "
+                                        "keeps trying"}
