@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,7 @@ class Agent:
     # --- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self.say(self.waiting_for())
+        self.notifier.check()  # no notification service: said now, once
         self.recover_crashed()
         self._queue_uploads(queued_sessions())  # what a restart interrupted resumes
         self.uploads.start()
@@ -256,7 +258,7 @@ class Agent:
                 self._active = _Active(game, grant, backend, recording, utc_iso())
                 self.say(f"{game} is running: recording into {first} (paused while it is not "
                          "focused)")
-                self.notifier.recording_started(game)
+                self.notifier.in_background(partial(self.notifier.recording_started, game))
                 return
         if self._grants:
             names = sorted({g for grant in self._grants for g in grant.games})
@@ -270,7 +272,8 @@ class Agent:
         active.recording.stop()
         self._reason = f"stopped: {why}"
         self.say(f"stopped recording {active.game}: {why}")
-        self.notifier.recording_stopped(active.game, why)
+        self.notifier.in_background(partial(self.notifier.recording_stopped, active.game,
+                                                   why))
         self._report_new_segments(active)
 
     def _report_new_segments(self, active: _Active) -> None:

@@ -38,6 +38,11 @@ class Notifier:
         self.sent = 0
         self._lock = threading.Lock()
 
+    def check(self) -> bool:
+        """Ask the notification service who it is (at start, so a missing one is said at once);
+        False (and the problem said once) if none answers."""
+        return self._call(lambda: _server_name(self.address))
+
     def recording_started(self, game: str) -> bool:
         return self.send(f"Recording {game}", f"capture is recording {game} while its window "
                          "is in front. Open the agent's page to see or stop it.")
@@ -47,9 +52,17 @@ class Notifier:
 
     def send(self, summary: str, body: str) -> bool:
         """Show one notification; False (and the problem said once) if it could not be shown."""
+        return self._call(lambda: _notify(self.address, summary, body))
+
+    def in_background(self, send: Callable[[], bool]) -> None:
+        """Run `send` (e.g. lambda: n.recording_started(game)) on its own thread, so a slow
+        notification service never holds up the agent."""
+        threading.Thread(target=send, name="capture-notify", daemon=True).start()
+
+    def _call(self, action: Callable[[], object]) -> bool:
         with self._lock:
             try:
-                _notify(self.address, summary, body)
+                action()
             except Exception as exc:  # any failure to reach the bus: fail visible, never crash
                 log.debug("notification failed", exc_info=True)
                 if self.problem is None:
@@ -63,20 +76,34 @@ class Notifier:
             return True
 
 
-def _notify(address: str, summary: str, body: str) -> int:
-    """One org.freedesktop.Notifications.Notify call; the id the service gave it."""
+def _reply_body(address: str, member: str, signature: str | None,
+                body: tuple[object, ...]) -> tuple[object, ...]:
+    """Call `member` on the notification service; the reply's values (an error raises)."""
     from jeepney import DBusAddress, MessageType, new_method_call
     from jeepney.io.blocking import open_dbus_connection
 
     target = DBusAddress(OBJECT_PATH, bus_name=BUS_NAME, interface=BUS_NAME)
-    message = new_method_call(target, "Notify", "susssasa{sv}i",
-                              (APP_NAME, 0, "media-record", summary, body, [],
-                               {"urgency": ("y", 1)}, TIMEOUT_MS))
+    message = new_method_call(target, member, signature, body)
     with open_dbus_connection(bus=address) as connection:
         reply = connection.send_and_get_reply(message, timeout=CALL_TIMEOUT_S)
     if reply.header.message_type == MessageType.error:
         raise RuntimeError(f"the service answered {reply.header.fields.get(4, 'an error')}")
-    return int(reply.body[0])
+    return tuple(reply.body)
+
+
+def _server_name(address: str) -> str:
+    """GetServerInformation: the notification service's name."""
+    return str(_reply_body(address, "GetServerInformation", None, ())[0])
+
+
+def _notify(address: str, summary: str, body: str) -> int:
+    """One org.freedesktop.Notifications.Notify call; the id the service gave it."""
+    reply = _reply_body(address, "Notify", "susssasa{sv}i",
+                        (APP_NAME, 0, "media-record", summary, body, [], {"urgency": ("y", 1)},
+                         TIMEOUT_MS))
+    if not reply or not isinstance(reply[0], int):
+        raise RuntimeError("the service did not answer with a notification id")
+    return reply[0]
 
 
 def _why(exc: BaseException) -> str:

@@ -213,8 +213,11 @@ def test_agent_page_grant_record_delete_revoke_in_chromium(xvfb, agent, capture_
             game.wait(10)
         agent.wait_status(lambda s: s["state"] == "waiting" and "exited" in s["reason"])
         # a notification on the desktop (never in the game's window) at start and stop
-        assert agent.notifications.summaries() == [f"Recording {WINDOW_CLASS}",
-                                                   f"Stopped recording {WINDOW_CLASS}"]
+        wanted = [f"Recording {WINDOW_CLASS}", f"Stopped recording {WINDOW_CLASS}"]
+        deadline = time.monotonic() + 10  # sent on a thread of their own
+        while agent.notifications.summaries() != wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.notifications.summaries() == wanted
         assert "notification" not in agent.log.read_text()  # no "cannot notify" warning
         sessions = list((capture_home / "sessions").iterdir())
         assert len(sessions) == 1

@@ -135,6 +135,9 @@ def test_the_agent_says_what_it_waits_for_on_start(capture_home: Path, bus: str)
     assert said[0].startswith("waiting for consent: no one has consented"), said
     assert "give consent on the agent's page" in said[0]
     assert agent.status()["reason"].startswith("waiting for consent")
+    # no notification service on this bus: said at start, once, and shown on the page
+    assert said[1].startswith(f"warning: {UNREACHABLE}"), said
+    assert agent.status()["notifications"] == UNREACHABLE
 
     consent.grant("Alice", ["minetest", "SuperTuxKart"], ["video", "keyboard"])
     consent.grant("Bob", ["0ad"], ["keyboard"])  # no video: the agent cannot record it
@@ -176,6 +179,7 @@ def test_notifications_reach_a_real_notification_service(bus: str) -> None:
     said: list[str] = []
     notifier = Notifier(say=said.append, address=bus)
     with notification_service(bus) as service:
+        assert notifier.check()
         assert notifier.recording_started("minetest")
         assert notifier.recording_stopped("minetest", "minetest exited")
     assert service.summaries() == ["Recording minetest", "Stopped recording minetest"]
