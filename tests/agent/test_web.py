@@ -44,12 +44,19 @@ class FakeAgent:
         "session_id": None, "segment": None, "since_utc": "2025-03-01T12:00:00Z",
         "last_segment_checks": None})
     changes: int = 0
+    deleted: list[str] = field(default_factory=list)
 
     def status(self) -> dict[str, Any]:
         return dict(self.state)
 
     def consent_changed(self) -> None:
         self.changes += 1
+
+    def release_upload(self, session_id: str) -> bool:
+        return False
+
+    def session_deleted(self, session_id: str) -> None:
+        self.deleted.append(session_id)
 
 
 @dataclass
@@ -412,7 +419,8 @@ def test_revoke_with_a_damaged_ledger_still_deletes(client: Client, capture_home
     assert not session.exists()
 
 
-def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home: Path) -> None:
+def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home: Path,
+                                                    agent: FakeAgent) -> None:
     session = make_session(capture_home)
     (row,) = client.get("/api/sessions").json()["sessions"]
     assert row["id"] == session.name and row["game"] == GAME and row["status"] == "complete"
@@ -449,6 +457,7 @@ def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home
     reply = client.post("/api/delete", {"id": session.name})
     assert reply.status == 200 and reply.json() == {"deleted": [session.name]}
     assert not session.exists() and not cached.exists()
+    assert agent.deleted == [session.name], "the agent is told (its upload and checks go)"
     assert client.get("/api/sessions").json()["sessions"] == []
     assert client.get(row["thumbnail"]).status == 404
 
