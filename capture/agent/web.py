@@ -57,6 +57,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+RETRIED_BY = "(by the agent when it next uploads, or by `capture upload`)"
 UNREACHABLE_PREFIX = "waiting for the collector"  # capture.uploader.worker's reason when offline
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 _MEDIA_ROUTE = re.compile(r"^/api/(thumbnail|preview)/([^/]+)$")
@@ -460,8 +461,8 @@ def _tell_collectors(revocation: consent.Revocation) -> list[str]:
         deliveries = notify_collector_of_revocation(revocation)
     except CaptureError as exc:
         log.warning("the withdrawal could not be queued for the collector: %s", exc)
-        return ["The collector could not be told yet; the agent keeps your withdrawal and "
-                "sends it again until the collector confirms it."]
+        return ["The collector could not be told yet; your withdrawal is kept and sent "
+                f"again {RETRIED_BY} until the collector confirms it."]
     return [_delivery_words(d) for d in deliveries]
 
 
@@ -475,8 +476,8 @@ def _delivery_words(d: Delivery) -> str:
         return (f"The collector at {where} confirmed the withdrawal and deleted the "
                 f"{deleted} session(s) of yours it held.")
     if d.status == "queued":
-        return (f"The collector at {where} cannot be reached right now; the agent keeps your "
-                "withdrawal and sends it again until the collector confirms it.")
+        return (f"The collector at {where} cannot be reached right now; your withdrawal is "
+                f"kept and sent again {RETRIED_BY} until the collector confirms it.")
     return f"The collector at {where} refused the withdrawal: {d.detail}"
 
 
