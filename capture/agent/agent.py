@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from capture import consent, inputs, paths
-from capture.agent.notify import Notifier
+from capture.agent.notify import ANNOUNCE_S, Notifier
 from capture.agent.settings import AgentSettings
 from capture.clock import utc_iso
 from capture.consent import ConsentReceipt
@@ -66,6 +66,7 @@ class Agent:
         self._last_checks: list[dict[str, Any]] | None = None
         self._last_checks_dir: Path | None = None  # the segment they belong to
         self._released: set[str] = set()  # sessions the player sent on the page
+        self._announcing: tuple[str, float, int] | None = None  # game, due, notification id
         self.notifier = notifier if notifier is not None else Notifier(say=say)
         self._consent_dirty = True
         self._ledger_stamp: int | None = None
@@ -238,6 +239,8 @@ class Agent:
                 window = self._watcher(game).find_game_window()
                 if window is None:
                     continue
+                if not self._announced_before_recording(game):
+                    return
                 scope = frozenset(grant.scope) & RECORDABLE
                 opts = RecordOptions(
                     game=game, backend=self.settings.backend, fps=self.settings.fps,
@@ -258,11 +261,31 @@ class Agent:
                 self._active = _Active(game, grant, backend, recording, utc_iso())
                 self.say(f"{game} is running: recording into {first} (paused while it is not "
                          "focused)")
-                self.notifier.in_background(partial(self.notifier.recording_started, game))
                 return
+        self._announcing = None  # the announced game is gone again
         if self._grants:
             names = sorted({g for grant in self._grants for g in grant.games})
             self._reason = "waiting for a consented game to run: watching " + ", ".join(names)
+
+    def _announced_before_recording(self, game: str) -> bool:
+        """True once the "recording starts" notice for `game` has been shown and taken down
+        (or cannot be shown), so the recording may begin: the notice is never in the frames."""
+        now = time.monotonic()
+        if self._announcing is None or self._announcing[0] != game:
+            shown = self.notifier.announce_recording(game)
+            if shown is None:
+                return True  # no notification service (said once): record without the notice
+            self._announcing = (game, now + ANNOUNCE_S, shown)
+            self._reason = (f"{game} is running: recording starts in {ANNOUNCE_S:g} s, once the "
+                            "desktop notification has gone")
+            self.say(self._reason)
+            return False
+        _, due, shown = self._announcing
+        if now < due:
+            return False
+        self.notifier.close(shown)
+        self._announcing = None
+        return True
 
     def _stop_active(self, why: str) -> None:
         active = self._active

@@ -1,10 +1,10 @@
-"""Desktop notifications (freedesktop Notify over the session D-Bus) when a recording starts/stops.
+"""Desktop notifications (freedesktop Notify over the session D-Bus) as recording starts/stops."""
 
-A notification is drawn by the desktop's notification service, not by the game, and shows on
-the player's screen only while it lasts; the agent records only the game's own window, so it
-cannot appear in a recording. When no service is reachable the player is told once (terminal and
-page) and the agent carries on.
-"""
+# Both video backends grab the screen area of the game's window, so a notification drawn over
+# it would be in the frames. So it never is: the "recording starts" notice is shown for
+# ANNOUNCE_S, closed, and only then does the recording begin; "recording stopped" is sent after
+# the recording has stopped. When no service is reachable the player is told once (terminal and
+# page) and the agent records without the notice.
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ BUS_NAME = "org.freedesktop.Notifications"
 OBJECT_PATH = "/org/freedesktop/Notifications"
 APP_NAME = "capture"
 TIMEOUT_MS = 5000      # how long the desktop shows a notification (-1: its own default)
+ANNOUNCE_S = 3.0       # the "recording starts" notice shows this long; the recording starts after
 CALL_TIMEOUT_S = 2.0   # a notification service that does not answer within this is unreachable
 UNREACHABLE = ("no desktop notification service is reachable, so the agent cannot show a "
                "notification when recording starts or stops: watch this page or the terminal")
@@ -44,8 +45,25 @@ class Notifier:
         return self._call(lambda: _server_name(self.address))
 
     def recording_started(self, game: str) -> bool:
-        return self.send(f"Recording {game}", f"capture is recording {game} while its window "
-                         "is in front. Open the agent's page to see or stop it.")
+        return self.announce_recording(game) is not None
+
+    def announce_recording(self, game: str) -> int | None:
+        """Show "Recording GAME" for ANNOUNCE_S; its id (for close()), or None if not shown."""
+        shown: list[int] = []
+        ok = self._call(lambda: shown.append(_notify(
+            self.address, f"Recording {game}",
+            f"capture starts recording {game} in {ANNOUNCE_S:g} s, once this notice has gone, "
+            "and records only while its window is in front. Open the agent's page to see or "
+            "stop it.", int(ANNOUNCE_S * 1000))))
+        return shown[0] if ok and shown else None
+
+    def close(self, notification_id: int) -> None:
+        """Take a notification off the screen now (before a recording starts); never raises."""
+        with self._lock:
+            try:
+                _reply_body(self.address, "CloseNotification", "u", (notification_id,))
+            except Exception:  # gone already, or the service went away: nothing to take down
+                log.debug("closing notification %s failed", notification_id, exc_info=True)
 
     def recording_stopped(self, game: str, why: str) -> bool:
         return self.send(f"Stopped recording {game}", f"capture stopped: {why}.")
@@ -96,11 +114,11 @@ def _server_name(address: str) -> str:
     return str(_reply_body(address, "GetServerInformation", None, ())[0])
 
 
-def _notify(address: str, summary: str, body: str) -> int:
+def _notify(address: str, summary: str, body: str, timeout_ms: int = TIMEOUT_MS) -> int:
     """One org.freedesktop.Notifications.Notify call; the id the service gave it."""
     reply = _reply_body(address, "Notify", "susssasa{sv}i",
                         (APP_NAME, 0, "media-record", summary, body, [], {"urgency": ("y", 1)},
-                         TIMEOUT_MS))
+                         timeout_ms))
     if not reply or not isinstance(reply[0], int):
         raise RuntimeError("the service did not answer with a notification id")
     return reply[0]

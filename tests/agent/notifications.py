@@ -17,6 +17,7 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 
 from capture.agent.notify import BUS_NAME, OBJECT_PATH
+from capture.clock import now_ns
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Shown:
     app: str
     summary: str
     body: str
+    expire_ms: int
+    shown_ns: int                   # host monotonic clock (capture.clock.now_ns), as frames are
+    closed_ns: int | None = None    # when CloseNotification took it down
 
 
 @dataclass
@@ -51,9 +55,14 @@ class NotificationService:
                     continue
                 member = h.fields.get(3)
                 if member == "Notify":
-                    app, _replaces, _icon, summary, body = msg.body[:5]
-                    self.shown.append(Shown(app, summary, body))
+                    app, _replaces, _icon, summary, body, _actions, _hints, expire = msg.body
+                    self.shown.append(Shown(app, summary, body, expire, now_ns()))
                     conn.send(new_method_return(msg, "u", (len(self.shown),)))
+                elif member == "CloseNotification":
+                    (notification_id,) = msg.body
+                    if 0 < notification_id <= len(self.shown):
+                        self.shown[notification_id - 1].closed_ns = now_ns()
+                    conn.send(new_method_return(msg))
                 elif member == "GetServerInformation":
                     conn.send(new_method_return(msg, "ssss", ("test", "capture", "1", "1.2")))
 

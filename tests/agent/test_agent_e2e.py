@@ -218,9 +218,17 @@ def test_agent_page_grant_record_delete_revoke_in_chromium(xvfb, agent, capture_
         while agent.notifications.summaries() != wanted and time.monotonic() < deadline:
             time.sleep(0.05)
         assert agent.notifications.summaries() == wanted
-        assert "notification" not in agent.log.read_text()  # no "cannot notify" warning
+        started, stopped = agent.notifications.shown
+        assert started.closed_ns is not None, "the start notice is taken down before recording"
+        assert "notification service" not in agent.log.read_text()  # no "cannot notify"
+        assert "recording starts in 3 s, once the desktop notification has gone" in \
+            agent.log.read_text()
         sessions = list((capture_home / "sessions").iterdir())
         assert len(sessions) == 1
+        # nothing of the notices is in the video: it starts after the first was taken down, and
+        # the last came after the last frame
+        times = open_session(sessions[0]).frames().column("capture_time_ns").to_pylist()
+        assert started.closed_ns < times[0] and times[-1] < stopped.shown_ns
         session_id = sessions[0].name
         card = browser.wait_for_session(page, session_id)
         assert browser.thumbnail_width(card) > 0

@@ -14,7 +14,7 @@ import pytest
 
 from capture import consent
 from capture.agent.agent import Agent
-from capture.agent.notify import UNREACHABLE, Notifier
+from capture.agent.notify import ANNOUNCE_S, UNREACHABLE, Notifier
 from capture.agent.settings import AgentSettings
 from capture.agent.web import WebServer
 from capture.cli.record import session_summary
@@ -182,8 +182,15 @@ def test_notifications_reach_a_real_notification_service(bus: str) -> None:
         assert notifier.check()
         assert notifier.recording_started("minetest")
         assert notifier.recording_stopped("minetest", "minetest exited")
-    assert service.summaries() == ["Recording minetest", "Stopped recording minetest"]
+        shown = notifier.announce_recording("supertuxkart")
+        assert shown == 3
+        notifier.close(shown)
+        notifier.close(12345)  # not (or no longer) shown: nothing happens
+    assert service.summaries() == ["Recording minetest", "Stopped recording minetest",
+                                   "Recording supertuxkart"]
     assert service.shown[0].app == "capture" and "minetest" in service.shown[0].body
+    assert service.shown[2].expire_ms == ANNOUNCE_S * 1000
+    assert service.shown[2].closed_ns is not None and service.shown[0].closed_ns is None
     assert notifier.problem is None and said == []
 
 
