@@ -125,11 +125,17 @@ class Agent:
         """One plain line: which consented games the agent watches, or how to give consent."""
         with self._lock:
             self._refresh_grants()
-            if not self._grants:
-                return ("waiting for consent: no one has consented to being recorded yet; "
-                        "give consent on the agent's page (or with `capture consent grant`)")
+            return self._waiting_line("on the agent's page (or with `capture consent grant`)")
+
+    def _waiting_line(self, where_to_consent: str) -> str:
+        if self._grants:
             names = sorted({g for grant in self._grants for g in grant.games}, key=str.casefold)
             return "waiting for a consented game to run: watching " + ", ".join(names)
+        if consent.active_grants():
+            return ("waiting for consent: the consent given does not include video, which "
+                    f"recording needs; give one that does {where_to_consent}")
+        return ("waiting for consent: no one has consented to a game being recorded yet; give "
+                f"consent {where_to_consent}")
 
     def consent_changed(self) -> None:
         """Re-read the ledger now; a recording whose consent is gone stops before this returns."""
@@ -220,8 +226,7 @@ class Agent:
         self._grants = [g for g in consent.active_grants() if "video" in g.scope]
         self._consent_dirty = False
         if not self._grants:
-            self._reason = ("waiting for consent: no one has consented to being recorded yet; "
-                            "give consent below")
+            self._reason = self._waiting_line("on this page")
 
     def _still_consented(self, active: _Active) -> bool:
         return any(g.receipt_id == active.receipt.receipt_id and
@@ -264,8 +269,7 @@ class Agent:
                 return
         self._announcing = None  # the announced game is gone again
         if self._grants:
-            names = sorted({g for grant in self._grants for g in grant.games})
-            self._reason = "waiting for a consented game to run: watching " + ", ".join(names)
+            self._reason = self._waiting_line("on this page")
 
     def _announced_before_recording(self, game: str) -> bool:
         """True once the "recording starts" notice for `game` has been shown and taken down

@@ -132,15 +132,18 @@ def test_the_agent_says_what_it_waits_for_on_start(capture_home: Path, bus: str)
     stop = threading.Event()
     stop.set()
     agent.run(stop)
-    assert said[0].startswith("waiting for consent: no one has consented"), said
+    assert said[0].startswith("waiting for consent: no one has consented to a game"), said
     assert "give consent on the agent's page" in said[0]
     assert agent.status()["reason"].startswith("waiting for consent")
     # no notification service on this bus: said at start, once, and shown on the page
     assert said[1].startswith(f"warning: {UNREACHABLE}"), said
     assert agent.status()["notifications"] == UNREACHABLE
 
-    consent.grant("Alice", ["minetest", "SuperTuxKart"], ["video", "keyboard"])
     consent.grant("Bob", ["0ad"], ["keyboard"])  # no video: the agent cannot record it
+    said.clear()
+    _agent(bus, said).run(stop)
+    assert said[0].startswith("waiting for consent: the consent given does not include video")
+    consent.grant("Alice", ["minetest", "SuperTuxKart"], ["video", "keyboard"])
     said.clear()
     agent = _agent(bus, said)
     agent.run(stop)
