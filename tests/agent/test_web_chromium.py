@@ -39,6 +39,12 @@ class ScriptedAgent:
     def consent_changed(self) -> None:
         self.changes += 1
 
+    def release_upload(self, session_id: str) -> bool:
+        return False
+
+    def session_deleted(self, session_id: str) -> None:
+        pass
+
 
 @pytest.fixture
 def agent() -> ScriptedAgent:
