@@ -91,7 +91,23 @@ def render_card(*, name: str, fps: int, width: int, height: int, max_episode_s: 
           for lic in sorted(licenses)),
         "",
         "Each episode row carries its `session_id`, `consent_receipt_id`, `license`, `player` "
-        "and `synthetic_consent`; use them to honour licences and later withdrawals.",
+        "and `synthetic_consent`; use them to honour licences and later withdrawals. "
+        f"`{layout.CONSENT_PATH}` repeats them by episode and by session, with each episode's "
+        "first and last `capture_time_ns`. Tools that know only LeRobot's columns and files "
+        "(LeRobot's `dataset_tools`: delete, split, merge) drop these columns, "
+        f"`{layout.CONSENT_PATH}` and `meta/events`; keep the original "
+        f"`{layout.CONSENT_PATH}` with any edited copy: the edited episodes are matched back to "
+        "their consent by capture times (`capture.export.verify.trace_consent`).",
+        "",
+        "## Integrity and statistics",
+        "",
+        f"`{layout.CHECKSUMS_PATH}` lists the SHA-256 of every other file; "
+        "`capture dataset verify` recomputes them. `meta/stats.json` and the per-episode "
+        "`stats/<feature>/<stat>` columns of `meta/episodes` hold min, max, mean, std, count "
+        "and the quantiles q01, q10, q50, q90, q99, computed as LeRobot 0.6.1 computes them "
+        "(per episode: 5,000-bin histogram quantiles; video from sampled frames, per channel "
+        "in [0, 1]; dataset: LeRobot's aggregation, quantiles as count-weighted means of the "
+        "episodes').",
         "",
         "## Alignment",
         "",

@@ -21,6 +21,9 @@ DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
 VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
 EVENTS_PATH = "meta/events/" + CHUNK_FILE + ".parquet"
+EVENTS_DIR = "meta/events"
+CONSENT_PATH = "meta/consent.json"      # consent by episode and by session (survives LeRobot edits)
+CHECKSUMS_PATH = "meta/checksums.json"  # SHA-256 of every other file, written last
 
 VIDEO_KEY = "observation.image"
 VIDEO_CODEC = "libx264"   # encoder; the stream's codec name is VIDEO_CODEC_NAME
@@ -29,11 +32,17 @@ VIDEO_PIX_FMT = "yuv420p"
 VIDEO_PRESET = "veryfast"
 VIDEO_CRF = 23
 GOP_SECONDS = 2
+VIDEO_BACKEND = "pyav"  # what encodes (LeRobot records it as video.video_backend)
 
 FRAMES_SCHEMA = "dataset-frames.v1.arrow.json"
-EPISODES_SCHEMA = "dataset-episodes.v1.arrow.json"
+EPISODES_SCHEMA = "dataset-episodes.v2.arrow.json"
 EVENTS_SCHEMA = "dataset-events.v1.arrow.json"
 INFO_SCHEMA = "dataset-info.v3.schema.json"
+STATS_SCHEMA = "dataset-stats.v1.schema.json"
+CONSENT_SCHEMA = "dataset-consent.v1.schema.json"
+CHECKSUMS_SCHEMA = "dataset-checksums.v1.schema.json"
+CONSENT_FORMAT = "capture-dataset-consent"
+CHECKSUMS_FORMAT = "capture-dataset-checksums"
 
 TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobot's loader rejects video frames further off than this
 # What capture.consent.pseudonym.keyed_pseudonym produces: 'p_' + 32 hex digits of an HMAC.
@@ -78,15 +87,27 @@ def action_features() -> dict[str, dict[str, Any]]:
             for name, names in ACTION_NAMES.items()}
 
 
+def gop_size(fps: int) -> int:
+    """Frames between keyframes: one every GOP_SECONDS."""
+    return GOP_SECONDS * fps
+
+
 def video_feature(width: int, height: int, fps: int) -> dict[str, Any]:
+    """The video feature as LeRobot 0.6.1 writes it (video_utils.get_video_info): the stream's
+    properties, then the encoder settings as video.<VideoEncoderConfig field> (all but vcodec),
+    then is_depth_map. delete_episodes re-encodes with these settings."""
     return {
         "dtype": "video",
         "shape": [height, width, 3],
         "names": ["height", "width", "channels"],
         "info": {
             "video.height": height, "video.width": width, "video.codec": VIDEO_CODEC_NAME,
-            "video.pix_fmt": VIDEO_PIX_FMT, "video.is_depth_map": False, "video.fps": fps,
-            "video.channels": 3, "has_audio": False,
+            "video.pix_fmt": VIDEO_PIX_FMT, "video.fps": fps, "video.channels": 3,
+            "has_audio": False,
+            "video.g": gop_size(fps), "video.crf": VIDEO_CRF, "video.preset": VIDEO_PRESET,
+            "video.fast_decode": 0, "video.video_backend": VIDEO_BACKEND,
+            "video.extra_options": {},
+            "is_depth_map": False,
         },
     }
 
@@ -125,8 +146,46 @@ def frames_schema(feature_map: dict[str, dict[str, Any]] | None = None) -> pa.Sc
     return formats.arrow_schema(FRAMES_SCHEMA, _list_lengths(feature_map or action_features()))
 
 
-def episodes_schema() -> pa.Schema:
-    return formats.arrow_schema(EPISODES_SCHEMA)
+def _nested_type(spec: str) -> pa.DataType:
+    """list<...> types of the stats columns, nested as deep as declared."""
+    if spec.startswith("list<") and spec.endswith(">"):
+        return pa.list_(_nested_type(spec[len("list<"):-1]))
+    return {"int64": pa.int64(), "float64": pa.float64()}[spec]
+
+
+def capture_episode_columns() -> list[str]:
+    """The episodes columns that are capture's, not LeRobot's (they follow LeRobot's in the
+    schema, from session_id on); LeRobot's dataset tools drop them."""
+    names = [f["name"] for f in formats.arrow_schema_doc(EPISODES_SCHEMA)["fields"]]
+    return names[names.index("session_id"):]
+
+
+def stats_column(feature: str, stat: str) -> str:
+    return str(formats.arrow_schema_doc(EPISODES_SCHEMA)["stats_columns"]["name"]).format(
+        feature=feature, stat=stat)
+
+
+def stats_fields(feature_map: dict[str, dict[str, Any]]) -> list[pa.Field]:
+    """The stats/<feature>/<stat> columns of meta/episodes for these features."""
+    spec = formats.arrow_schema_doc(EPISODES_SCHEMA)["stats_columns"]
+    types = spec["types"]
+    fields = []
+    for feature, ft in feature_map.items():
+        for stat in spec["stats"]:
+            kind = "count" if stat == "count" else "video" if ft["dtype"] == "video" else "other"
+            fields.append(pa.field(stats_column(feature, stat), _nested_type(types[kind]),
+                                   nullable=spec["nullable"]))
+    return fields
+
+
+def stat_names() -> list[str]:
+    return list(formats.arrow_schema_doc(EPISODES_SCHEMA)["stats_columns"]["stats"])
+
+
+def episodes_schema(feature_map: dict[str, dict[str, Any]]) -> pa.Schema:
+    """meta/episodes' schema: the declared columns, then the stats columns of these features."""
+    base = formats.arrow_schema(EPISODES_SCHEMA)
+    return pa.schema([*base, *stats_fields(feature_map)], metadata=base.metadata)
 
 
 def events_schema() -> pa.Schema:

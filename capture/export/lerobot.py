@@ -22,7 +22,7 @@ from capture.errors import BadInputError, CaptureError, ConsentError, DiskFullEr
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
 from capture.export.video import SourceFrames, probe_video, resized
-from capture.export.writer import DatasetWriter
+from capture.export.writer import DatasetWriter, refuse_non_finite_events
 from capture.session.manifest import Manifest
 from capture.session.reader import Session, open_session
 
@@ -124,6 +124,7 @@ def _load_source(session_dir: Path) -> _Source:
     frames = session.frames()
     events = session.events()
     frames_path = session.path / formats.FRAMES_TABLE
+    refuse_non_finite_events(events, session.path / formats.EVENTS_TABLE)
     times = frames.column("capture_time_ns").to_numpy().astype(np.int64)
     positions = frames.column("frame_index").to_numpy().astype(np.int64)
     if len(times) == 0:
@@ -245,8 +246,7 @@ class _Progress:
 
 
 def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, int] | None,
-                   samples: set[int], pseudonym: str, progress: _Progress,
-                   reports: list[EpisodeReport]) -> int:
+                   pseudonym: str, progress: _Progress, reports: list[EpisodeReport]) -> int:
     """Write one session's episodes and events; returns its first episode index."""
     assert source.alignment is not None
     manifest = source.manifest
@@ -254,17 +254,15 @@ def _write_session(writer: DatasetWriter, source: _Source, *, size: tuple[int, i
     task = manifest.game.name
     with SourceFrames(source.session.video_path) as video:
         for position, episode in enumerate(source.alignment.episodes):
-            slot = writer.start_episode()
-            last_position, picture = -1, None
             positions = source.video_positions[episode.source_index].tolist()
-            for i, video_position in enumerate(positions):
+            slot = writer.start_episode(len(positions))
+            last_position, picture = -1, None
+            for video_position in positions:
                 if video_position != last_position:
                     picture = resized(video.at(video_position), size)
                     last_position = video_position
                 assert picture is not None
-                if writer.total_frames + i in samples:
-                    writer.image_stats.add(picture)
-                writer.video.write(picture)
+                writer.write_frame(picture)
                 progress.step()
             rows = source.alignment.episode_rows(position)
             stats = episode.stats
@@ -363,7 +361,6 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     pseudonyms = {s.session.session_id: _pseudonym(s.manifest.player, pseudonym_key)
                   for s in sources}
     tasks = list(dict.fromkeys(s.manifest.game.name for s in sources))
-    total = sum(s.alignment.n_frames for s in sources if s.alignment is not None)
     resize_to = (width, height) if size is not None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -375,9 +372,8 @@ def export_dataset(session_dirs: Sequence[Path | str], out: Path | str, *,
     summaries: list[SessionSummary] = []
     counter = _Progress(progress)
     try:
-        samples = writer.image_stats.sample_positions(total)
         for source in sources:
-            first = _write_session(writer, source, size=resize_to, samples=samples,
+            first = _write_session(writer, source, size=resize_to,
                                    pseudonym=pseudonyms[source.session.session_id],
                                    progress=counter, reports=reports)
             assert source.alignment is not None

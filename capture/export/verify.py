@@ -16,11 +16,13 @@ import pyarrow.parquet as pq
 
 from capture import formats
 from capture.errors import BadInputError
-from capture.export import layout
+from capture.export import layout, stats
 from capture.export.video import iter_video_times
+from capture.export.writer import CONSENT_KEYS, file_digests
 
 _TOL = layout.TIMESTAMP_TOLERANCE_S
 _VIDEO = layout.VIDEO_KEY
+_STATS_RTOL = 1e-6  # stats.json against the aggregate of the per-episode stats columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class _Checker:
                 continue
             with self.guard(path):
                 self._check_columns(path, table, features, schema)
+                self._check_finite(path, table, features)
                 chunk, file = (int(p.split("-")[1]) for p in (path.parent.name, path.stem))
                 for name in wanted:
                     parts[name].append(table.column(name).to_numpy().astype(np.float64
@@ -206,6 +209,24 @@ class _Checker:
     def data_file_of(self, row: int) -> str:
         return self.data_paths[int(self.row_file_id[row])] if self.data_paths else "data"
 
+    def _check_finite(self, path: Path, table: pa.Table, features: dict[str, Any]) -> None:
+        """NaN or infinity in any float column is a problem (LeRobot would train on it)."""
+        for name, spec in features.items():
+            if not spec["dtype"].startswith("float") or name not in table.column_names:
+                continue
+            column = table.column(name)
+            if pa.types.is_fixed_size_list(column.type):
+                values = pa.concat_arrays([c.flatten() for c in column.chunks]).to_numpy(
+                    zero_copy_only=False).reshape(table.num_rows, -1)
+            else:
+                values = column.to_numpy().reshape(table.num_rows, -1)
+            bad = ~np.isfinite(values.astype(np.float64)).all(axis=1)
+            if bad.any():
+                row = int(np.argmax(bad))
+                self.problem(path, f"column {name!r} has non-finite values (NaN or infinity) in "
+                                   f"{int(bad.sum())} rows, first in row {row}: "
+                                   f"{values[row].tolist()}")
+
     def _check_columns(self, path: Path, table: pa.Table, features: dict[str, Any],
                        schema: pa.Schema) -> None:
         columns = set(table.column_names)
@@ -229,16 +250,35 @@ class _Checker:
             self.problem("meta/episodes", "has no chunk-*/file-*.parquet files")
             return
         tables = []
+        full = layout.episodes_schema(self.info["features"])
         for path, table, error in files:
             if table is None:
                 self.problem(path, error)
                 continue
+            lost = [name for name in layout.capture_episode_columns()
+                    if name not in table.column_names]
+            lost_consent = [name for name in CONSENT_KEYS if name in lost]
+            if lost_consent:
+                self.problem(path, f"episodes have lost their consent receipts: column(s) "
+                                   f"{', '.join(lost_consent)} are missing (tools that know only "
+                                   "LeRobot's columns, such as LeRobot's dataset_tools, drop "
+                                   "them); the episodes cannot be traced to their consent; "
+                                   f"match them back with {layout.CONSENT_PATH} of the original "
+                                   "export, or re-export")
+            if set(lost) - set(lost_consent):
+                self.problem(path, "capture's provenance column(s) "
+                                   f"{', '.join(n for n in lost if n not in lost_consent)} "
+                                   "are missing")
+            schema = pa.schema([f for f in full if f.name not in lost], metadata=full.metadata)
             try:
-                formats.validate_table(table, layout.episodes_schema(), path)
-                tables.append(table.cast(layout.episodes_schema()))
+                formats.validate_table(table, schema, path)
+                tables.append(table.select(schema.names).cast(schema))
                 self.episode_paths += [path.relative_to(self.root).as_posix()] * table.num_rows
             except BadInputError as exc:
                 self.problem(path, f"does not match {layout.EPISODES_SCHEMA}: {exc.problem}")
+        if len({tuple(t.schema.names) for t in tables}) > 1:
+            self.problem("meta/episodes", "its files have different columns")
+            return
         if not tables:
             return
         episodes = self.episodes = pa.concat_tables(tables)
@@ -260,7 +300,7 @@ class _Checker:
                   or col["dataset_to_index"][-1] != self.report.frames):
             self.problem(where, f"episodes do not cover rows 0..{self.report.frames - 1} "
                                 "exactly once, in order")
-        for name in ("player",):
+        for name in ("player",) if "player" in episodes.column_names else ():
             bad = [p for p in episodes.column(name).to_pylist()
                    if not layout.PSEUDONYM_PATTERN.match(p or "")]
             if bad:
@@ -376,7 +416,12 @@ class _Checker:
     def check_events(self) -> None:
         lengths = (self.episodes.column("length").to_numpy() if self.episodes is not None
                    else np.empty(0, np.int64))
-        for path, table, error in _read_parquet_dir(self.root, "meta/events"):
+        files = _read_parquet_dir(self.root, layout.EVENTS_DIR)
+        if not files:
+            self.problem(layout.EVENTS_DIR, "is missing: the raw input events were deleted "
+                                            "(LeRobot's dataset tools drop them); every export "
+                                            "writes them, even when empty")
+        for path, table, error in files:
             if table is None:
                 self.problem(path, error)
                 continue
@@ -405,18 +450,230 @@ class _Checker:
 
     def check_stats(self) -> None:
         path = self.root / layout.STATS_PATH
-        stats = _read_json(path, layout.STATS_PATH)
+        data = self.read_json(layout.STATS_PATH)
+        if data is None:
+            return
+        if not stats.all_finite(data):
+            self.problem(path, "holds non-finite numbers (NaN or infinity): "
+                               f"{', '.join(_non_finite_keys(data)[:5])}")
+        try:
+            formats.validate_json(data, layout.STATS_SCHEMA, path)
+        except BadInputError as exc:
+            self.problem(path, exc.problem)
+            return
         for name, spec in self.info["features"].items():
-            entry = stats.get(name)
-            if not isinstance(entry, dict) or not {"min", "max", "mean", "std", "count"} <= set(
-                    entry):
-                self.problem(path, f"no min/max/mean/std/count for feature {name!r}")
+            entry = data.get(name)
+            if not isinstance(entry, dict):
+                self.problem(path, f"no statistics for feature {name!r}")
             elif spec["dtype"] == "video" and np.shape(entry["mean"]) != (3, 1, 1):
                 self.problem(path, f"image stats of {name!r} are not shaped [3, 1, 1]")
+        self._check_stats_match_episodes(path, data)
+
+    def _check_stats_match_episodes(self, path: Path, data: dict[str, Any]) -> None:
+        """stats.json is what LeRobot's aggregate_stats makes of the stats/* episode columns
+        (delete_episodes and split rebuild it from them)."""
+        if self.episodes is None:
+            return
+        names = set(self.episodes.column_names)
+        per_episode: list[dict[str, stats.Stats]] = [{} for _ in range(self.episodes.num_rows)]
+        for feature in self.info["features"]:
+            for key in layout.stat_names():
+                column = layout.stats_column(feature, key)
+                if column not in names:
+                    return  # reported by check_episodes
+                for row, value in enumerate(self.episodes.column(column).to_pylist()):
+                    per_episode[row].setdefault(feature, {})[key] = np.asarray(value)
+        if not stats.all_finite([{f: {k: v.tolist() for k, v in s.items()} for f, s in e.items()}
+                                 for e in per_episode]):
+            self.problem(self.episode_paths[0], "stats/* columns hold non-finite numbers")
+            return
+        expected = stats.aggregate_all(per_episode)
+        for feature, want in expected.items():
+            have = data.get(feature)
+            if not isinstance(have, dict):
+                continue
+            for key, value in want.items():
+                got = np.asarray(have.get(key), dtype=np.float64)
+                if got.shape != value.shape or not np.allclose(got, value, rtol=_STATS_RTOL,
+                                                                atol=1e-9, equal_nan=False):
+                    self.problem(path, f"{feature}/{key} differs from the aggregate of the "
+                                       "per-episode stats columns in meta/episodes")
+                    break
+
+    # --- meta/consent.json -------------------------------------------------------------------
+    def check_consent(self) -> None:
+        path = self.root / layout.CONSENT_PATH
+        if not path.is_file():
+            self.problem(layout.CONSENT_PATH, "is missing: the episodes' consent cannot be "
+                                              "cross-checked (tools that know only LeRobot's "
+                                              "files drop it)")
+            return
+        consent = self.read_json(layout.CONSENT_PATH)
+        if consent is None:
+            return
+        try:
+            formats.validate_json(consent, layout.CONSENT_SCHEMA, path)
+        except BadInputError as exc:
+            self.problem(path, exc.problem)
+            return
+        entries = {e["episode_index"]: e for e in consent["episodes"]}
+        if len(entries) != len(consent["episodes"]):
+            self.problem(path, "lists an episode more than once")
+        for session_id, session in consent["sessions"].items():
+            for ep in session["episodes"]:
+                entry = entries.get(ep)
+                if entry is None or entry["session_id"] != session_id or any(
+                        entry[k] != session[k] for k in session if k != "episodes"):
+                    self.problem(path, f"sessions[{session_id!r}] disagrees with its episode "
+                                       f"{ep} in episodes[]")
+        listed = {ep for s in consent["sessions"].values() for ep in s["episodes"]}
+        if listed != set(entries):
+            self.problem(path, "episodes[] and sessions[] list different episodes")
+        if self.episodes is None:
+            return
+        table = self.episodes
+        n = table.num_rows
+        missing = sorted(set(range(n)) - set(entries))
+        extra = sorted(set(entries) - set(range(n)))
+        if missing:
+            self.problem(path, f"has no consent for episode(s) {_listing(missing)} of "
+                               "meta/episodes: their receipts are lost")
+        if extra:
+            self.problem(path, f"lists episode(s) {_listing(extra)} that meta/episodes does not "
+                               "have")
+        columns = {k: table.column(k).to_pylist() for k in (*CONSENT_KEYS, "length",
+                                                           "dataset_from_index")
+                   if k in table.column_names}
+        times = self.capture_times()
+        for ep in range(n):
+            entry = entries.get(ep)
+            if entry is None:
+                continue
+            differ = [k for k in (*CONSENT_KEYS, "length")
+                      if k in columns and columns[k][ep] != entry[k]]
+            if times is not None and "length" in columns and "dataset_from_index" in columns:
+                lo = int(columns["dataset_from_index"][ep])
+                hi = lo + int(columns["length"][ep])
+                if 0 <= lo < hi <= len(times) and (int(times[lo]), int(times[hi - 1])) != (
+                        entry["first_capture_time_ns"], entry["last_capture_time_ns"]):
+                    differ.append("capture times")
+            if differ:
+                self.problem(path, f"episode {ep}: {', '.join(differ)} disagree(s) with "
+                                   f"{self.episode_paths[ep] if self.episode_paths else 'data'}")
+
+    def capture_times(self) -> np.ndarray | None:
+        """capture_time_ns of every data row, in file order (None if unreadable)."""
+        parts = []
+        for _, table, _ in _read_parquet_dir(self.root, "data"):
+            if table is None or "capture_time_ns" not in table.column_names:
+                return None
+            parts.append(table.column("capture_time_ns").to_numpy())
+        return np.concatenate(parts) if parts else None
+
+    # --- meta/checksums.json -----------------------------------------------------------------
+    def check_checksums(self) -> None:
+        path = self.root / layout.CHECKSUMS_PATH
+        if not path.is_file():
+            self.problem(layout.CHECKSUMS_PATH, "is missing: file contents cannot be checked")
+            return
+        checksums = self.read_json(layout.CHECKSUMS_PATH)
+        if checksums is None:
+            return
+        try:
+            formats.validate_json(checksums, layout.CHECKSUMS_SCHEMA, path)
+        except BadInputError as exc:
+            self.problem(path, exc.problem)
+            return
+        listed: dict[str, str] = checksums["files"]
+        actual = file_digests(self.root)
+        for rel, digest in sorted(listed.items()):
+            if rel not in actual:
+                self.problem(rel, f"is missing (listed in {layout.CHECKSUMS_PATH})")
+            elif actual[rel] != digest:
+                self.problem(rel, f"SHA-256 differs from {layout.CHECKSUMS_PATH}: the file "
+                                  "changed after export")
+        for rel in sorted(actual.keys() - listed.keys()):
+            self.problem(rel, f"is not listed in {layout.CHECKSUMS_PATH}: added after export")
+
+    def read_json(self, rel: str) -> Any:
+        """A JSON file of the dataset, or None after reporting why it cannot be read."""
+        try:
+            return _read_json(self.root / rel, rel)
+        except BadInputError as exc:
+            self.problem(rel, exc.problem)
+        return None
 
     def check_card(self) -> None:
         if not (self.root / layout.CARD_PATH).is_file():
             self.problem(layout.CARD_PATH, "dataset card is missing")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentMatch:
+    """One episode of a dataset traced to its consent in a manifest (meta/consent.json)."""
+
+    episode_index: int         # in the dataset traced
+    source_episode_index: int  # in the manifest's dataset
+    session_id: str
+    consent_receipt_id: str
+    license: str
+    player: str
+    synthetic_consent: bool
+
+
+def trace_consent(dataset: Path | str, manifest_path: Path | str) -> list[ConsentMatch]:
+    """Match a dataset's episodes to a consent manifest by their frames' capture times.
+
+    For a dataset edited by tools that dropped the consent columns and meta/consent.json (e.g.
+    LeRobot's delete_episodes): give it the meta/consent.json of the export it came from.
+    Raises BadInputError naming the episodes that match no entry of it.
+    """
+    root, manifest_path = Path(dataset), Path(manifest_path)
+    consent = _read_json(manifest_path, manifest_path)
+    formats.validate_json(consent, layout.CONSENT_SCHEMA, manifest_path)
+    by_times = {(e["first_capture_time_ns"], e["last_capture_time_ns"], e["length"]): e
+                for e in consent["episodes"]}
+    files = _read_parquet_dir(root, "meta/episodes")
+    bad = [path for path, table, _ in files if table is None]
+    if not files or bad:
+        raise BadInputError("episodes table is missing or unreadable", bad[0] if bad
+                            else root / "meta/episodes")
+    episodes = pa.concat_tables([t.select(["episode_index", "dataset_from_index", "length"])
+                                 for _, t, _ in files if t is not None]).to_pylist()
+    times = _Checker(root.resolve()).capture_times()
+    if times is None:
+        raise BadInputError("data files lack capture_time_ns; episodes cannot be traced",
+                            root / "data")
+    matches, unmatched = [], []
+    for ep in episodes:
+        lo, n = int(ep["dataset_from_index"]), int(ep["length"])
+        entry = by_times.get((int(times[lo]), int(times[lo + n - 1]), n)) if n and \
+            lo + n <= len(times) else None
+        if entry is None:
+            unmatched.append(int(ep["episode_index"]))
+            continue
+        matches.append(ConsentMatch(
+            episode_index=int(ep["episode_index"]), source_episode_index=entry["episode_index"],
+            **{k: entry[k] for k in ("session_id", "consent_receipt_id", "license", "player",
+                                     "synthetic_consent")}))
+    if unmatched:
+        raise BadInputError(f"episode(s) {_listing(unmatched)} match no episode of the consent "
+                            "manifest by capture times: their consent cannot be traced",
+                            manifest_path)
+    return matches
+
+
+def _listing(items: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _non_finite_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Paths like 'action.mouse_delta/mean' of the entries holding non-finite numbers."""
+    if isinstance(obj, dict):
+        return [k for key, value in obj.items()
+                for k in _non_finite_keys(value, f"{prefix}{key}/")]
+    return [] if stats.all_finite(obj) else [prefix.rstrip("/")]
 
 
 def verify_dataset(path: Path | str) -> VerifyReport:
@@ -432,7 +689,8 @@ def verify_dataset(path: Path | str) -> VerifyReport:
         ("data", checker.check_data), ("meta/episodes", checker.check_episodes),
         (layout.TASKS_PATH, checker.check_tasks), ("videos", checker.check_videos),
         ("meta/events", checker.check_events), (layout.STATS_PATH, checker.check_stats),
-        (layout.CARD_PATH, checker.check_card),
+        (layout.CONSENT_PATH, checker.check_consent), (layout.CARD_PATH, checker.check_card),
+        (layout.CHECKSUMS_PATH, checker.check_checksums),
     ]
     for where, step in steps:
         with checker.guard(where):

@@ -1,4 +1,4 @@
-"""Export video: read a session's frames in decode order, write constant-rate files, image stats."""
+"""Export video: read a session's frames in order, write constant-rate files, sample for stats."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from capture.errors import BadInputError
-from capture.export import layout
+from capture.export import layout, stats
 
 _MB = 1024 * 1024
 
@@ -120,7 +120,7 @@ class VideoFileWriter:
         assert isinstance(stream, av.video.stream.VideoStream)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, layout.VIDEO_PIX_FMT
         stream.codec_context.time_base = Fraction(1, self.fps)
-        stream.codec_context.gop_size = layout.GOP_SECONDS * self.fps  # a keyframe every 2 s
+        stream.codec_context.gop_size = layout.gop_size(self.fps)  # a keyframe every 2 s
         stream.codec_context.options = {"preset": layout.VIDEO_PRESET, "crf": str(layout.VIDEO_CRF)}
         self._stream = stream
         self.frames_in_file = 0
@@ -154,52 +154,28 @@ class VideoFileWriter:
         self._close_file()
 
 
-class ImageStats:
-    """Per-channel min/max/mean/std of sampled frames in [0, 1], shaped [3, 1, 1] like LeRobot."""
+class EpisodeImageSampler:
+    """Image statistics of one episode, from the frames LeRobot would sample (stats.py).
 
-    def __init__(self) -> None:
-        self.images = 0
-        self._pixels = 0
-        self._sum = np.zeros(3)
-        self._sum_sq = np.zeros(3)
-        self._min = np.full(3, np.inf)
-        self._max = np.full(3, -np.inf)
+    Offer it every frame of the episode in order; it keeps per-channel value counts of the
+    sampled ones (downsampled like LeRobot's), never the frames.
+    """
 
-    @staticmethod
-    def sample_positions(total_frames: int) -> set[int]:
-        """Which dataset rows to sample: LeRobot's count, n**0.75 clipped to [min(n, 100),
-        10000], spread evenly over the whole dataset (LeRobot samples per episode)."""
-        if total_frames == 0:
-            return set()
-        count = max(min(total_frames, 100), min(int(total_frames ** 0.75), 10_000))
-        return set(np.round(np.linspace(0, total_frames - 1, count)).astype(int).tolist())
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self._wanted = set(stats.sample_indices(frames))
+        self._position = 0
+        self._counts = stats.ImageCounts()
 
-    def add(self, frame: av.VideoFrame) -> None:
-        rgb = frame.to_ndarray(format="rgb24")
-        height, width = rgb.shape[:2]
-        if max(width, height) >= 300:  # LeRobot downsamples large images to ~150 px for stats
-            step = max(1, int(width / 150) if width > height else int(height / 150))
-            rgb = rgb[::step, ::step]
-        values = rgb.reshape(-1, 3).astype(np.float64) / 255.0
-        self.images += 1
-        self._pixels += len(values)
-        self._sum += values.sum(axis=0)
-        self._sum_sq += (values ** 2).sum(axis=0)
-        self._min = np.minimum(self._min, values.min(axis=0))
-        self._max = np.maximum(self._max, values.max(axis=0))
+    def offer(self, frame: av.VideoFrame) -> None:
+        if self._position in self._wanted:
+            self._counts.add(stats.downsample_hwc(frame.to_ndarray(format="rgb24")))
+        self._position += 1
 
-    def result(self) -> dict[str, list[Any]]:
-        if not self.images:
-            zeros = [[[0.0]]] * 3
-            return {"min": zeros, "max": zeros, "mean": zeros, "std": zeros, "count": [0]}
-        mean = self._sum / self._pixels
-        std = np.sqrt(np.maximum(self._sum_sq / self._pixels - mean ** 2, 0.0))
-
-        def shaped(v: np.ndarray) -> list[Any]:
-            return [[[float(c)]] for c in v]
-
-        return {"min": shaped(self._min), "max": shaped(self._max), "mean": shaped(mean),
-                "std": shaped(std), "count": [self.images]}
+    def result(self) -> stats.Stats:
+        if self._position != self.frames or self._counts.frames != len(self._wanted):
+            raise RuntimeError(f"episode announced {self.frames} frames, {self._position} came")
+        return self._counts.stats()
 
 
 def iter_video_times(path: Path) -> Iterator[tuple[float, int, int]]:

@@ -1,23 +1,29 @@
-"""Dataset writer: data, episode, event and task tables, stats and info.json, validated on write."""
+"""Dataset writer: data, episode, event and task tables, stats, consent, checksums, info.json."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from capture import formats
-from capture.export import layout
-from capture.export.video import ImageStats, VideoFileWriter
+from capture.errors import BadInputError, CaptureError
+from capture.export import layout, stats
+from capture.export.video import EpisodeImageSampler, VideoFileWriter
 
 _MB = 1024 * 1024
+# Episode columns the consent document repeats (meta/consent.json, schemas/dataset-consent.v1).
+CONSENT_KEYS = ("session_id", "segment_index", "segment_part", "consent_receipt_id", "license",
+                "player", "synthetic_consent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,34 +35,25 @@ class VideoSlot:
     first_frame: int
 
 
-class _RunningStats:
-    """min/max/mean/std/count of one numeric feature, accumulated over row batches."""
+# Float columns of a session's events table that must hold finite numbers (when not null).
+EVENT_FLOAT_COLUMNS = ("dx", "dy", "value")
 
-    def __init__(self, width: int) -> None:
-        self.count = 0
-        self._sum = np.zeros(width)
-        self._sum_sq = np.zeros(width)
-        self._min = np.full(width, np.inf)
-        self._max = np.full(width, -np.inf)
 
-    def add(self, values: np.ndarray) -> None:
-        if not len(values):
-            return
-        v = values.reshape(len(values), -1).astype(np.float64)
-        self.count += len(v)
-        self._sum += v.sum(axis=0)
-        self._sum_sq += (v ** 2).sum(axis=0)
-        self._min = np.minimum(self._min, v.min(axis=0))
-        self._max = np.maximum(self._max, v.max(axis=0))
-
-    def result(self) -> dict[str, list[Any]]:
-        n = max(self.count, 1)
-        mean = self._sum / n
-        std = np.sqrt(np.maximum(self._sum_sq / n - mean ** 2, 0.0))
-        empty = self.count == 0
-        return {"min": (np.zeros_like(mean) if empty else self._min).tolist(),
-                "max": (np.zeros_like(mean) if empty else self._max).tolist(),
-                "mean": mean.tolist(), "std": std.tolist(), "count": [self.count]}
+def refuse_non_finite_events(events: pa.Table, path: Path) -> None:
+    """Raise BadInputError naming the first row whose dx, dy or value is NaN or infinite."""
+    for name in EVENT_FLOAT_COLUMNS:
+        if name not in events.column_names:
+            continue
+        column = events.column(name)
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+        bad = np.isinf(values) | (np.isnan(values) & ~column.is_null().to_numpy(
+            zero_copy_only=False))
+        if bad.any():
+            row = int(np.argmax(bad))
+            kind = events.column("kind")[row].as_py() if "kind" in events.column_names else "?"
+            raise BadInputError(f"row {row} ({kind} event): {name} is {values[row]}; export "
+                                f"refuses non-finite input values ({int(bad.sum())} in column "
+                                f"{name})", path)
 
 
 def _column(values: np.ndarray, field: pa.Field) -> pa.Array:
@@ -74,13 +71,13 @@ class DatasetWriter:
         self.root, self.fps, self.width, self.height = root, fps, width, height
         self.tasks, self.limits = tasks, limits
         self.video = VideoFileWriter(root, fps=fps, width=width, height=height, limits=limits)
-        self.image_stats = ImageStats()
+        self.features = layout.features(width, height, fps)
         self.total_frames = 0
         self.total_events = 0
         self._schema = layout.frames_schema()
-        self._stats = {f.name: _RunningStats(f.type.list_size
-                                             if pa.types.is_fixed_size_list(f.type) else 1)
-                       for f in self._schema}
+        self._sampler: EpisodeImageSampler | None = None
+        self._episode_stats: list[dict[str, stats.Stats]] = []
+        self._consent: list[dict[str, Any]] = []
         self._data_file = (0, 0)
         self._pending: list[pa.Table] = []
         self._pending_bytes = 0
@@ -92,15 +89,27 @@ class DatasetWriter:
     def total_episodes(self) -> int:
         return len(self._episodes)
 
-    def start_episode(self) -> VideoSlot:
-        """Call before writing an episode's frames to `video`."""
+    def start_episode(self, frames: int) -> VideoSlot:
+        """Call before writing an episode's `frames` frames with write_frame."""
+        if self._sampler is not None:
+            raise RuntimeError("start_episode called twice without add_episode")
+        self._sampler = EpisodeImageSampler(frames)
         return VideoSlot(*self.video.start_episode())
+
+    def write_frame(self, frame: av.VideoFrame) -> None:
+        """Append one frame of the current episode to the video (and sample it for stats)."""
+        if self._sampler is None:
+            raise RuntimeError("write_frame before start_episode")
+        self._sampler.offer(frame)
+        self.video.write(frame)
 
     def add_episode(self, slot: VideoSlot, *, task: str, capture_time_ns: np.ndarray,
                     actions: dict[str, np.ndarray], extra: dict[str, Any]) -> int:
         """Record an episode whose frames were just written to `video`; returns its index."""
         episode_index = len(self._episodes)
         n = len(capture_time_ns)
+        if n == 0:
+            raise CaptureError(f"episode {episode_index} has no frames")
         if self.video.frames_in_file - slot.first_frame != n:
             raise RuntimeError(f"episode {episode_index}: {n} rows but "
                                f"{self.video.frames_in_file - slot.first_frame} video frames")
@@ -117,8 +126,17 @@ class DatasetWriter:
         table = pa.Table.from_arrays([_column(columns[f.name], f) for f in self._schema],
                                      schema=self._schema)
         formats.validate_table(table, self._schema, self._data_path(*self._data_file))
-        for name, stats in self._stats.items():
-            stats.add(columns[name])
+        for f in self._schema:
+            values = np.asarray(columns[f.name])
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise CaptureError(f"episode {episode_index}: {f.name} has non-finite values; "
+                                   "refusing to write them")
+        assert self._sampler is not None
+        episode_stats = {name: stats.feature_stats(np.asarray(columns[name]).astype(
+            self.features[name]["dtype"], copy=False)) for name in self._schema.names}
+        episode_stats[layout.VIDEO_KEY] = self._sampler.result()
+        self._sampler = None
+        self._episode_stats.append(episode_stats)
         self._pending.append(table)
         self._pending_bytes += table.nbytes
         fps = self.fps
@@ -137,6 +155,14 @@ class DatasetWriter:
             "meta/episodes/chunk_index": 0,
             "meta/episodes/file_index": 0,
             **extra,
+            **{layout.stats_column(feature, key): value.tolist()
+               for feature in self.features for key, value in episode_stats[feature].items()},
+        })
+        self._consent.append({
+            "episode_index": episode_index, "length": n,
+            "first_capture_time_ns": int(columns["capture_time_ns"][0]),
+            "last_capture_time_ns": int(columns["capture_time_ns"][-1]),
+            **{key: extra[key] for key in CONSENT_KEYS},
         })
         self.total_frames += n
         if self._pending_bytes >= self.limits.data_mb * _MB:
@@ -175,7 +201,7 @@ class DatasetWriter:
         self._events.close()
 
         episodes_path = self.root / layout.EPISODES_PATH.format(chunk_index=0, file_index=0)
-        schema = layout.episodes_schema()
+        schema = layout.episodes_schema(self.features)
         episodes = formats.table_from_rows(self._episodes, schema)
         formats.validate_table(episodes, schema, episodes_path)
         episodes_path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,9 +211,15 @@ class DatasetWriter:
                              index=pd.Index(self.tasks, name="task"))
         tasks.to_parquet(self.root / layout.TASKS_PATH)
 
-        stats: dict[str, Any] = {name: s.result() for name, s in self._stats.items()}
-        stats[layout.VIDEO_KEY] = self.image_stats.result()
-        _write_json(self.root / layout.STATS_PATH, stats)
+        dataset_stats = stats.to_lists(stats.aggregate_all(self._episode_stats)) \
+            if self._episode_stats else {}
+        stats_path = self.root / layout.STATS_PATH
+        formats.validate_json(dataset_stats, layout.STATS_SCHEMA, stats_path)
+        if not stats.all_finite(dataset_stats):
+            raise CaptureError("statistics came out non-finite; refusing to write them",
+                               stats_path)
+        _write_json(stats_path, dataset_stats)
+        self._write_consent()
 
         info = layout.build_info(fps=self.fps, width=self.width, height=self.height,
                                  total_episodes=len(self._episodes),
@@ -197,7 +229,24 @@ class DatasetWriter:
         formats.validate_json(info, layout.INFO_SCHEMA, info_path)
         _write_json(info_path, info)
         (self.root / layout.CARD_PATH).write_text(card, encoding="utf-8")
+        write_checksums(self.root)
         return info
+
+    def _write_consent(self) -> None:
+        sessions: dict[str, dict[str, Any]] = {}
+        for row in self._consent:
+            entry = sessions.setdefault(row["session_id"], {
+                key: row[key] for key in ("consent_receipt_id", "license", "player",
+                                          "synthetic_consent")} | {"episodes": []})
+            if any(entry[key] != row[key] for key in entry if key != "episodes"):
+                raise CaptureError(f"session {row['session_id']}: its episodes disagree on "
+                                   "consent, licence or player")
+            entry["episodes"].append(row["episode_index"])
+        document = {"format": layout.CONSENT_FORMAT, "version": 1,
+                    "episodes": self._consent, "sessions": sessions}
+        path = self.root / layout.CONSENT_PATH
+        formats.validate_json(document, layout.CONSENT_SCHEMA, path)
+        _write_json(path, document)
 
     def abort(self) -> None:
         """Release open files after a failure (the caller removes the directory); closing may
@@ -210,8 +259,32 @@ class DatasetWriter:
             self._events = None
 
 
+def file_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under root but meta/checksums.json, by relative posix path."""
+    digests = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == layout.CHECKSUMS_PATH:
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[rel] = digest.hexdigest()
+    return digests
+
+
+def write_checksums(root: Path) -> None:
+    """(Re)write meta/checksums.json for the files now under root; call after any change."""
+    document = {"format": layout.CHECKSUMS_FORMAT, "version": 1, "algorithm": "sha256",
+                "files": file_digests(root)}
+    path = root / layout.CHECKSUMS_PATH
+    formats.validate_json(document, layout.CHECKSUMS_SCHEMA, path)
+    _write_json(path, document)
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4)
+        json.dump(obj, f, indent=4, allow_nan=False)
         f.write("\n")

@@ -65,8 +65,8 @@ def test_export_writes_the_lerobot_v3_layout_and_verifies(
         exported: tuple[Path, ExportReport]) -> None:
     root, report = exported
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == ["README.md", "data/chunk-000/file-000.parquet",
-                     "meta/episodes/chunk-000/file-000.parquet",
+    assert files == ["README.md", "data/chunk-000/file-000.parquet", "meta/checksums.json",
+                     "meta/consent.json", "meta/episodes/chunk-000/file-000.parquet",
                      "meta/events/chunk-000/file-000.parquet", "meta/info.json",
                      "meta/stats.json", "meta/tasks.parquet",
                      "videos/observation.image/chunk-000/file-000.mp4"]
@@ -211,10 +211,19 @@ def test_stats_cover_every_feature_like_lerobot(exported: tuple[Path, ExportRepo
     assert set(stats) == set(json.loads((root / "meta/info.json").read_text())["features"])
     image = stats["observation.image"]
     assert np.shape(image["mean"]) == (3, 1, 1) and np.min(image["min"]) >= 0
-    assert np.max(image["max"]) <= 1 and image["count"][0] == min(report.frames, 100)
+    lengths = episodes_table(root)["length"].tolist()
+    # LeRobot samples each episode's frames: n ** 0.75, at least min(n, 100)
+    assert np.max(image["max"]) <= 1 and image["count"] == [sum(min(n, 100) for n in lengths)]
     assert stats["action.mouse_buttons"]["count"] == [report.frames]
     assert len(stats["action.keys_held"]["mean"]) == len(KEY_NAMES)
     assert stats["frame_index"]["min"] == [0]
+    for entry in stats.values():
+        assert set(entry) == {"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90",
+                              "q99"}
+        assert np.all(np.asarray(entry["min"]) <= np.asarray(entry["q01"]) + 1e-9)
+        assert np.all(np.asarray(entry["q01"]) <= np.asarray(entry["q50"]))
+        assert np.all(np.asarray(entry["q50"]) <= np.asarray(entry["q99"]))
+        assert np.all(np.asarray(entry["q99"]) <= np.asarray(entry["max"]) + 1e-9)
 
 
 def test_hugging_face_datasets_loads_the_data(exported: tuple[Path, ExportReport],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from capture import formats
@@ -134,3 +136,32 @@ def test_episodes_too_long_for_float32_timestamps_are_refused(gameplay_session: 
     with pytest.raises(CaptureError, match="float32"):
         export_dataset([gameplay_session], tmp_path / "ds", max_episode_s=3600)
     assert not (tmp_path / "ds").exists()
+
+
+def poison_events(session: Path, column: str, value: float) -> int:
+    """Put `value` into `column` of the first event that has one; returns that row."""
+    table = pq.read_table(session / formats.EVENTS_TABLE)
+    values = table.column(column).to_pylist()
+    row = next(i for i, v in enumerate(values) if v is not None)
+    values[row] = value
+    table = table.set_column(table.schema.get_field_index(column), column,
+                             pa.array(values, table.schema.field(column).type))
+    pq.write_table(table, session / formats.EVENTS_TABLE)
+    fix_hashes(session)
+    return row
+
+
+@pytest.mark.parametrize("column, value", [("dx", float("nan")), ("dy", float("inf")),
+                                           ("value", float("-inf"))])
+def test_non_finite_input_values_are_refused_naming_file_and_row(
+        gameplay_session: Path, tmp_path: Path, consent_active: None, column: str,
+        value: float) -> None:
+    session = copy_session(gameplay_session, tmp_path)
+    row = poison_events(session, column, value)
+    out = tmp_path / "ds"
+    with pytest.raises(BadInputError) as caught:
+        export_dataset([session], out, pseudonym_key=PSEUDONYM_KEY)
+    assert caught.value.path == session / formats.EVENTS_TABLE
+    assert f"row {row} " in str(caught.value) and f"{column} is {value}" in str(caught.value)
+    assert "non-finite" in str(caught.value)
+    assert_nothing_written(out)

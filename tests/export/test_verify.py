@@ -15,13 +15,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from capture.errors import BadInputError
 from capture.export.lerobot import ExportReport
-from capture.export.verify import verify_dataset
+from capture.export.verify import trace_consent, verify_dataset
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
 EVENTS = "meta/events/chunk-000/file-000.parquet"
 VIDEO = "videos/observation.image/chunk-000/file-000.mp4"
+STATS = "meta/stats.json"
+INFO = "meta/info.json"
+CONSENT = "meta/consent.json"
 
 
 def rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
@@ -108,7 +112,92 @@ def video_missing_frames(root: Path) -> None:
             out.mux(packet)
 
 
+def non_finite_mouse_delta(value: float) -> Callable[[Path], None]:
+    def tamper(root: Path) -> None:
+        def change(t: pa.Table) -> pa.Table:
+            delta = np.stack(t.column("action.mouse_delta").to_numpy(zero_copy_only=False))
+            delta[7, 1] = value
+            flat = pa.array(delta.reshape(-1).astype(np.float32), pa.float32())
+            return replace_column(t, "action.mouse_delta", pa.FixedSizeListArray.from_arrays(
+                flat, 2))
+        rewrite(root / DATA, change)
+    tamper.__name__ = f"mouse_delta_{value}"
+    return tamper
+
+
+def edit_json(rel: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def tamper(root: Path) -> None:
+        obj = json.loads((root / rel).read_text())
+        change(obj)
+        (root / rel).write_text(json.dumps(obj))  # json.dumps writes NaN as NaN
+    return tamper
+
+
+def set_in(path: list[str | int], value: object) -> Callable[[dict], None]:
+    def change(obj: dict) -> None:
+        for key in path[:-1]:
+            obj = obj[key]
+        obj[path[-1]] = value
+    return change
+
+
+def drop_stat(obj: dict) -> None:
+    del obj["action.mouse_delta"]["q01"]
+
+
+def old_depth_key(info: dict) -> None:
+    video = info["features"]["observation.image"]["info"]
+    video["video.is_depth_map"] = video.pop("is_depth_map")
+
+
+def delete_events(root: Path) -> None:
+    shutil.rmtree(root / "meta/events")
+
+
+def delete_consent(root: Path) -> None:
+    (root / CONSENT).unlink()
+
+
+def drop_consent_columns(root: Path) -> None:
+    rewrite(root / EPISODES, lambda t: t.drop_columns(["consent_receipt_id", "license"]))
+
+
+def append_to_card(root: Path) -> None:
+    with open(root / "README.md", "a") as f:
+        f.write("edited\n")
+
+
+def add_file(root: Path) -> None:
+    (root / "meta/extra.txt").write_text("x")
+
+
+def remove_tasks(root: Path) -> None:
+    (root / "meta/tasks.parquet").unlink()
+
+
 @pytest.mark.parametrize("tamper, file, words", [
+    (non_finite_mouse_delta(float("nan")), DATA, "'action.mouse_delta' has non-finite values"),
+    (non_finite_mouse_delta(float("inf")), DATA, "'action.mouse_delta' has non-finite values"),
+    (non_finite_mouse_delta(float("nan")), DATA, "SHA-256 differs"),
+    (edit_json(STATS, set_in(["action.mouse_delta", "mean", 0], float("nan"))), STATS,
+     "non-finite numbers (NaN or infinity): action.mouse_delta/mean"),
+    (edit_json(STATS, set_in(["action.mouse_delta", "q50", 1], 12.5)), STATS,
+     "action.mouse_delta/q50 differs from the aggregate of the per-episode stats"),
+    (edit_json(STATS, drop_stat), STATS, "'q01' is a required property"),
+    (edit_json(INFO, old_depth_key), INFO, "is_depth_map"),
+    (delete_events, "meta/events", "is missing: the raw input events were deleted"),
+    (delete_consent, CONSENT, "is missing"),
+    (drop_consent_columns, EPISODES, "episodes have lost their consent receipts: column(s) "
+                                     "consent_receipt_id, license are missing"),
+    (edit_json(CONSENT, set_in(["episodes", 1, "license"], "CC0-1.0")), CONSENT,
+     "episode 1: license disagree(s) with meta/episodes/chunk-000/file-000.parquet"),
+    (edit_json(CONSENT, set_in(["episodes", 0, "first_capture_time_ns"], 5)), CONSENT,
+     "episode 0: capture times disagree(s)"),
+    (edit_json(CONSENT, set_in(["episodes", 1, "episode_index"], 7)), CONSENT,
+     "has no consent for episode(s) 1 of meta/episodes: their receipts are lost"),
+    (append_to_card, "README.md", "SHA-256 differs from meta/checksums.json"),
+    (add_file, "meta/extra.txt", "is not listed in meta/checksums.json"),
+    (remove_tasks, "meta/tasks.parquet", "is missing (listed in meta/checksums.json)"),
     (shift_timestamp, DATA, "timestamps are not frame_index / fps"),
     (drop_row, DATA, "index is not contiguous"),
     (drop_row, "meta/info.json", "total_frames"),
@@ -153,3 +242,17 @@ def test_verify_survives_unreadable_parquet(exported: tuple[Path, ExportReport],
     assert {DATA, EPISODES} <= files, report.summary()
     assert "problem" in report.summary()
     assert np.all([p.message for p in report.problems])
+
+
+def test_trace_consent_matches_episodes_by_capture_times(exported: tuple[Path, ExportReport],
+                                                        tmp_path: Path) -> None:
+    root = exported[0]
+    consent = json.loads((root / CONSENT).read_text())
+    traced = trace_consent(root, root / CONSENT)
+    assert [(m.episode_index, m.source_episode_index) for m in traced] == [(0, 0), (1, 1)]
+    assert {m.consent_receipt_id for m in traced} == {consent["episodes"][0]["consent_receipt_id"]}
+    consent["episodes"][1]["last_capture_time_ns"] += 1  # no longer this dataset's episode 1
+    other = tmp_path / "consent.json"
+    other.write_text(json.dumps(consent))
+    with pytest.raises(BadInputError, match=r"episode\(s\) 1 match no episode"):
+        trace_consent(root, other)
