@@ -21,7 +21,8 @@ TIMEOUT_MS = 5000      # how long the desktop shows a notification (-1: its own 
 ANNOUNCE_S = 3.0       # the "recording starts" notice shows this long; the recording starts after
 CALL_TIMEOUT_S = 2.0   # a notification service that does not answer within this is unreachable
 UNREACHABLE = ("no desktop notification service is reachable, so the agent cannot show a "
-               "notification when recording starts or stops: watch this page or the terminal")
+               "notification when recording starts or stops: watch the agent's page or its "
+               "terminal")
 
 
 class Notifier:
