@@ -317,9 +317,10 @@ class WebServer:
         except Exception:  # the page must keep working while the agent misbehaves
             log.exception("agent status failed")
             live = {}
+        collectors = _collector_names()
         views = []
         for summary in reversed(summaries):
-            view = _session_view(summary)
+            view = _session_view(summary, collectors)
             view["upload"] = _upload_for_player(live.get(view["session_id"])
                                                 or _upload_view(view["session_id"]))
             views.append(view)
@@ -419,7 +420,8 @@ def _upload_for_player(upload: dict[str, Any] | None) -> dict[str, Any] | None:
     return upload
 
 
-def _session_view(s: store.SessionSummary) -> dict[str, Any]:
+def _session_view(s: store.SessionSummary,
+                  collectors: dict[str, str] | None = None) -> dict[str, Any]:
     row = s.to_dict()
     m = s.manifest
     qa = m.qa if m is not None else None
@@ -439,7 +441,7 @@ def _session_view(s: store.SessionSummary) -> dict[str, Any]:
                   for k in ("fps_achieved", "dropped_frames", "repeated_frames", "focused_s",
                             "idle_s")},
         "inputs": input_count(qa) if qa else 0,
-        "collector": _collector_name(m.consent.receipt_id) if m is not None else None,
+        "collector": (collectors or {}).get(m.consent.receipt_id) if m is not None else None,
         "thumbnail": None if media_problem else f"/api/thumbnail/{name}",
         "preview": None if media_problem else f"/api/preview/{name}",
         "media_problem": media_problem,
@@ -481,15 +483,14 @@ def _delivery_words(d: Delivery) -> str:
     return f"The collector at {where} refused the withdrawal: {d.detail}"
 
 
-def _collector_name(receipt_id: str) -> str | None:
-    """The collector a session goes to (host:port of the study it was enrolled in), or None."""
+def _collector_names() -> dict[str, str]:
+    """receipt id -> the collector its sessions go to (host:port of the enrolled study)."""
     try:
-        enrolled = enrollment.for_receipt(receipt_id)
-    except CaptureError:
-        return None
-    if enrolled is None:
-        return None
-    return urlsplit(enrolled.collector).netloc or enrolled.collector
+        enrolled = enrollment.load_all()
+    except CaptureError as exc:  # a damaged enrollment file: no "Send" buttons, said in the log
+        log.warning("%s", exc)
+        return {}
+    return {e.receipt_id: urlsplit(e.collector).netloc or e.collector for e in enrolled}
 
 
 def find_session(name: Any) -> Path:
