@@ -14,8 +14,8 @@ let terms = null;           // {version, sha256, text} as shown on the page
 let recordedKinds = [];     // the scope kinds capture records (the ones it offers)
 let lastSessionsJson = "";
 let lastSessionKey = "";
-let hadGrants = null;
-let afterReview = false;    // the player sends each session to the collector after review       // whether anyone had consented at the last refresh (null: not yet)
+let hadGrants = null;       // whether anyone had consented at the last refresh (null: not yet)
+let afterReview = false;    // the player sends each session to the collector after review
 
 // --- talking to the agent ------------------------------------------------------------------
 // The page signs in with an HttpOnly cookie (set when the one-time address was opened): the
@@ -362,7 +362,8 @@ function awaitsReview(u) {
 function uploadWords(u) {
   if (u.status === "uploading") return `uploading, ${Math.floor(u.percent)} %`;
   if (awaitsReview(u)) return "not sent: look at it, then send it or delete it";
-  const words = u.status === "waiting" && u.released ? "queued" : UPLOAD_WORDS[u.status] || u.status;
+  const words = u.status === "waiting" && u.released ? "queued"
+    : UPLOAD_WORDS[u.status] || u.status;
   return u.reason ? `${words}: ${u.reason}` : words;
 }
 
