@@ -58,11 +58,43 @@ def _big_session(home: Path, receipt_id: str, player: str, mib: int, n: int) -> 
     return session
 
 
+def _timing_while_uploading(player: Path, receipt_id: str,
+                            args: argparse.Namespace) -> dict[str, Any]:
+    """The built-in recorder's capture-timing error (bench/capture_timing.py's case: the clock
+    window at 30 fps, 1280x720) with no upload, then while `capture upload` sends a bundle at
+    full speed on the same machine; the recorder's targets must hold in both."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from capture_timing import run_case
+
+    from capture.xserver import Xvfb
+
+    cases = {}
+    with Xvfb(1280, 720) as server, tempfile.TemporaryDirectory() as work:
+        cases["no upload"] = run_case(server.display, 30, 0, args.timing_seconds, (1280, 720),
+                                      Path(work) / "quiet")
+        session = _big_session(player, receipt_id, "bench", max(args.mib, 640), 99)
+        upload = subprocess.Popen([sys.executable, "-m", "capture", "upload", str(session)],
+                                  env={**os.environ, "CAPTURE_HOME": str(player)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1.0)  # the upload is under way
+        cases["while uploading"] = run_case(server.display, 30, 0, args.timing_seconds,
+                                            (1280, 720), Path(work) / "uploading")
+        still_uploading = upload.poll() is None
+        out, _ = upload.communicate(timeout=600)
+    keep = ("frames", "dropped_slots", "abs_error_ms", "frames_over_one_interval",
+            "of_which_clock_not_redrawn", "recorder_cpu_percent", "targets_met")
+    return {"upload_still_running_at_end": still_uploading,
+            "upload_result": out.strip().splitlines()[-1] if out.strip() else "",
+            "cases": {name: {k: case[k] for k in keep} for name, case in cases.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--chunk-mib", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timing-seconds", type=float, default=10.0,
+                        help="length of each capture-timing recording (0: skip that part)")
     args = parser.parse_args()
 
     import boto3
@@ -123,8 +155,11 @@ def main() -> None:
                                          2),
                 "collector_rss_mib": round(server.memory_info().rss / (1 << 20), 1)})
             print(json.dumps(runs[-1]), flush=True)
+        timing = (_timing_while_uploading(player, receipt["receipt_id"], args)
+                  if args.timing_seconds > 0 else None)
         result = {
-            "bench": "upload", "machine": {"cpus": os.cpu_count(), "python":
+            "bench": "upload",
+            "capture_timing_while_uploading": timing, "machine": {"cpus": os.cpu_count(), "python":
                                            platform.python_version()},
             "setup": {"mib": args.mib, "chunk_mib": args.chunk_mib, "store": "moto S3 on loopback",
                       "database": "SQLite", "transport": "http on loopback"},

@@ -146,6 +146,8 @@ class SessionScript:
     session_id: str = "20250301T120000Z-factorygame-000001"
     frame_tags: list[int] | None = None  # what each video frame shows; default: its number
     preset: str = "ultrafast"
+    gop: int | None = None  # frames between keyframes (None: FFmpeg's default, 12)
+    encoder_options: dict[str, str] | None = None  # e.g. {"tune": "zerolatency"} as recorded
     painter: Callable[[int, int, int], np.ndarray] = tagged_frame  # (tag, width, height) -> RGB
 
     @property
@@ -161,7 +163,10 @@ def write_video(path: Path, script: SessionScript) -> list[int]:
         stream = container.add_stream("libx264", rate=script.fps)
         stream.width, stream.height, stream.pix_fmt = script.width, script.height, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.options = {"preset": script.preset, "crf": "18"}
+        stream.codec_context.options = {"preset": script.preset, "crf": "18",
+                                        **(script.encoder_options or {})}
+        if script.gop is not None:
+            stream.codec_context.gop_size = script.gop
         for tag, t in zip(tags, script.capture_times_ns, strict=True):
             frame = av.VideoFrame.from_ndarray(script.painter(tag, script.width, script.height),
                                                format="rgb24")

@@ -20,7 +20,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 packages=(xvfb x11-utils xdotool ffmpeg minetest minetest-data libgl1-mesa-dri libgl1 libglib2.0-0
           obs-studio chromium
-          postgresql)  # the collector tests start a throwaway PostgreSQL cluster of their own
+          postgresql   # the collector tests start a throwaway PostgreSQL cluster of their own
+          dbus-daemon) # the agent's notification tests start a private session bus
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then packages+=(python3-venv); fi
 missing=()
 for p in "${packages[@]}"; do

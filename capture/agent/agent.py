@@ -8,15 +8,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from capture import consent, inputs, paths
+from capture.agent.notify import ANNOUNCE_S, Notifier
 from capture.agent.settings import AgentSettings
 from capture.clock import utc_iso
 from capture.consent import ConsentReceipt
 from capture.errors import CaptureError
 from capture.session import store, writer
+from capture.session.check_words import check_line, check_title
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
@@ -47,7 +50,7 @@ class Agent:
 
     def __init__(self, settings: AgentSettings, *, display: str | None = None,
                  say: Callable[[str], None] = print,
-                 video_options: Any | None = None) -> None:
+                 video_options: Any | None = None, notifier: Notifier | None = None) -> None:
         self.settings = settings
         watched = display or settings.display or os.environ.get("DISPLAY")
         if not watched:
@@ -61,6 +64,10 @@ class Agent:
         self._grants: list[ConsentReceipt] = []
         self._reason = "starting"
         self._last_checks: list[dict[str, Any]] | None = None
+        self._last_checks_dir: Path | None = None  # the segment they belong to
+        self._released: set[str] = set()  # sessions the player sent on the page
+        self._announcing: tuple[str, float, int] | None = None  # game, due, notification id
+        self.notifier = notifier if notifier is not None else Notifier(say=say)
         self._consent_dirty = True
         self._ledger_stamp: int | None = None
         self._stopping = False
@@ -75,20 +82,60 @@ class Agent:
         with self._lock:
             active = self._active
             backend = {"name": self.settings.backend, "state": "idle", "detail": ""}
+            if self._last_checks_dir is not None and not self._last_checks_dir.exists():
+                self._last_checks, self._last_checks_dir = None, None  # deleted meanwhile
+            common = {"last_segment_checks": self._last_checks, "uploads": self._upload_states(),
+                      "upload_after_review": self.settings.upload_after_review,
+                      "notifications": self.notifier.problem}
             if active is None:
                 return {"state": "stopping" if self._stopping else "waiting", "game": None,
                         "reason": self._reason, "backend": backend, "session_id": None,
-                        "segment": None, "since_utc": None,
-                        "last_segment_checks": self._last_checks,
-                        "uploads": self.uploads.states()}
+                        "segment": None, "since_utc": None, **common}
             rec = active.recording.status()
             backend.update(state="recording" if rec["state"] == "recording" else "paused",
                            detail=f"segment {rec['segment']}")
             return {"state": rec["state"], "game": active.game, "reason": rec["reason"],
                     "backend": backend, "session_id": rec["session_id"],
-                    "segment": rec["segment"], "since_utc": active.since_utc,
-                    "last_segment_checks": self._last_checks,
-                    "uploads": self.uploads.states()}
+                    "segment": rec["segment"], "since_utc": active.since_utc, **common}
+
+    def _upload_states(self) -> list[dict[str, Any]]:
+        return [{**u, "released": u["session_id"] in self._released}
+                for u in self.uploads.states()]
+
+    def release_upload(self, session_id: str) -> bool:
+        """The player reviewed a queued session and sends it; False if it is not queued."""
+        with self._lock:
+            waiting = {u["session_id"] for u in self.uploads.states()
+                       if u["status"] in ("waiting", "queued")}
+            if session_id not in waiting:
+                return False
+            self._released.add(session_id)
+        self.uploads.release(session_id)
+        return True
+
+    def session_deleted(self, session_id: str) -> None:
+        """A session was deleted on the page: forget its upload and, if shown, its checks."""
+        with self._lock:
+            self.uploads.forget(session_id)
+            self._released.discard(session_id)
+            if self._last_checks_dir is not None and not self._last_checks_dir.exists():
+                self._last_checks, self._last_checks_dir = None, None
+
+    def waiting_for(self) -> str:
+        """One plain line: which consented games the agent watches, or how to give consent."""
+        with self._lock:
+            self._refresh_grants()
+            return self._waiting_line("on the agent's page (or with `capture consent grant`)")
+
+    def _waiting_line(self, where_to_consent: str) -> str:
+        if self._grants:
+            names = sorted({g for grant in self._grants for g in grant.games}, key=str.casefold)
+            return "waiting for a consented game to run: watching " + ", ".join(names)
+        if consent.active_grants():
+            return ("waiting for consent: the consent given does not include video, which "
+                    f"recording needs; give one that does {where_to_consent}")
+        return ("waiting for consent: no one has consented to a game being recorded yet; give "
+                f"consent {where_to_consent}")
 
     def consent_changed(self) -> None:
         """Re-read the ledger now; a recording whose consent is gone stops before this returns."""
@@ -101,6 +148,8 @@ class Agent:
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        self.say(self.waiting_for())
+        self.notifier.check()  # no notification service: said now, once
         self.recover_crashed()
         self._queue_uploads(queued_sessions())  # what a restart interrupted resumes
         self.uploads.start()
@@ -177,7 +226,7 @@ class Agent:
         self._grants = [g for g in consent.active_grants() if "video" in g.scope]
         self._consent_dirty = False
         if not self._grants:
-            self._reason = "no consent with video for any game: grant one on the page"
+            self._reason = self._waiting_line("on this page")
 
     def _still_consented(self, active: _Active) -> bool:
         return any(g.receipt_id == active.receipt.receipt_id and
@@ -195,6 +244,8 @@ class Agent:
                 window = self._watcher(game).find_game_window()
                 if window is None:
                     continue
+                if not self._announced_before_recording(game):
+                    return
                 scope = frozenset(grant.scope) & RECORDABLE
                 opts = RecordOptions(
                     game=game, backend=self.settings.backend, fps=self.settings.fps,
@@ -216,9 +267,29 @@ class Agent:
                 self.say(f"{game} is running: recording into {first} (paused while it is not "
                          "focused)")
                 return
+        self._announcing = None  # the announced game is gone again
         if self._grants:
-            names = sorted({g for grant in self._grants for g in grant.games})
-            self._reason = "waiting for a consented game: " + ", ".join(names)
+            self._reason = self._waiting_line("on this page")
+
+    def _announced_before_recording(self, game: str) -> bool:
+        """True once the "recording starts" notice for `game` has been shown and taken down
+        (or cannot be shown), so the recording may begin: the notice is never in the frames."""
+        now = time.monotonic()
+        if self._announcing is None or self._announcing[0] != game:
+            shown = self.notifier.announce_recording(game)
+            if shown is None:
+                return True  # no notification service (said once): record without the notice
+            self._announcing = (game, now + ANNOUNCE_S, shown)
+            self._reason = (f"{game} is running: recording starts in {ANNOUNCE_S:g} s, once the "
+                            "desktop notification has gone")
+            self.say(self._reason)
+            return False
+        _, due, shown = self._announcing
+        if now < due:
+            return False
+        self.notifier.close(shown)
+        self._announcing = None
+        return True
 
     def _stop_active(self, why: str) -> None:
         active = self._active
@@ -228,6 +299,8 @@ class Agent:
         active.recording.stop()
         self._reason = f"stopped: {why}"
         self.say(f"stopped recording {active.game}: {why}")
+        self.notifier.in_background(partial(self.notifier.recording_stopped, active.game,
+                                                   why))
         self._report_new_segments(active)
 
     def _report_new_segments(self, active: _Active) -> None:
@@ -244,12 +317,13 @@ class Agent:
         except CaptureError as exc:
             self.say(f"warning: {exc}")
             return
-        self._last_checks = checks
-        marks = ", ".join(f"{c['name']} {'ok' if c['ok'] else 'WARNING'}" for c in checks)
+        self._last_checks, self._last_checks_dir = checks, session_dir
+        marks = ", ".join(f"{check_title(c['name'])} {'ok' if c['ok'] else 'WARNING'}"
+                          for c in checks)
         self.say(f"checks for {session_dir.name}: {marks}")
         for check in checks:
             if not check["ok"]:
-                self.say(f"  {check['name']}: {check['detail']}")
+                self.say(f"  {check_line(check['name'], False, check['detail'])}")
         self._queue_uploads([session_dir])
 
     def _queue_uploads(self, session_dirs: list[Path]) -> None:

@@ -25,8 +25,10 @@ from capture import consent, paths
 from capture.consent import records, terms
 from capture.errors import CaptureError, DiskFullError, is_disk_full
 from capture.session import store
+from capture.session.check_words import describe_check, input_count
 from capture.session.manifest import read_manifest
-from capture.uploader.outbox import notify_and_describe
+from capture.uploader import enrollment
+from capture.uploader.outbox import Delivery, notify_collector_of_revocation
 from capture.uploader.uploader import read_state as read_upload_state
 from capture.withdrawal import withdraw
 
@@ -55,6 +57,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+RETRIED_BY = "(by the agent when it next uploads, or by `capture upload`)"
+UNREACHABLE_PREFIX = "waiting for the collector"  # capture.uploader.worker's reason when offline
 _SESSION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 _MEDIA_ROUTE = re.compile(r"^/api/(thumbnail|preview)/([^/]+)$")
 
@@ -67,7 +71,17 @@ class AgentView(Protocol):
             "reason": str (plain words: "minetest is focused", "paused: another window has focus",
             "paused: no input for 30 s", "no consented game is running"), "backend": {"name": str,
             "state": str, "detail": str}, "session_id": str|None, "segment": int|None,
-            "since_utc": str|None, "last_segment_checks": list[dict]|None}"""
+            "since_utc": str|None, "last_segment_checks": list[dict]|None,
+            "uploads": list[dict], "upload_after_review": bool, "notifications": str|None}"""
+        ...
+
+    def release_upload(self, session_id: str) -> bool:
+        """The player reviewed the session and sends it to the collector; False if it is not
+        waiting for that."""
+        ...
+
+    def session_deleted(self, session_id: str) -> None:
+        """The page deleted a session: drop its upload and its checks from the status."""
         ...
 
     def consent_changed(self) -> None:
@@ -206,9 +220,9 @@ class WebServer:
         try:
             status = dict(self.agent.status())
         except Exception as exc:  # the page must keep working while the agent misbehaves
-            log.exception("agent status failed")
+            log.exception("agent status failed: %s", exc)
             return {"state": "unknown", "game": None,
-                    "reason": f"the agent did not report its state ({exc})"}
+                    "reason": "the agent did not report its state (see its terminal)"}
         status["last_segment_checks"] = normalise_checks(status.get("last_segment_checks"))
         return status
 
@@ -282,7 +296,7 @@ class WebServer:
                             f"session(s) were deleted anyway"
                             + "".join(f"; {note}" for note in result.notes))
         warning = self._tell_agent() if result.revocation is not None else None
-        collector = (notify_and_describe(result.revocation) if result.revocation is not None
+        collector = (_tell_collectors(result.revocation) if result.revocation is not None
                      else [])
         return {"withdrawn": [{"receipt_id": receipt, "games": list(withdrawn_games)}
                               for receipt, withdrawn_games in result.withdrawn],
@@ -295,17 +309,23 @@ class WebServer:
     def api_sessions(self) -> dict[str, Any]:
         summaries = store.list_sessions()
         self.media.prune(s.path.name for s in summaries)
+        after_review = False
         try:
-            live = {u["session_id"]: u for u in self.agent.status().get("uploads", [])}
+            status = self.agent.status()
+            live = {u["session_id"]: u for u in status.get("uploads", [])}
+            after_review = bool(status.get("upload_after_review"))
         except Exception:  # the page must keep working while the agent misbehaves
             log.exception("agent status failed")
             live = {}
+        collectors = _collector_names()
         views = []
         for summary in reversed(summaries):
-            view = _session_view(summary)
-            view["upload"] = live.get(view["session_id"]) or _upload_view(view["session_id"])
+            view = _session_view(summary, collectors)
+            view["upload"] = _upload_for_player(live.get(view["session_id"])
+                                                or _upload_view(view["session_id"]))
             views.append(view)
-        return {"sessions": views, "data_dir": str(paths.sessions_dir())}
+        return {"sessions": views, "data_dir": str(paths.sessions_dir()),
+                "upload_after_review": after_review}
 
     def api_delete(self, body: dict[str, Any]) -> dict[str, Any]:
         """Delete one session by id, under the rules of store.delete_session (a damaged one in
@@ -319,7 +339,24 @@ class WebServer:
             raise HttpError(HTTPStatus.CONFLICT, f"{session_dir} could not be deleted "
                             f"({exc.strerror or exc})") from None
         self.media.forget(session_dir.name)
+        try:
+            self.agent.session_deleted(session_dir.name)
+        except Exception:  # deleted is deleted; the agent catches up on its next status
+            log.exception("agent session_deleted failed")
         return {"deleted": [session_dir.name]}
+
+    def api_release(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one reviewed session to the collector (with upload-after-review on)."""
+        session_dir = find_session(body.get("id"))
+        try:
+            session_id = read_manifest(session_dir).session_id
+        except CaptureError:
+            raise HttpError(HTTPStatus.CONFLICT, "this session cannot be read, so it cannot "
+                            "be sent") from None
+        if not self.agent.release_upload(session_id):
+            raise HttpError(HTTPStatus.CONFLICT, "this session is not waiting to be sent (it "
+                            "is not covered by a study you enrolled in, or was already sent)")
+        return {"released": session_dir.name}
 
     def media_file(self, kind: str, name: str) -> Path:
         session_dir = find_session(name)
@@ -337,8 +374,9 @@ class WebServer:
         try:
             self.agent.consent_changed()
         except Exception as exc:
-            log.exception("agent consent_changed failed")
-            return f"the consent ledger was updated, but the agent did not take it up ({exc})"
+            log.exception("agent consent_changed failed: %s", exc)
+            return ("your consent was recorded, but the agent did not take it up yet: restart "
+                    "`capture agent` to be sure")
         return None
 
 
@@ -369,7 +407,21 @@ def _upload_view(session_id: str | None) -> dict[str, Any] | None:
             "reason": state.get("reason")}
 
 
-def _session_view(s: store.SessionSummary) -> dict[str, Any]:
+def _upload_for_player(upload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An upload state with its reason in plain words: a network failure's library message
+    (kept in the agent's terminal) becomes one sentence; the collector's own reasons stay."""
+    if upload is None:
+        return None
+    reason = upload.get("reason")
+    if upload.get("status") == "queued" and isinstance(reason, str) and \
+            reason.startswith(UNREACHABLE_PREFIX):
+        upload = {**upload, "reason": "the collector cannot be reached right now; the agent "
+                                      "keeps trying"}
+    return upload
+
+
+def _session_view(s: store.SessionSummary,
+                  collectors: dict[str, str] | None = None) -> dict[str, Any]:
     row = s.to_dict()
     m = s.manifest
     qa = m.qa if m is not None else None
@@ -388,8 +440,8 @@ def _session_view(s: store.SessionSummary) -> dict[str, Any]:
         "stats": {k: getattr(qa, k) if qa else None
                   for k in ("fps_achieved", "dropped_frames", "repeated_frames", "focused_s",
                             "idle_s")},
-        "inputs": qa.input_total if qa else 0,
-        "notes": list(qa.notes) if qa else [],
+        "inputs": input_count(qa) if qa else 0,
+        "collector": (collectors or {}).get(m.consent.receipt_id) if m is not None else None,
         "thumbnail": None if media_problem else f"/api/thumbnail/{name}",
         "preview": None if media_problem else f"/api/preview/{name}",
         "media_problem": media_problem,
@@ -397,21 +449,48 @@ def _session_view(s: store.SessionSummary) -> dict[str, Any]:
 
 
 def normalise_checks(raw: Any) -> list[dict[str, str]] | None:
-    """Record-time checks for the page: [{"name", "level": "ok"|"warning"|"error", "detail"}].
-
-    Takes checks as capture.session.checks writes them ({"name", "ok", "value", "detail"}): a
-    failed check is a warning; an explicit "level" is kept. None if there are no checks.
-    """
+    """Record-time checks for the page, in words (capture.session.check_words.describe_check):
+    [{"name", "title", "sentence", "level": "ok"|"warning"|"error", "detail"}]; None if there
+    are no checks."""
     if not isinstance(raw, list):
         return None
-    out = []
-    for check in (c for c in raw if isinstance(c, dict)):
-        level = check.get("level")
-        if level not in ("ok", "warning", "error"):
-            level = "ok" if check.get("ok") is True else "warning"
-        out.append({"name": str(check.get("name", "?")), "level": level,
-                    "detail": str(check.get("detail") or "")})
-    return out
+    return [describe_check(c) for c in raw if isinstance(c, dict)]
+
+
+def _tell_collectors(revocation: consent.Revocation) -> list[str]:
+    """Send the withdrawal to the collectors that hold the consent; what they said, in words."""
+    try:
+        deliveries = notify_collector_of_revocation(revocation)
+    except CaptureError as exc:
+        log.warning("the withdrawal could not be queued for the collector: %s", exc)
+        return ["The collector could not be told yet; your withdrawal is kept and sent "
+                f"again {RETRIED_BY} until the collector confirms it."]
+    return [_delivery_words(d) for d in deliveries]
+
+
+def _delivery_words(d: Delivery) -> str:
+    where = urlsplit(d.collector).netloc or d.collector
+    if d.status == "acknowledged":
+        if "disagree" in d.detail:
+            return (f"The collector at {where} answered, but its record of your consent differs "
+                    "from this computer's: contact the study's organisers.")
+        deleted = len((d.ack or {}).get("deleted_sessions", []))
+        return (f"The collector at {where} confirmed the withdrawal and deleted the "
+                f"{deleted} session(s) of yours it held.")
+    if d.status == "queued":
+        return (f"The collector at {where} cannot be reached right now; your withdrawal is "
+                f"kept and sent again {RETRIED_BY} until the collector confirms it.")
+    return f"The collector at {where} refused the withdrawal: {d.detail}"
+
+
+def _collector_names() -> dict[str, str]:
+    """receipt id -> the collector its sessions go to (host:port of the enrolled study)."""
+    try:
+        enrolled = enrollment.load_all()
+    except CaptureError as exc:  # a damaged enrollment file: no "Send" buttons, said in the log
+        log.warning("%s", exc)
+        return {}
+    return {e.receipt_id: urlsplit(e.collector).netloc or e.collector for e in enrolled}
 
 
 def find_session(name: Any) -> Path:
@@ -508,8 +587,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_json({"error": str(problem)}, HTTPStatus.INSUFFICIENT_STORAGE)
                     return
                 log.exception("page request failed")
-                self._send_json({"error": f"the agent failed to answer ({type(exc).__name__}: "
-                                          f"{exc})"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+                self._send_json({"error": "the agent failed to answer this request; the "
+                                          "details are in its terminal"},
+                                HTTPStatus.INTERNAL_SERVER_ERROR)
         except _CLIENT_GONE as exc:  # the browser closed the tab or cancelled a preview
             self.close_connection = True
             log.debug("client went away during %s (%s)", method, type(exc).__name__)
@@ -534,7 +614,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self, app: WebServer, path: str, body: dict[str, Any]) -> dict[str, Any]:
         routes = {"/api/grant": app.api_grant, "/api/revoke": app.api_revoke,
-                  "/api/delete": app.api_delete}
+                  "/api/delete": app.api_delete, "/api/release": app.api_release}
         if path not in routes:
             raise HttpError(HTTPStatus.NOT_FOUND, "no such action")
         return routes[path](body)

@@ -27,22 +27,38 @@ def _parse_size(value: str) -> tuple[int, int] | None:
 
 @click.command("export")
 @click.argument("sessions", nargs=-1, required=True, metavar="SESSION...")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Dataset directory to create (must not exist or be empty).")
+@click.option("--out", required=True,
+              help="Dataset to create: a directory (must not exist or be empty) or an "
+                   "s3://bucket/prefix URL. Exporting into a dataset made here before adds the "
+                   "new sessions and re-encodes none of the unchanged ones.")
 @click.option("--fps", type=click.IntRange(1, 240), default=None,
               help="Dataset frame rate (default: the sessions' recording rate).")
-@click.option("--size", default="native", show_default=True, help="WxH or native.")
+@click.option("--size", default=None, help="WxH or native [default: native].")
 @click.option("--max-episode-s", type=float, default=600.0, show_default=True,
               help="Split sessions into episodes of at most this length.")
+@click.option("--codec", type=click.Choice(["h264", "av1"]), default=None,
+              help="Video codec: h264 (libx264) or av1 (SVT-AV1, as LeRobot writes) "
+                   "[default: h264].")
+@click.option("--gop-seconds", type=float, default=None,
+              help="Seconds between keyframes of re-encoded episodes [default: 2].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: worker processes; ray: Ray tasks.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes (local) or CPUs of a local Ray [default: one per CPU].")
+@click.option("--ray-address", default=None,
+              help="Address of a running Ray cluster (default: start a local one).")
 @quality_options
-def export_cmd(sessions: tuple[str, ...], out: Path, fps: int | None, size: str,
-               max_episode_s: float, quality: QualityFilters | None = None) -> None:
+def export_cmd(sessions: tuple[str, ...], out: str, fps: int | None, size: str | None,
+               max_episode_s: float, codec: str | None, gop_seconds: float | None,
+               engine: str, workers: int | None, ray_address: str | None,
+               quality: QualityFilters | None = None) -> None:
     """Export sessions (ids from `capture sessions list`, or directories) as a LeRobot v3.0
     dataset with per-frame actions.
 
     A SESSION may also be a collector's accepted sessions: collector+http://HOST:PORT/STUDY
     (admin token in $CAPTURE_COLLECTOR_ADMIN_TOKEN; add ?game=G&since=YYYY-MM-DD&until=YYYY-MM-DD
-    to narrow) or its store (s3://BUCKET/PREFIX, store+file:///DIR).
+    to narrow) or its store (s3://BUCKET/PREFIX, store+file:///DIR). --out may be an
+    s3://BUCKET/PREFIX URL too.
     """
     import tempfile
 
@@ -50,26 +66,29 @@ def export_cmd(sessions: tuple[str, ...], out: Path, fps: int | None, size: str,
 
     from capture.collector.source import downloaded, is_collector_input
     from capture.export import export_dataset, format_report
+    from capture.export.engine import EngineOptions
     from capture.session.manifest import read_manifest
 
-    size_wh = _parse_size(size)
+    size_wh = _parse_size(size) if size is not None else None
     remote = [s for s in sessions if is_collector_input(s)]
     session_dirs = resolve_sessions(tuple(s for s in sessions if not is_collector_input(s)))
     for session_dir in session_dirs:
         read_manifest(session_dir)  # an unreadable one is named before anything is written
+    options = EngineOptions(engine=engine, workers=workers, ray_address=ray_address)
     with tempfile.TemporaryDirectory(prefix="capture-collected-") as tmp, \
             downloaded(remote, Path(tmp), progress=lambda m: click.echo(m, err=True)) as got:
         with tqdm(desc="exporting", unit=" frames", file=sys.stderr, disable=None) as bar:
             def progress(frames_done: int) -> None:
                 bar.update(frames_done - bar.n)
 
-            report = export_dataset(session_dirs + got.session_dirs, out, fps=fps,
+            report = export_dataset([*session_dirs, *got.session_dirs], out, fps=fps,
                                     size=size_wh, max_episode_s=max_episode_s,
-                                    progress=progress,
+                                    progress=progress, codec=codec, gop_seconds=gop_seconds,
+                                    engine=options,
                                     consent_status=got.consent_status if remote else None,
                                     quality=quality)
         for register in got.register:  # the collector lists it for purging after withdrawals
-            register(Path(out).name, [str(d) for d in got.session_dirs])
+            register(Path(out.split("?", 1)[0]).name, [str(d) for d in got.session_dirs])
     click.echo(format_report(report))
 
 

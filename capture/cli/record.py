@@ -62,6 +62,7 @@ def record(game: str, backend: str, fps: int, duration: float | None, out: Path 
 
 def session_summary(session_dir: Path) -> list[str]:
     """What a finished recording holds, and each of its record-time checks that failed."""
+    from capture.session.check_words import check_line, input_count
     from capture.session.manifest import QA, read_manifest
 
     m = read_manifest(session_dir)
@@ -71,10 +72,10 @@ def session_summary(session_dir: Path) -> list[str]:
     lines = [
         f"{status}: {qa.frames} frames in {qa.duration_s:.1f} s "
         f"({qa.fps_achieved:.1f} fps achieved, {qa.dropped_frames} dropped, "
-        f"{qa.repeated_frames} repeated), focused {qa.focused_s:.1f} s, inputs {qa.input_total}"]
+        f"{qa.repeated_frames} repeated), focused {qa.focused_s:.1f} s, inputs {input_count(qa)}"]
     if m.error:
         lines.append(f"error: {m.error}")
-    lines += [f"check failed: {c.name}: {c.detail}" for c in failed]
+    lines += [f"check failed: {check_line(c.name, c.ok, c.detail)}" for c in failed]
     if not qa.frames:
         lines.append("warning: the game never had focus, so nothing was captured; this session "
                      "cannot be exported (delete it with `capture sessions delete "

@@ -87,24 +87,82 @@ def action_features() -> dict[str, dict[str, Any]]:
             for name, names in ACTION_NAMES.items()}
 
 
-def gop_size(fps: int) -> int:
-    """Frames between keyframes: one every GOP_SECONDS."""
-    return GOP_SECONDS * fps
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A video codec export can write: the stream's name, its encoder and default settings."""
+
+    name: str          # the stream's codec name, as info.json's video.codec says it
+    encoder: str       # the FFmpeg encoder PyAV opens
+    crf: int
+    preset: str | int
 
 
-def video_feature(width: int, height: int, fps: int) -> dict[str, Any]:
+# h264: libx264 as the recorder writes it. av1: SVT-AV1 with LeRobot 0.6.1's defaults (crf 30,
+# preset 12), where the installed PyAV provides libsvtav1.
+CODECS: dict[str, Codec] = {
+    "h264": Codec(name=VIDEO_CODEC_NAME, encoder=VIDEO_CODEC, crf=VIDEO_CRF, preset=VIDEO_PRESET),
+    "av1": Codec(name="av1", encoder="libsvtav1", crf=30, preset=12),
+}
+DEFAULT_CODEC = "h264"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoEncoding:
+    """How exported episodes are encoded: codec, quality, speed and keyframe interval."""
+
+    codec: str = DEFAULT_CODEC
+    crf: int | None = None         # None: the codec's default
+    preset: str | int | None = None
+    gop: int = 2 * 30              # frames between keyframes (LeRobot's video.g)
+
+    @property
+    def spec(self) -> Codec:
+        return CODECS[self.codec]
+
+    @property
+    def encoder(self) -> str:
+        return self.spec.encoder
+
+    @property
+    def quality(self) -> int:
+        return self.spec.crf if self.crf is None else self.crf
+
+    @property
+    def speed(self) -> str | int:
+        return self.spec.preset if self.preset is None else self.preset
+
+    def codec_options(self, threads: int) -> dict[str, str]:
+        """Encoder options, as LeRobot's VideoEncoderConfig.get_codec_options maps them."""
+        options = {"crf": str(self.quality), "preset": str(self.speed)}
+        if self.encoder == "libsvtav1":
+            options["svtav1-params"] = f"lp={threads}"
+        else:
+            options["threads"] = str(threads)
+        return options
+
+
+def default_encoding(fps: int, codec: str = DEFAULT_CODEC,
+                     gop_seconds: float = GOP_SECONDS) -> VideoEncoding:
+    return VideoEncoding(codec=codec, gop=max(1, round(gop_seconds * fps)))
+
+
+def video_feature(width: int, height: int, fps: int,
+                  encoding: VideoEncoding | None = None) -> dict[str, Any]:
     """The video feature as LeRobot 0.6.1 writes it (video_utils.get_video_info): the stream's
     properties, then the encoder settings as video.<VideoEncoderConfig field> (all but vcodec),
-    then is_depth_map. delete_episodes re-encodes with these settings."""
+    then is_depth_map. The settings are the ones this export encoded with (`encoding`); LeRobot's
+    delete_episodes re-encodes with them."""
+    encoding = encoding or default_encoding(fps)
     return {
         "dtype": "video",
         "shape": [height, width, 3],
         "names": ["height", "width", "channels"],
         "info": {
-            "video.height": height, "video.width": width, "video.codec": VIDEO_CODEC_NAME,
+            "video.height": height, "video.width": width, "video.codec": encoding.spec.name,
             "video.pix_fmt": VIDEO_PIX_FMT, "video.fps": fps, "video.channels": 3,
             "has_audio": False,
-            "video.g": gop_size(fps), "video.crf": VIDEO_CRF, "video.preset": VIDEO_PRESET,
+            "video.g": encoding.gop, "video.crf": encoding.quality,
+            "video.preset": encoding.speed,
             "video.fast_decode": 0, "video.video_backend": VIDEO_BACKEND,
             "video.extra_options": {},
             "is_depth_map": False,
@@ -112,13 +170,16 @@ def video_feature(width: int, height: int, fps: int) -> dict[str, Any]:
     }
 
 
-def features(width: int, height: int, fps: int) -> dict[str, dict[str, Any]]:
+def features(width: int, height: int, fps: int,
+             encoding: VideoEncoding | None = None) -> dict[str, dict[str, Any]]:
     """Every feature of the dataset, as info.json lists them."""
-    return {VIDEO_KEY: video_feature(width, height, fps), **INDEX_FEATURES, **action_features()}
+    return {VIDEO_KEY: video_feature(width, height, fps, encoding), **INDEX_FEATURES,
+            **action_features()}
 
 
 def build_info(*, fps: int, width: int, height: int, total_episodes: int, total_frames: int,
-               total_tasks: int, limits: FileLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+               total_tasks: int, limits: FileLimits = DEFAULT_LIMITS,
+               encoding: VideoEncoding | None = None) -> dict[str, Any]:
     return {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": None,
@@ -132,7 +193,7 @@ def build_info(*, fps: int, width: int, height: int, total_episodes: int, total_
         "splits": {"train": f"0:{total_episodes}"},
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH,
-        "features": features(width, height, fps),
+        "features": features(width, height, fps, encoding),
     }
 
 

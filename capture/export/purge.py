@@ -31,7 +31,7 @@ from capture.errors import BadInputError, CaptureError
 from capture.export import layout
 from capture.export.card import SessionSummary, render_card
 from capture.export.quality import QUALITY_PATH, QUALITY_SCHEMA
-from capture.export.video import VideoFileWriter
+from capture.export.video import ENCODER_THREADS, encode_segment
 
 PURGE_LOG_PATH = "meta/purge-log.jsonl"
 # Written by the export once LeRobot conformance lands (layout names them then).
@@ -399,33 +399,29 @@ def _data_rel(info: dict[str, Any], chunk: int, file: int) -> str:
 def _reencode(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: int,
               height: int) -> int:
     """Write the frames of `src` whose positions fall in the `keep` [lo, hi) ranges to `dst`
-    with the export's encoder settings; returns frames written."""
-    writer = VideoFileWriter(dst.parent, fps=fps, width=width, height=height,
-                             limits=layout.DEFAULT_LIMITS)
-    writer.path = lambda chunk_index, file_index: dst  # type: ignore[method-assign]
-    writer.start_episode()
+    with the export's encoder (encode_segment); returns frames written."""
     wanted = np.zeros(max(hi for _, hi in keep), dtype=bool)
     for lo, hi in keep:
         wanted[lo:hi] = True
-    written = 0
-    try:
+    count = int(wanted.sum())
+
+    def kept() -> Iterator[av.VideoFrame]:
         with av.open(str(src)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if frame.pts is None or frame.time_base is None:
                     raise BadInputError("a video frame has no timestamp", src)
                 position = round(float(frame.pts * frame.time_base) * fps)
                 if position < len(wanted) and wanted[position]:
-                    frame.time_base = Fraction(1, fps)
-                    writer.write(frame)
-                    written += 1
-    finally:
-        writer.close()
-    if written != int(wanted.sum()):
-        raise BadInputError(f"video has {written} of the {int(wanted.sum())} frames its kept "
-                            "episodes need", src)
-    return written
+                    yield frame
+
+    try:
+        segment = encode_segment(dst, kept(), count, fps=fps, width=width, height=height,
+                                 encoding=layout.default_encoding(fps))
+    except RuntimeError:
+        raise BadInputError(f"video lacks some of the {count} frames its kept episodes need",
+                            src) from None
+    return segment.frames
 
 
 # --- cutting episodes out of a video file without re-encoding what is kept --------------------
@@ -472,16 +468,24 @@ def _to_length_prefixed(data: bytes, size: int) -> bytes:
     return b"".join(len(n).to_bytes(size, "big") + n for n in _annexb_nals(data))
 
 
-def _piece_encoder(fps: int, width: int, height: int) -> VideoCodecContext:
-    """A libx264 encoder with the export's settings and out-of-band headers (as in mp4)."""
-    codec = av.CodecContext.create(layout.VIDEO_CODEC, "w")
+def _piece_encoder(fps: int, width: int, height: int,
+                   like: av.VideoFrame | None) -> VideoCodecContext:
+    """A libx264 encoder with the export's settings (and the colour description of `like`,
+    as the export sets it) and out-of-band headers (as in mp4)."""
+    encoding = layout.default_encoding(fps)
+    codec = av.CodecContext.create(encoding.encoder, "w")
     assert isinstance(codec, VideoCodecContext)
     codec.width, codec.height, codec.pix_fmt = width, height, layout.VIDEO_PIX_FMT
     codec.time_base = Fraction(1, fps)
     codec.framerate = Fraction(fps, 1)
-    codec.gop_size = layout.GOP_SECONDS * fps
+    codec.gop_size = encoding.gop
+    if like is not None:
+        codec.color_range = like.color_range
+        codec.colorspace = like.colorspace
     codec.flags |= av.codec.context.Flags.global_header
-    codec.options = {"preset": layout.VIDEO_PRESET, "crf": str(layout.VIDEO_CRF)}
+    codec.options = dict(encoding.codec_options(ENCODER_THREADS))
+    codec.thread_count = ENCODER_THREADS
+    codec.thread_type = "NONE"
     codec.open()
     return codec
 
@@ -521,7 +525,9 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
         stream = container.streams.video[0]
         extradata = bytes(stream.codec_context.extradata or b"")
         nal_size, parameter_sets = _avcc_parameter_sets(extradata)
-        probe = _piece_encoder(fps, width, height)
+        first = next(iter(container.decode(stream)), None)
+        container.seek(0, stream=stream, backward=True)
+        probe = _piece_encoder(fps, width, height, first)
         if _annexb_nals(bytes(probe.extradata or b"")) != parameter_sets:
             raise _CannotSplice("a new encoder's SPS/PPS differ from the file's")
         out_stream = output.add_stream_from_template(stream)
@@ -564,7 +570,7 @@ def _splice(src: Path, dst: Path, keep: list[tuple[int, int]], fps: int, width: 
                                     f"not {hi - lo}")
             kept = np.flatnonzero(mask)  # closed GOP: decoded in display order
             for run in np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1):
-                encoder = _piece_encoder(fps, width, height)
+                encoder = _piece_encoder(fps, width, height, decoded[0])
                 pieces: list[tuple[int, av.Packet[Any]]] = []
                 for k, offset in enumerate(run.tolist()):
                     picture = decoded[offset].reformat(format=layout.VIDEO_PIX_FMT)

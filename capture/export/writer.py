@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 from capture import formats
 from capture.errors import BadInputError, CaptureError
 from capture.export import layout, stats
-from capture.export.video import EpisodeImageSampler, VideoFileWriter
+from capture.export.video import Segment, VideoFileWriter
 
 _MB = 1024 * 1024
 # Episode columns the consent document repeats (meta/consent.json, schemas/dataset-consent.v1).
@@ -67,15 +66,16 @@ class DatasetWriter:
     """Writes one LeRobot v3.0 dataset into `root`, episode by episode."""
 
     def __init__(self, root: Path, *, fps: int, width: int, height: int, tasks: list[str],
-                 limits: layout.FileLimits = layout.DEFAULT_LIMITS) -> None:
+                 limits: layout.FileLimits = layout.DEFAULT_LIMITS,
+                 encoding: layout.VideoEncoding | None = None) -> None:
         self.root, self.fps, self.width, self.height = root, fps, width, height
+        self.encoding = encoding or layout.default_encoding(fps)
         self.tasks, self.limits = tasks, limits
         self.video = VideoFileWriter(root, fps=fps, width=width, height=height, limits=limits)
-        self.features = layout.features(width, height, fps)
+        self.features = layout.features(width, height, fps, self.encoding)
         self.total_frames = 0
         self.total_events = 0
         self._schema = layout.frames_schema()
-        self._sampler: EpisodeImageSampler | None = None
         self._episode_stats: list[dict[str, stats.Stats]] = []
         self._consent: list[dict[str, Any]] = []
         self._data_file = (0, 0)
@@ -89,23 +89,17 @@ class DatasetWriter:
     def total_episodes(self) -> int:
         return len(self._episodes)
 
-    def start_episode(self, frames: int) -> VideoSlot:
-        """Call before writing an episode's `frames` frames with write_frame."""
-        if self._sampler is not None:
-            raise RuntimeError("start_episode called twice without add_episode")
-        self._sampler = EpisodeImageSampler(frames)
-        return VideoSlot(*self.video.start_episode())
-
-    def write_frame(self, frame: av.VideoFrame) -> None:
-        """Append one frame of the current episode to the video (and sample it for stats)."""
-        if self._sampler is None:
-            raise RuntimeError("write_frame before start_episode")
-        self._sampler.offer(frame)
-        self.video.write(frame)
+    def start_episode(self, segment: Segment) -> VideoSlot:
+        """Call before appending an episode's video segment with `video.append()`."""
+        return VideoSlot(*self.video.start_episode(segment))
 
     def add_episode(self, slot: VideoSlot, *, task: str, capture_time_ns: np.ndarray,
-                    actions: dict[str, np.ndarray], extra: dict[str, Any]) -> int:
-        """Record an episode whose frames were just written to `video`; returns its index."""
+                    actions: dict[str, np.ndarray], extra: dict[str, Any],
+                    image_stats: stats.Stats) -> int:
+        """Record an episode whose segment was just appended to `video`; returns its index.
+
+        `image_stats` are the episode's video statistics, made where its segment was made
+        (capture.export.engine: stats.ImageCounts of LeRobot's sampled frames)."""
         episode_index = len(self._episodes)
         n = len(capture_time_ns)
         if n == 0:
@@ -131,11 +125,9 @@ class DatasetWriter:
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise CaptureError(f"episode {episode_index}: {f.name} has non-finite values; "
                                    "refusing to write them")
-        assert self._sampler is not None
         episode_stats = {name: stats.feature_stats(np.asarray(columns[name]).astype(
             self.features[name]["dtype"], copy=False)) for name in self._schema.names}
-        episode_stats[layout.VIDEO_KEY] = self._sampler.result()
-        self._sampler = None
+        episode_stats[layout.VIDEO_KEY] = image_stats
         self._episode_stats.append(episode_stats)
         self._pending.append(table)
         self._pending_bytes += table.nbytes
@@ -224,7 +216,7 @@ class DatasetWriter:
         info = layout.build_info(fps=self.fps, width=self.width, height=self.height,
                                  total_episodes=len(self._episodes),
                                  total_frames=self.total_frames, total_tasks=len(self.tasks),
-                                 limits=self.limits)
+                                 limits=self.limits, encoding=self.encoding)
         info_path = self.root / layout.INFO_PATH
         formats.validate_json(info, layout.INFO_SCHEMA, info_path)
         _write_json(info_path, info)

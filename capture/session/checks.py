@@ -52,6 +52,12 @@ def sample_luma(video: Path, frame_pts: list[int],
     return out
 
 
+def active_inputs(qa: QA) -> int:
+    """Presses, motion, wheel and gamepad events: what the input-activity check counts (and the
+    number the page and the CLI show as the segment's inputs)."""
+    return sum(int(qa.input_counts.get(k, 0)) for k in ACTIVE_KINDS)
+
+
 def run_checks(qa: QA, fps_target: float, video: Path,
                frame_pts: list[int]) -> tuple[Check, ...]:
     """The checks shown to the player right after a segment is recorded."""
@@ -59,8 +65,7 @@ def run_checks(qa: QA, fps_target: float, video: Path,
     duration = qa.duration_s
     fps = qa.fps_achieved
     dropped = qa.dropped_frames
-    counts = qa.input_counts
-    active = sum(int(counts.get(k, 0)) for k in ACTIVE_KINDS)
+    active = active_inputs(qa)
     luma = sample_luma(video, frame_pts)
     visible = [m > BLACK_MEAN_LUMA and s > FLAT_LUMA_STD for m, s in luma]
     drop_ratio = dropped / max(1, frames + dropped)

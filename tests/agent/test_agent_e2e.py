@@ -25,6 +25,7 @@ from capture.export.verify import verify_dataset
 from capture.inputs.xtest import XTestInjector
 from capture.session.reader import open_session
 from tests.agent import browser
+from tests.agent.notifications import NotificationService, notification_service, private_bus
 from tests.e2e.minetest import Minetest, available
 from tests.x11windows import other_window, window_with_class
 
@@ -41,6 +42,7 @@ class RunningAgent:
     proc: subprocess.Popen[str]
     url: str                      # the one-time sign-in address it printed first
     log: Path
+    notifications: NotificationService  # the desktop's notification service it talks to
     cookie: str | None = None     # "name=value", once signed in
 
     def new_login_url(self) -> str:
@@ -84,25 +86,26 @@ def agent(xvfb, capture_home: Path, tmp_path: Path) -> Iterator[RunningAgent]:
     config.write_text("[agent]\nidle_pause_seconds = 30\nsegment_minutes = 10\n"
                       "open_browser = false\n")
     log = tmp_path / "agent.log"
-    env = {**os.environ, "DISPLAY": xvfb.display, "CAPTURE_HOME": str(capture_home),
-           "CAPTURE_CONFIG": str(config)}
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "capture", "agent", "--no-browser"],
-                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=log_file, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and "/login?code=" in url, \
-            (url, log.read_text())
-        yield RunningAgent(proc, url, log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+    with private_bus() as bus, notification_service(bus) as notifications:
+        env = {**os.environ, "DISPLAY": xvfb.display, "CAPTURE_HOME": str(capture_home),
+               "CAPTURE_CONFIG": str(config), "DBUS_SESSION_BUS_ADDRESS": bus}
+        with open(log, "w") as log_file:
+            proc = subprocess.Popen([sys.executable, "-m", "capture", "agent", "--no-browser"],
+                                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=log_file, text=True)
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:") and "/login?code=" in url, \
+                (url, log.read_text())
+            yield RunningAgent(proc, url, log, notifications)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
 
 
 def _stop_agent(agent: RunningAgent) -> None:
@@ -182,6 +185,9 @@ def test_agent_page_grant_record_delete_revoke_in_chromium(xvfb, agent, capture_
     browser.require_chromium()
     with browser.open_page(agent.url) as session:
         page = session.page
+        # on start it says what it waits for (terminal and page)
+        page.locator("#status-reason").filter(has_text="waiting for consent").wait_for()
+        assert "waiting for consent: no one has consented" in agent.log.read_text()
         message = browser.grant_via_form(page, "page-player", [WINDOW_CLASS],
                                          ["video", "keyboard", "mouse"])
         assert "page-player" in message or "consent" in message.lower()
@@ -206,13 +212,32 @@ def test_agent_page_grant_record_delete_revoke_in_chromium(xvfb, agent, capture_
             game.terminate()
             game.wait(10)
         agent.wait_status(lambda s: s["state"] == "waiting" and "exited" in s["reason"])
+        # a notification on the desktop (never in the game's window) at start and stop
+        wanted = [f"Recording {WINDOW_CLASS}", f"Stopped recording {WINDOW_CLASS}"]
+        deadline = time.monotonic() + 10  # sent on a thread of their own
+        while agent.notifications.summaries() != wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.notifications.summaries() == wanted
+        started, stopped = agent.notifications.shown
+        assert started.closed_ns is not None, "the start notice is taken down before recording"
+        assert "notification service" not in agent.log.read_text()  # no "cannot notify"
+        assert "recording starts in 3 s, once the desktop notification has gone" in \
+            agent.log.read_text()
         sessions = list((capture_home / "sessions").iterdir())
         assert len(sessions) == 1
+        # nothing of the notices is in the video: it starts after the first was taken down, and
+        # the last came after the last frame
+        times = open_session(sessions[0]).frames().column("capture_time_ns").to_pylist()
+        assert started.closed_ns < times[0] and times[-1] < stopped.shown_ns
         session_id = sessions[0].name
         card = browser.wait_for_session(page, session_id)
         assert browser.thumbnail_width(card) > 0
+        assert agent.status()["last_segment_checks"]
         browser.delete_via_ui(page, session_id)
         assert not sessions[0].exists()
+        # the deleted session's checks are gone from the status panel too
+        agent.wait_status(lambda s: s["last_segment_checks"] is None)
+        page.locator("#status-checks-box").wait_for(state="hidden")
         browser.revoke_via_ui(page, "page-player")
         assert consent.active_grants() == []
         session.assert_clean()

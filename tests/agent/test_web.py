@@ -44,12 +44,19 @@ class FakeAgent:
         "session_id": None, "segment": None, "since_utc": "2025-03-01T12:00:00Z",
         "last_segment_checks": None})
     changes: int = 0
+    deleted: list[str] = field(default_factory=list)
 
     def status(self) -> dict[str, Any]:
         return dict(self.state)
 
     def consent_changed(self) -> None:
         self.changes += 1
+
+    def release_upload(self, session_id: str) -> bool:
+        return False
+
+    def session_deleted(self, session_id: str) -> None:
+        self.deleted.append(session_id)
 
 
 @dataclass
@@ -276,14 +283,16 @@ def test_status_passes_the_agents_report(client: Client, agent: FakeAgent) -> No
     status = client.get("/api/status").json()
     assert status["reason"] == "paused: another window has focus"
     assert status["last_segment_checks"] == [
-        {"name": "fps", "level": "warning", "detail": "12 of 30 fps"}]
+        {"name": "fps", "title": "Frame rate", "level": "warning", "detail": "12 of 30 fps",
+         "sentence": "The video fell behind: it has fewer pictures per second than asked for."}]
 
     def broken() -> dict[str, Any]:
         raise RuntimeError("boom")
 
     agent.status = broken  # type: ignore[method-assign]
     status = client.get("/api/status").json()
-    assert status["state"] == "unknown" and "boom" in status["reason"]
+    assert status["state"] == "unknown" and "did not report its state" in status["reason"]
+    assert "boom" not in status["reason"], "no exception text on the page"
 
 
 def test_consent_shows_the_exact_terms(client: Client) -> None:
@@ -410,7 +419,8 @@ def test_revoke_with_a_damaged_ledger_still_deletes(client: Client, capture_home
     assert not session.exists()
 
 
-def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home: Path) -> None:
+def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home: Path,
+                                                    agent: FakeAgent) -> None:
     session = make_session(capture_home)
     (row,) = client.get("/api/sessions").json()["sessions"]
     assert row["id"] == session.name and row["game"] == GAME and row["status"] == "complete"
@@ -447,6 +457,7 @@ def test_sessions_list_thumbnail_preview_and_delete(client: Client, capture_home
     reply = client.post("/api/delete", {"id": session.name})
     assert reply.status == 200 and reply.json() == {"deleted": [session.name]}
     assert not session.exists() and not cached.exists()
+    assert agent.deleted == [session.name], "the agent is told (its upload and checks go)"
     assert client.get("/api/sessions").json()["sessions"] == []
     assert client.get(row["thumbnail"]).status == 404
 
@@ -493,9 +504,11 @@ def test_normalise_checks() -> None:
     assert normalise_checks([{"name": "fps", "ok": True, "value": 30, "detail": "30 fps"},
                              {"name": "length", "ok": False}, "junk",
                              {"name": "disk", "level": "error", "detail": "full"}]) == [
-        {"name": "fps", "level": "ok", "detail": "30 fps"},
-        {"name": "length", "level": "warning", "detail": ""},
-        {"name": "disk", "level": "error", "detail": "full"}]
+        {"name": "fps", "title": "Frame rate", "sentence": "The video kept up with the game.",
+         "level": "ok", "detail": "30 fps"},
+        {"name": "length", "title": "Length", "level": "warning", "detail": "",
+         "sentence": "The segment is too short to use: it needs at least 5 seconds of play."},
+        {"name": "disk", "title": "Disk", "sentence": "", "level": "error", "detail": "full"}]
 
 
 def test_busy_port_is_a_plain_error(server: WebServer, agent: FakeAgent) -> None:

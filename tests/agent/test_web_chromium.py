@@ -13,6 +13,7 @@ from capture import consent
 from capture.agent.web import WebServer
 from capture.consent.terms import TERMS_VERSION, terms_sha256, terms_text
 from tests.agent import browser
+from tests.collector.conftest import live_collector  # noqa: F401  (a fixture used below)
 from tests.factories import build_session, gameplay_script
 
 PLAYER = "Alice Example"
@@ -38,6 +39,12 @@ class ScriptedAgent:
     def consent_changed(self) -> None:
         self.changes += 1
 
+    def release_upload(self, session_id: str) -> bool:
+        return False
+
+    def session_deleted(self, session_id: str) -> None:
+        pass
+
 
 @pytest.fixture
 def agent() -> ScriptedAgent:
@@ -60,8 +67,11 @@ def test_page_grant_session_delete_revoke(server: WebServer, agent: ScriptedAgen
         assert page.locator("#status-state").inner_text() == "Recording"
         assert "segment 2" in page.locator("#status-session").inner_text()
         checks = page.locator("#status-checks").inner_text()
-        assert "✓ OK fps: 29.9 of 30 fps achieved" in checks
-        assert "⚠ warning input_activity: no input" in checks
+        assert "✓ OK Frame rate: The video kept up with the game. (29.9 of 30 fps achieved)" \
+            in checks
+        assert ("⚠ warning Input activity: No keyboard, mouse or gamepad input was recorded. "
+                "(no input)") in checks
+        assert "input_activity" not in checks and "fps:" not in checks
 
         # the exact terms are shown before anyone agrees
         page.locator("#terms").filter(has_text="Consent to record your gameplay").wait_for()
@@ -154,3 +164,133 @@ def test_one_time_address_signs_in_with_a_cookie_scripts_cannot_read(
         page.goto(server.url)
         assert "not signed in" in page.content()
         s.console_errors.clear()  # the refusals above are logged by the browser as 4xx
+
+
+class ReviewingAgent:
+    """A stand-in AgentView with upload-after-review on: uploads the test moves along by hand."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[str, dict[str, Any]] = {}
+        self.released: list[str] = []
+        self.changes = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "waiting", "game": None,
+                "reason": "waiting for a consented game to run: watching factorygame",
+                "backend": {"name": "builtin", "state": "idle", "detail": ""},
+                "session_id": None, "segment": None, "since_utc": None,
+                "last_segment_checks": None, "uploads": list(self.uploads.values()),
+                "upload_after_review": True,
+                "notifications": "no desktop notification service is reachable"}
+
+    def consent_changed(self) -> None:
+        self.changes += 1
+
+    def release_upload(self, session_id: str) -> bool:
+        upload = self.uploads.get(session_id)
+        if upload is None or upload["status"] != "waiting" or upload["released"]:
+            return False
+        upload["released"] = True
+        self.released.append(session_id)
+        return True
+
+    def session_deleted(self, session_id: str) -> None:
+        self.uploads.pop(session_id, None)
+
+
+def test_page_folds_consent_names_checks_and_sends_after_review(capture_home: Path) -> None:
+    from capture.session.manifest import read_manifest
+    from capture.uploader import enrollment
+
+    browser.require_chromium()
+    consent.grant(PLAYER, [GAME], ["video", "keyboard", "mouse"])
+    session = build_session(capture_home / "sessions", gameplay_script(seconds=1.0))
+    manifest = read_manifest(session)
+    enrollment.save(enrollment.Enrollment(
+        collector="http://127.0.0.1:8470", study="lab-study", player_id="p-1",
+        pseudonym="alice", receipt_id=manifest.consent.receipt_id, device_token="t" * 32,
+        token_expires_at="2099-01-01T00:00:00Z", registry_seq=0, registry_hash="0" * 64))
+    agent = ReviewingAgent()
+    sid = manifest.session_id
+    agent.uploads[sid] = {"session_id": sid, "status": "waiting", "percent": 0.0,
+                          "reason": None, "released": False}
+    with WebServer(agent) as web, browser.open_page(web.login_url()) as s:
+        page = s.page
+        # what the agent waits for, and that it cannot show notifications
+        page.locator("#status-reason").filter(has_text="watching factorygame").wait_for()
+        assert "no desktop notification service" in page.locator("#status-notify").inner_text()
+
+        # someone consented: the form is folded, and opens again to grant another
+        browser.grant_card(page, PLAYER).wait_for()
+        box = page.locator("#grant-box")
+        assert box.evaluate("d => d.open") is False
+        assert not page.get_by_label("Your player name or pseudonym").is_visible()
+        page.get_by_text("Give another consent").click()
+        assert box.evaluate("d => d.open") is True
+        message = browser.grant_via_form(page, "Bob", ["othergame"], ["video"])
+        assert "Consent recorded for Bob" in message, message
+        page.wait_for_function("() => !document.getElementById('grant-box').open")
+        assert page.locator("#grant-message").is_visible()
+
+        # the card: checks in words, the input count its check counted, no internal notes
+        card = browser.wait_for_session(page, session.name)
+        checks = card.locator(".checks").inner_text()
+        assert "Length: The segment is too short to use" in checks
+        assert "Input activity: Your keyboard, mouse or gamepad input was recorded." in checks
+        assert "_" not in checks, checks
+        qa = manifest.qa
+        assert qa is not None
+        (activity,) = [c for c in qa.checks if c.name == "input_activity"]
+        inputs = card.locator("dt", has_text="Inputs").locator("xpath=following-sibling::dd[1]")
+        assert inputs.inner_text() == str(activity.value)
+
+        # sending after review, then the upload's state as the collector reports it
+        upload = card.locator(".upload-waiting")
+        assert "not sent" in upload.inner_text()
+        card.get_by_role("button", name="Send to 127.0.0.1:8470").click()
+        card = browser.session_card(page, session.name)
+        card.locator("dd", has_text="queued").wait_for()
+        assert agent.released == [sid]
+        assert card.get_by_role("button", name="Send to 127.0.0.1:8470").count() == 0
+        agent.uploads[sid].update(status="uploading", percent=42.7)
+        card.locator("dd", has_text="uploading, 42 %").wait_for()
+        agent.uploads[sid].update(status="rejected", percent=0.0,
+                                  reason="the game is not part of this study")
+        card.locator("dd", has_text="rejected by the collector: the game is not part of this "
+                                    "study").wait_for()
+        agent.uploads[sid].update(status="accepted", percent=100.0, reason=None)
+        card.locator("dd", has_text="accepted by the collector").wait_for()
+        s.screenshot(Path("/tmp/capture-agent-page-review.png"))
+        s.assert_clean()
+
+
+def test_page_shows_the_collectors_confirmation_of_a_withdrawal(
+        capture_home: Path, live_collector: Any) -> None:  # noqa: F811 (the fixture)
+    import httpx
+
+    from capture.uploader import enrollment
+    from capture.uploader.uploader import upload_session
+    from tests.collector.conftest import ADMIN_TOKEN
+    from tests.collector.test_security import STUDY
+
+    browser.require_chromium()
+    with httpx.Client(base_url=live_collector.url,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+        admin.post("/v1/studies", json=STUDY).raise_for_status()
+        code = admin.post("/v1/studies/s1/invites").json()["code"]
+    study = enrollment.fetch_study(live_collector.url, code)
+    enrolled, _ = enrollment.enroll(live_collector.url, code, study, "dana",
+                                    method="cli-scripted")
+    session = build_session(capture_home / "sessions", gameplay_script(
+        receipt_id=enrolled.receipt_id, player="dana", synthetic=False, seconds=6,
+        width=320, height=240))
+    assert upload_session(session).status == "accepted"
+    with WebServer(ReviewingAgent()) as web, browser.open_page(web.login_url()) as s:
+        page = s.page
+        browser.grant_card(page, "dana").wait_for()
+        message = browser.revoke_via_ui(page, "dana")
+        where = live_collector.url.split("//")[1]
+        assert (f"The collector at {where} confirmed the withdrawal and deleted the 1 "
+                "session(s) of yours it held.") in message, message
+        assert "registry" not in message and "Traceback" not in message
+        s.assert_clean()

@@ -156,8 +156,8 @@ def test_record_summary_prints_each_failed_check(capture_home: Path,
     assert lines[0].startswith("complete, ")
     assert "check(s) failed" in lines[0]
     failed = [line for line in lines if line.startswith("check failed: ")]
-    assert any(line.startswith("check failed: length: ") for line in failed), lines
-    assert any(line.startswith("check failed: input_activity: ") for line in failed), lines
+    assert any(line.startswith("check failed: Length: ") for line in failed), lines
+    assert any(line.startswith("check failed: Input activity: ") for line in failed), lines
     manifest = json.loads((session / "manifest.json").read_text())
     assert len(failed) == sum(not c["ok"] for c in manifest["qa"]["checks"])
     shutil.rmtree(session)

@@ -65,7 +65,8 @@ def test_export_writes_the_lerobot_v3_layout_and_verifies(
         exported: tuple[Path, ExportReport]) -> None:
     root, report = exported
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == ["README.md", "data/chunk-000/file-000.parquet", "meta/checksums.json",
+    assert files == ["README.md", "data/chunk-000/file-000.parquet",
+                     "meta/capture_export.json", "meta/checksums.json",
                      "meta/consent.json", "meta/episodes/chunk-000/file-000.parquet",
                      "meta/events/chunk-000/file-000.parquet", "meta/info.json",
                      "meta/stats.json", "meta/tasks.parquet",
@@ -212,7 +213,7 @@ def test_stats_cover_every_feature_like_lerobot(exported: tuple[Path, ExportRepo
     image = stats["observation.image"]
     assert np.shape(image["mean"]) == (3, 1, 1) and np.min(image["min"]) >= 0
     lengths = episodes_table(root)["length"].tolist()
-    # LeRobot samples each episode's frames: n ** 0.75, at least min(n, 100)
+    # LeRobot samples each episode's frames: n ** 0.75, at least min(n, 100) (stats.sample_count)
     assert np.max(image["max"]) <= 1 and image["count"] == [sum(min(n, 100) for n in lengths)]
     assert stats["action.mouse_buttons"]["count"] == [report.frames]
     assert len(stats["action.keys_held"]["mean"]) == len(KEY_NAMES)

@@ -56,8 +56,21 @@ def export(sessions: list[Path], out: Path, quality: QualityFilters | None) -> E
 
 
 def decoded_tags(root: Path) -> list[int]:
-    with av.open(str(root / "videos/observation.image/chunk-000/file-000.mp4")) as container:
-        return [read_frame_tag(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    """The tag of every row's video frame, episode by episode (episodes may sit in several
+    video files)."""
+    info = json.loads((root / "meta/info.json").read_text())
+    tags: list[int] = []
+    for _, ep in episodes_table(root).iterrows():
+        path = root / info["video_path"].format(
+            video_key="observation.image",
+            chunk_index=int(ep["videos/observation.image/chunk_index"]),
+            file_index=int(ep["videos/observation.image/file_index"]))
+        first = round(ep["videos/observation.image/from_timestamp"] * FPS)
+        with av.open(str(path)) as container:
+            frames = [read_frame_tag(f.to_ndarray(format="rgb24"))
+                      for f in container.decode(video=0)]
+        tags += frames[first:first + int(ep["length"])]
+    return tags
 
 
 def test_default_export_is_unchanged_and_writes_no_quality_file(tmp_path: Path,

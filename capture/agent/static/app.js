@@ -14,6 +14,8 @@ let terms = null;           // {version, sha256, text} as shown on the page
 let recordedKinds = [];     // the scope kinds capture records (the ones it offers)
 let lastSessionsJson = "";
 let lastSessionKey = "";
+let hadGrants = null;       // whether anyone had consented at the last refresh (null: not yet)
+let afterReview = false;    // the player sends each session to the collector after review
 
 // --- talking to the agent ------------------------------------------------------------------
 // The page signs in with an HttpOnly cookie (set when the one-time address was opened): the
@@ -79,10 +81,12 @@ function duration(seconds) {
 function checkList(checks) {
   const list = el("ul", { class: "checks" });
   for (const c of checks) {
-    list.append(el("li", { class: "check check-" + c.level },
+    // "⚠ warning Dropped frames: Too many pictures were lost… (12 frame slots dropped (3.1 %))"
+    list.append(el("li", { class: "check check-" + c.level, "data-check": c.name },
       el("span", { class: "mark", text: CHECK_MARKS[c.level] || c.level }), " ",
-      el("span", { class: "check-name", text: c.name }),
-      c.detail ? el("span", { class: "check-detail", text: ": " + c.detail }) : null));
+      el("span", { class: "check-name", text: c.title || c.name }),
+      c.sentence ? el("span", { class: "check-sentence", text: ": " + c.sentence }) : null,
+      c.detail ? el("span", { class: "check-detail muted", text: ` (${c.detail})` }) : null));
   }
   return list;
 }
@@ -118,6 +122,9 @@ async function refreshStatus() {
   badge.className = "state state-" + state;
   setText("status-game", s.game ? s.game : "");
   setText("status-reason", s.reason || "");
+  const notify = document.getElementById("status-notify");
+  notify.hidden = !s.notifications;
+  setText("status-notify", s.notifications ? "Note: " + s.notifications + "." : "");
   setText("status-since", when(s.since_utc));
   const b = s.backend;
   setText("status-backend", b ? [b.name, b.state, b.detail].filter(Boolean).join(" · ") : "–");
@@ -195,6 +202,15 @@ function renderTerms(box, text) {
 
 function renderGrants(grants) {
   document.getElementById("grants-empty").hidden = grants.length > 0;
+  // The form folds away once someone consented (its summary opens it again to grant another),
+  // and opens by itself when no consent is left.
+  const has = grants.length > 0;
+  if (has !== hadGrants) {
+    const box = document.getElementById("grant-box");
+    box.open = !has;
+    setText("grant-title", has ? "Give another consent" : "Give consent");
+    hadGrants = has;
+  }
   const list = document.getElementById("grants");
   list.replaceChildren(...grants.map((g) => {
     const games = g.games.join(", ");
@@ -240,6 +256,7 @@ async function grant(event) {
     message.textContent = `Consent recorded for ${r.player}: ${r.games.join(", ")} ` +
       `(receipt ${r.receipt_id}).` + (answer.warning ? " " + answer.warning : "");
     message.classList.add("ok");
+    document.getElementById("grant-box").open = false;
     form.games.value = "";
     form.agreed.checked = false;
     for (const box of form.querySelectorAll('input[name="scope"]')) box.checked = false;
@@ -282,6 +299,7 @@ async function refreshSessions() {
   lastSessionsJson = json;
   setText("sessions-dir", data.data_dir);
   document.getElementById("sessions-empty").hidden = data.sessions.length > 0;
+  afterReview = !!data.upload_after_review;
   document.getElementById("sessions").replaceChildren(...data.sessions.map(sessionCard));
 }
 
@@ -326,8 +344,7 @@ function sessionCard(s) {
       el("p", { class: "muted small session-id", text: s.id }),
       facts,
       s.checks && s.checks.length ? checkList(s.checks) : null,
-      s.notes.length ? el("p", { class: "muted small", text: s.notes.join(" ") }) : null,
-      el("div", { class: "actions" }, previewButton,
+      el("div", { class: "actions" }, sendButton(s), previewButton,
         confirmButton("Delete…", "Delete this session for good?", "Yes, delete",
           () => deleteSession(s.id)))));
   return card;
@@ -337,10 +354,40 @@ const UPLOAD_WORDS = { waiting: "waiting (you can still delete it)", queued: "qu
                        accepted: "accepted by the collector", rejected: "rejected by the collector",
                        refused: "not uploaded" };
 
+// Waiting for the player to look at it first (upload after review, not sent yet).
+function awaitsReview(u) {
+  return afterReview && u && u.status === "waiting" && !u.released;
+}
+
 function uploadWords(u) {
   if (u.status === "uploading") return `uploading, ${Math.floor(u.percent)} %`;
-  const words = UPLOAD_WORDS[u.status] || u.status;
+  if (awaitsReview(u)) return "not sent: look at it, then send it or delete it";
+  const words = u.status === "waiting" && u.released ? "queued"
+    : UPLOAD_WORDS[u.status] || u.status;
   return u.reason ? `${words}: ${u.reason}` : words;
+}
+
+// "Send to COLLECTOR": the player releases a reviewed session for upload.
+function sendButton(s) {
+  if (!awaitsReview(s.upload)) return null;
+  const button = el("button", { type: "button", class: "send-button",
+                                text: `Send to ${s.collector || "the collector"}` });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const message = document.getElementById("sessions-message");
+    message.className = "message";
+    try {
+      await api("/api/release", { id: s.id });
+      message.textContent = `Session ${s.id} will be sent to ${s.collector || "the collector"}.`;
+      message.classList.add("ok");
+    } catch (err) {
+      message.textContent = "Not sent: " + err.message;
+      message.classList.add("error");
+      button.disabled = false;
+    }
+    await refreshSessions();
+  });
+  return button;
 }
 
 function togglePreview(picture, img, s, on, button) {
