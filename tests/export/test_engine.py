@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import jsonschema
 import pytest
 
@@ -33,11 +34,14 @@ def test_every_json_schema_is_a_valid_schema() -> None:
         jsonschema.validators.validator_for(schema).check_schema(schema)
 
 
+WIDTH, HEIGHT = 160, 96  # small, but not the 32-64 px where libx264's bytes varied run to run
+
+
 def _one_to_one(root: Path, session_id: str, n: int) -> Path:
     times, dropped = frame_times(n, FPS, start_ns=50_000_000_000)
     return build_session(root, SessionScript(
         capture_times_ns=times, dropped_before=dropped, fps=FPS, session_id=session_id,
-        gop=FPS, preset="veryfast",
+        width=WIDTH, height=HEIGHT, gop=FPS, preset="veryfast",
         encoder_options={"tune": "zerolatency", "x264-params": "scenecut=0"}))
 
 
@@ -47,10 +51,10 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     one onto the grid (packets copied)."""
     root = tmp_path_factory.mktemp("sessions")
     return [
-        build_session(root, gameplay_script(seconds=3, seed=1,
+        build_session(root, gameplay_script(seconds=3, seed=1, width=WIDTH, height=HEIGHT,
                                             session_id="20250301T120000Z-factorygame-000001")),
         _one_to_one(root, "20250301T120500Z-factorygame-000002", 2 * FPS),
-        build_session(root, gameplay_script(seconds=2, seed=3,
+        build_session(root, gameplay_script(seconds=2, seed=3, width=WIDTH, height=HEIGHT,
                                             session_id="20250301T121000Z-factorygame-000003")),
     ]
 
@@ -111,12 +115,23 @@ def _export(sessions: list[Path] | list[str], out: Path | str, options: EngineOp
                           **kwargs)  # type: ignore[arg-type]
 
 
+def _decoded(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="yuv420p").tobytes() for f in container.decode(video=0)]
+
+
 def _assert_same(a: Path, b: Path) -> None:
-    """Byte-identical files: Parquet contents, videos (so identical decoded frames), meta."""
+    """What the issue asks of two engines: byte-identical Parquet and metadata, and identical
+    decoded frames. (The H.264 bytes may differ where libx264 writes its own settings into the
+    stream: seen under Ray, with the very same pictures decoded; checksums.json hashes them.)"""
     files_a, files_b = _files(a), _files(b)
     assert sorted(files_a) == sorted(files_b)
     different = [name for name in files_a if files_a[name] != files_b[name]]
-    assert not different, f"files differ: {different}"
+    videos = [n for n in different if n.endswith(".mp4")]
+    assert set(different) - {*videos, layout.CHECKSUMS_PATH} == set(), \
+        f"files differ: {different}"
+    for name in videos:
+        assert _decoded(a / name) == _decoded(b / name), f"{name}: decoded frames differ"
 
 
 @pytest.mark.usefixtures("consent_active")
@@ -143,9 +158,9 @@ def test_a_rerun_encodes_only_new_sessions_and_equals_a_fresh_export(
     options = EngineOptions(workers=1)  # in-process, so the spy below sees every encode
     # (not narrower than 48 px: libx264's output for 32-px-wide frames varies run to run)
     fresh = tmp_path / "fresh" / "dataset"
-    _export(sessions, fresh, options, size=(64, 36))
+    _export(sessions, fresh, options, size=(128, 72))
     out = tmp_path / "rerun" / "dataset"
-    _export(sessions[:2], out, options, size=(64, 36))
+    _export(sessions[:2], out, options, size=(128, 72))
 
     encoded: list[str] = []
     real_encode = engine_module.encode_segment
