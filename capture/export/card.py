@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from capture import __version__, formats
 from capture.align import GAP_FACTOR
@@ -33,8 +35,39 @@ def _hub_license(licenses: set[str]) -> str:
     return next(iter(licenses)).lower() if len(licenses) == 1 else "other"
 
 
+def _quality_lines(quality: Mapping[str, Any] | None) -> list[str]:
+    if not quality:
+        return ["No quality filter was applied at export (`capture export --help` lists them).",
+                ""]
+    lines = [f"Quality filters applied at export: {quality['episodes_before']} -> "
+             f"{quality['episodes_after']} episodes, {quality['frames_before']} -> "
+             f"{quality['frames_after']} frames (`meta/quality.json` has the details).", "",
+             "| filter | episodes removed | frames removed | seconds removed |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {r['episodes']} | {r['frames']} | {r['seconds']:.1f} |"
+              for name, r in quality["removed"].items()]
+    flagged = quality.get("idle_flagged") or []
+    if flagged:
+        lines += ["", f"Idle spans flagged but kept: {len(flagged)} "
+                      f"({sum(s['seconds'] for s in flagged):.1f} s)."]
+    return [*lines, ""]
+
+
+def _purge_lines(purges: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["A withdrawn consent reaches this dataset through `capture dataset purge`, which "
+             "removes every frame, event and video frame of the withdrawn sessions and appends "
+             "to `meta/purge-log.jsonl` (counts, receipt ids and times; no names)."]
+    if not purges:
+        return [*lines, "No purge has been applied to this dataset.", ""]
+    removed = sum(int(p["episodes_removed"]) for p in purges)
+    frames = sum(int(p["frames_removed"]) for p in purges)
+    return [*lines, "", f"Purges applied: {len(purges)}, the last on {purges[-1]['utc']}; "
+                        f"{removed} episodes and {frames} frames removed in all.", ""]
+
+
 def render_card(*, name: str, fps: int, width: int, height: int, max_episode_s: float,
-                sessions: list[SessionSummary]) -> str:
+                sessions: list[SessionSummary], quality: Mapping[str, Any] | None = None,
+                purges: Sequence[Mapping[str, Any]] | None = None) -> str:
     licenses = {s.license for s in sessions}
     games = sorted({s.game for s in sessions})
     synthetic = sum(s.synthetic_consent for s in sessions)
@@ -99,6 +132,12 @@ def render_card(*, name: str, fps: int, width: int, height: int, max_episode_s: 
         f"`{layout.CONSENT_PATH}` with any edited copy: the edited episodes are matched back to "
         "their consent by capture times (`capture.export.verify.trace_consent`).",
         "",
+        "## Quality filters",
+        "",
+        *_quality_lines(quality),
+        "## Withdrawals",
+        "",
+        *_purge_lines(list(purges or [])),
         "## Integrity and statistics",
         "",
         f"`{layout.CHECKSUMS_PATH}` lists the SHA-256 of every other file; "

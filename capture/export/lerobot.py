@@ -648,9 +648,10 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         if joined != len(sources):
             raise RuntimeError(f"{len(sources) - joined} sessions were not made")
         write_state(tmp / STATE_PATH, ExportState(settings=settings, sessions=tuple(exported)))
-        card = render_card(name=Path(str(out).split("?")[0]).name, fps=rate, width=width,
-                           height=height, max_episode_s=max_episode_s, sessions=summaries)
         quality_record = qlog.write(tmp) if qlog is not None else None  # before the checksums
+        card = render_card(name=Path(str(out).split("?")[0]).name, fps=rate, width=width,
+                           height=height, max_episode_s=max_episode_s, sessions=summaries,
+                           quality=quality_record)
         writer.finish(card)
         if remote_out:
             storage.upload_dir(tmp, str(out), last=(STATE_PATH, layout.INFO_PATH))

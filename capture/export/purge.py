@@ -643,7 +643,8 @@ def _max_episode_s_of(card: str) -> float:
     return float(m.group(1)) if m else DEFAULT_MAX_EPISODE_S
 
 
-def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: str) -> str:
+def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: str, *,
+          quality: dict[str, Any] | None, purges: list[dict[str, Any]]) -> str:
     """The card re-rendered for the kept episodes, by the export's own renderer."""
     frame = episodes.select(["session_id", "tasks", "license", "synthetic_consent",
                              "length"]).to_pandas()
@@ -656,7 +657,8 @@ def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: st
             episodes=len(rows), frames=int(rows["length"].sum())))
     height, width = info["features"][_VIDEO]["shape"][:2]
     return render_card(name=root_name, fps=int(info["fps"]), width=width, height=height,
-                       max_episode_s=_max_episode_s_of(old_card), sessions=summaries)
+                       max_episode_s=_max_episode_s_of(old_card), sessions=summaries,
+                       quality=quality, purges=purges)
 
 
 def _set(table: pa.Table, name: str, values: Any) -> pa.Table:
@@ -809,7 +811,7 @@ def _build(plan: PurgePlan, tmp: Path,
     build.write_text(layout.INFO_PATH, json.dumps(new_info, indent=4) + "\n")
     old_card_path = src / layout.CARD_PATH
     old_card = old_card_path.read_text(encoding="utf-8") if old_card_path.is_file() else ""
-    build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card))
+    quality_record: dict[str, Any] | None = None
     if (src / QUALITY_PATH).is_file():  # the export's filter record: flagged spans re-pointed
         record = json.loads((src / QUALITY_PATH).read_text(encoding="utf-8"))
         record["idle_flagged"] = [dict(span, episode_index=new_of_old[span["episode_index"]])
@@ -819,6 +821,7 @@ def _build(plan: PurgePlan, tmp: Path,
                               if s["session_id"] not in purged_sessions]
         formats.validate_json(record, QUALITY_SCHEMA, QUALITY_PATH)
         build.write_text(QUALITY_PATH, json.dumps(record, indent=2) + "\n")
+        quality_record = record
     if (src / CONSENT_PATH).is_file():
         consent = _purged_consent(json.loads((src / CONSENT_PATH).read_text(encoding="utf-8")),
                                   new_of_old)
@@ -841,6 +844,9 @@ def _build(plan: PurgePlan, tmp: Path,
     old_log = src / PURGE_LOG_PATH
     previous = old_log.read_text(encoding="utf-8") if old_log.is_file() else ""
     build.write_text(PURGE_LOG_PATH, previous + json.dumps(entry, sort_keys=True) + "\n")
+    build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card,
+                                             quality=quality_record,
+                                             purges=[*read_purge_log(src), entry]))
     if (src / CHECKSUMS_PATH).is_file():  # last: it covers every other file, the log too
         old_sums = json.loads((src / CHECKSUMS_PATH).read_text(encoding="utf-8"))
         sums = dict(old_sums, files=_digests(tmp, skip=CHECKSUMS_PATH))
