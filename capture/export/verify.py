@@ -284,7 +284,7 @@ class _Checker:
         episodes = self.episodes = pa.concat_tables(tables)
         e = episodes.num_rows
         self.report.episodes = e
-        where = self.episode_paths[0]
+        where = self.episode_paths[0] if self.episode_paths else "meta/episodes"
         if e != self.info["total_episodes"]:
             self.problem(layout.INFO_PATH, f"total_episodes is {self.info['total_episodes']}, "
                                            f"meta/episodes has {e}")
@@ -342,8 +342,8 @@ class _Checker:
             known = set(tasks.index)
             unknown = {t for ts in self.episodes.column("tasks").to_pylist() for t in ts} - known
             if unknown:
-                self.problem(self.episode_paths[0], f"tasks not in tasks.parquet: "
-                                                    f"{sorted(unknown)}")
+                self.problem(self.episode_paths[0] if self.episode_paths else "meta/episodes",
+                             f"tasks not in tasks.parquet: {sorted(unknown)}")
 
     # --- videos/ -----------------------------------------------------------------------------
     def check_videos(self) -> None:
@@ -485,7 +485,8 @@ class _Checker:
                     per_episode[row].setdefault(feature, {})[key] = np.asarray(value)
         if not stats.all_finite([{f: {k: v.tolist() for k, v in s.items()} for f, s in e.items()}
                                  for e in per_episode]):
-            self.problem(self.episode_paths[0], "stats/* columns hold non-finite numbers")
+            self.problem(self.episode_paths[0] if self.episode_paths else "meta/episodes",
+                         "stats/* columns hold non-finite numbers")
             return
         expected = stats.aggregate_all(per_episode)
         for feature, want in expected.items():
