@@ -470,8 +470,9 @@ def test_purging_every_episode_leaves_an_empty_dataset(three_players: Path,
     assert not list(root.glob("videos/*/*/*.mp4"))
     assert purge.read_purge_log(root)[0]["frames_after"] == 0
     checked = run_cli("dataset", "verify", str(root))  # says what it found, no traceback
-    assert "Traceback" not in checked.output and checked.exception is None or \
-        isinstance(checked.exception, SystemExit), checked.output
+    assert "Traceback" not in checked.output, checked.output
+    assert checked.exception is None or isinstance(checked.exception, SystemExit), \
+        checked.output
 
 
 # --- the command -----------------------------------------------------------------------------
