@@ -35,7 +35,7 @@ fi
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'  # the versions CI tested
 
 # A working Python 3.12 (pyenv's shims exist for versions not selected, so each is tried).
 find_python312() {
@@ -72,7 +72,7 @@ if [ "$with_lerobot" = 1 ]; then
     else
       echo "setup: installing LeRobot 0.6.1 into .venv-lerobot (~5 GB with torch, a few minutes)" >&2
       "$py312" -m venv .venv-lerobot
-      .venv-lerobot/bin/python -m pip install -q "${LEROBOT_SPEC[@]}"
+      .venv-lerobot/bin/python -m pip install -q -c constraints-lerobot.txt "${LEROBOT_SPEC[@]}"
     fi
   fi
 fi
