@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import click
 
 from capture.cli._common import resolve_sessions
 from capture.cli.dataset_tools import quality_options
+from capture.errors import CaptureError
 from capture.sizes import parse_size
 
 if TYPE_CHECKING:
@@ -99,11 +101,46 @@ def dataset() -> None:
 
 @dataset.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
-def dataset_verify(path: Path) -> None:
-    """Check a dataset against LeRobot's loading rules; exit 1 if anything is wrong."""
-    from capture.export.verify import verify_dataset
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also check every episode's consent is active in this consent ledger.")
+@click.option("--collector", default=None, metavar="URL",
+              help="Also check every episode's consent is active at this collector "
+                   "(http://HOST:PORT, its admin token in CAPTURE_COLLECTOR_ADMIN_TOKEN).")
+def dataset_verify(path: Path, ledger: Path | None, collector: str | None) -> None:
+    """Check a dataset against LeRobot's loading rules, every file's SHA-256 and (with --ledger
+    or --collector) every episode's consent; exit 1 if anything is wrong."""
+    from capture.export.verify import ConsentStatus, verify_dataset
 
-    report = verify_dataset(path)
+    status: ConsentStatus | None = None
+    if ledger is not None:
+        from capture.consent import receipt_status
+
+        def status(receipt: str, game: str) -> str:
+            return receipt_status(receipt, game=game, ledger_path=ledger)
+    elif collector is not None:
+        status = _collector_consent(collector)
+    report = verify_dataset(path, consent_status=status)
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+def _collector_consent(url: str) -> Callable[[str, str], str]:
+    """(receipt, game) -> status from a collector's registry (the admin token as for export)."""
+    from capture.collector.server import ADMIN_TOKEN_ENV, stored_admin_token
+    from capture.uploader.http import call, client
+
+    token = stored_admin_token()
+    if not token:
+        raise CaptureError(f"checking consent at a collector needs its admin token: set "
+                           f"{ADMIN_TOKEN_ENV}")
+    http = client(url.removeprefix("collector+").rstrip("/"), token)
+
+    def status(receipt: str, game: str) -> str:
+        found = call(http, "GET", f"/v1/admin/receipts/{receipt}").json()
+        if found["status"] == "unknown":
+            return "unknown"
+        return ("active" if game.strip().casefold() in
+                {g.casefold() for g in found["active_games"]} else "revoked")
+
+    return status

@@ -677,8 +677,43 @@ def _non_finite_keys(obj: Any, prefix: str = "") -> list[str]:
     return [] if stats.all_finite(obj) else [prefix.rstrip("/")]
 
 
-def verify_dataset(path: Path | str) -> VerifyReport:
-    """Check a dataset at `path`; problems are collected in the report, never raised."""
+ConsentStatus = Callable[[str, str], str]  # (receipt id, game) -> active, revoked or unknown
+
+
+def check_consent_status(report: VerifyReport, status: ConsentStatus) -> None:
+    """Add a problem for every episode whose consent receipt `status` (a ledger's or a
+    collector's) does not call active for the episode's game; unknown receipts fail closed."""
+    root = report.path
+    paths = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    if not paths:
+        report.problems.append(Problem("meta/episodes", "no episodes to check consent of"))
+        return
+    columns = ("episode_index", "tasks", "consent_receipt_id")
+    seen: dict[tuple[str, str], str] = {}
+    for path in paths:
+        table = pq.read_table(path)
+        missing = [c for c in columns if c not in table.column_names]
+        where = path.relative_to(root).as_posix()
+        if missing:
+            report.problems.append(Problem(where, f"episodes lack {', '.join(missing)}: their "
+                                                  "consent cannot be checked"))
+            continue
+        for episode, tasks, receipt in zip(*(table.column(c).to_pylist() for c in columns),
+                                           strict=True):
+            for game in tasks or ["?"]:
+                key = (str(receipt), str(game))
+                if key not in seen:
+                    seen[key] = status(*key)
+                if seen[key] != "active":
+                    why = "was withdrawn" if seen[key] == "revoked" else "is not known there"
+                    report.problems.append(Problem(where, f"episode {episode}: consent receipt "
+                                                          f"{receipt} for {game} {why}"))
+
+
+def verify_dataset(path: Path | str, *, consent_status: ConsentStatus | None = None
+                   ) -> VerifyReport:
+    """Check a dataset at `path`; problems are collected in the report, never raised. With
+    `consent_status`, every episode's consent must also be active there."""
     root = Path(path).resolve()
     checker = _Checker(root)
     if not root.is_dir():
@@ -696,4 +731,7 @@ def verify_dataset(path: Path | str) -> VerifyReport:
     for where, step in steps:
         with checker.guard(where):
             step()
+    if consent_status is not None:
+        with checker.guard("meta/episodes"):
+            check_consent_status(checker.report, consent_status)
     return checker.report

@@ -256,3 +256,32 @@ def test_trace_consent_matches_episodes_by_capture_times(exported: tuple[Path, E
     other.write_text(json.dumps(consent))
     with pytest.raises(BadInputError, match=r"episode\(s\) 1 match no episode"):
         trace_consent(root, other)
+
+
+def test_verify_checks_every_episodes_consent_in_a_ledger(tmp_path: Path, capture_home: Path,
+                                                         monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from capture import consent, paths
+    from capture.cli import cli
+    from capture.export import export_dataset
+    from tests.factories import build_session, gameplay_script
+
+    receipt = consent.grant("carol", ["factorygame"], ["video", "keyboard", "mouse", "gamepad"])
+    session = build_session(tmp_path / "sessions", gameplay_script(
+        seconds=1, player="carol", receipt_id=receipt.receipt_id))
+    export_dataset([session], tmp_path / "dataset")
+    ledger = str(paths.ledger_path())
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["dataset", "verify", str(tmp_path / "dataset"), "--ledger", ledger])
+    assert ok.exit_code == 0, ok.output
+    consent.revoke("carol")
+    refused = runner.invoke(cli, ["dataset", "verify", str(tmp_path / "dataset"),
+                                  "--ledger", ledger])
+    assert refused.exit_code == 1
+    assert f"consent receipt {receipt.receipt_id} for factorygame was withdrawn" in refused.output
+    elsewhere = tmp_path / "other-ledger.jsonl"
+    consent.grant("dave", ["factorygame"], ["video"], ledger_path=elsewhere)
+    unknown = runner.invoke(cli, ["dataset", "verify", str(tmp_path / "dataset"),
+                                  "--ledger", str(elsewhere)])
+    assert unknown.exit_code == 1 and "is not known there" in unknown.output
