@@ -65,9 +65,43 @@ def _purge_lines(purges: Sequence[Mapping[str, Any]]) -> list[str]:
                         f"{removed} episodes and {frames} frames removed in all.", ""]
 
 
+def _loading_lines(name: str, location: str | None) -> list[str]:
+    where = location or f"/path/to/{name}"
+    note = ("" if location else " (replace the path with where this folder is)")
+    return [
+        "## Loading",
+        "",
+        f"With LeRobot (`pip install \"lerobot[dataset]\"`, Python 3.12+){note}:",
+        "",
+        "```python",
+        "import os",
+        "os.environ.setdefault(\"HF_HUB_OFFLINE\", \"1\")  # a local dataset: no hub needed",
+        "from lerobot.datasets.lerobot_dataset import LeRobotDataset",
+        "",
+        f"dataset = LeRobotDataset(repo_id=\"local/{name}\", root={where!r})",
+        "frame = dataset[0]  # observation.image, action.*, timestamp, ...",
+        "print(len(dataset), sorted(frame))",
+        "```",
+        "",
+        "With Hugging Face `datasets` (the per-frame table; the video stays in `videos/`):",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f"frames = load_dataset(\"parquet\", data_files={where + '/data/*/*.parquet'!r}, "
+        "split=\"train\")",
+        "print(frames)",
+        "```",
+        "",
+    ]
+
+
 def render_card(*, name: str, fps: int, width: int, height: int, max_episode_s: float,
                 sessions: list[SessionSummary], quality: Mapping[str, Any] | None = None,
-                purges: Sequence[Mapping[str, Any]] | None = None) -> str:
+                purges: Sequence[Mapping[str, Any]] | None = None,
+                location: str | None = None) -> str:
+    """The card; `location` is the dataset's absolute path, for loading snippets that work as
+    written (None: a placeholder path)."""
     licenses = {s.license for s in sessions}
     games = sorted({s.game for s in sessions})
     synthetic = sum(s.synthetic_consent for s in sessions)
@@ -184,5 +218,6 @@ def render_card(*, name: str, fps: int, width: int, height: int, max_episode_s: 
         "Upper-case letters count as their lower-case key; other names of the same physical "
         f"key: {aliases}.",
         "",
+        *_loading_lines(name, location),
     ]
     return "\n".join(lines)

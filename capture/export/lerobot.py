@@ -651,7 +651,8 @@ def _export(session_dirs: Sequence[Path | str], out: Path | str, local_out: Path
         quality_record = qlog.write(tmp) if qlog is not None else None  # before the checksums
         card = render_card(name=Path(str(out).split("?")[0]).name, fps=rate, width=width,
                            height=height, max_episode_s=max_episode_s, sessions=summaries,
-                           quality=quality_record)
+                           quality=quality_record,
+                           location=None if remote_out else str(Path(out).resolve()))
         writer.finish(card)
         if remote_out:
             storage.upload_dir(tmp, str(out), last=(STATE_PATH, layout.INFO_PATH))

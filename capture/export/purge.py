@@ -644,7 +644,8 @@ def _max_episode_s_of(card: str) -> float:
 
 
 def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: str, *,
-          quality: dict[str, Any] | None, purges: list[dict[str, Any]]) -> str:
+          quality: dict[str, Any] | None, purges: list[dict[str, Any]],
+          location: str | None = None) -> str:
     """The card re-rendered for the kept episodes, by the export's own renderer."""
     frame = episodes.select(["session_id", "tasks", "license", "synthetic_consent",
                              "length"]).to_pandas()
@@ -658,7 +659,7 @@ def _card(root_name: str, info: dict[str, Any], episodes: pa.Table, old_card: st
     height, width = info["features"][_VIDEO]["shape"][:2]
     return render_card(name=root_name, fps=int(info["fps"]), width=width, height=height,
                        max_episode_s=_max_episode_s_of(old_card), sessions=summaries,
-                       quality=quality, purges=purges)
+                       quality=quality, purges=purges, location=location)
 
 
 def _set(table: pa.Table, name: str, values: Any) -> pa.Table:
@@ -845,6 +846,7 @@ def _build(plan: PurgePlan, tmp: Path,
     previous = old_log.read_text(encoding="utf-8") if old_log.is_file() else ""
     build.write_text(PURGE_LOG_PATH, previous + json.dumps(entry, sort_keys=True) + "\n")
     build.write_text(layout.CARD_PATH, _card(src.name, new_info, eps, old_card,
+                                             location=str(src.resolve()),
                                              quality=quality_record,
                                              purges=[*read_purge_log(src), entry]))
     if (src / CHECKSUMS_PATH).is_file():  # last: it covers every other file, the log too
