@@ -86,9 +86,10 @@ def s3_server() -> Iterator[str]:
                 os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_instance(s3_server: str) -> Iterator[None]:
-    """One local Ray instance for the test session (start-up takes seconds)."""
+    """One local Ray instance for this module (start-up takes seconds), shut down after it so
+    its threads do not live on in the test process while later tests fork."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -177,7 +177,10 @@ class ObsInstance:
 def busy_loops(count: int, max_s: float) -> Iterator[None]:
     """`count` processes spinning on a core each for the block, killed after `max_s` at the
     latest (the machine is shared: the load is bounded in time whatever the test does)."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # coreutils' timeout bounds each spinner by itself: the bound holds even if this process is
+    # held up (a suite once stalled here, and timers in this process never ran).
+    spinners = [subprocess.Popen(["timeout", "-s", "KILL", f"{max_s:g}", sys.executable, "-c",
+                                  "while True: pass"])
                 for _ in range(count)]
     timers = [threading.Timer(max_s, spinner.kill) for spinner in spinners]
     for timer in timers:
