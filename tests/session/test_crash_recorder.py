@@ -180,22 +180,26 @@ def test_kill_then_recover(trial: Trial, xvfb, demo_game, capture_home, tmp_path
     consent.grant("p1", [WINDOW_CLASS], ["video", "keyboard", "mouse"])
     out = tmp_path / "out"
     proc = _run(trial, xvfb, demo_game, capture_home, out)
+    said = ""
     try:
         try:
-            proc.communicate(timeout=10)
+            said = proc.communicate(timeout=10)[1]
         except subprocess.TimeoutExpired:
             # A child of the segment being handed over died: that segment is finished as
-            # incomplete and recording goes on in the next one, until told to stop.
+            # incomplete (or, the new segment's, it never starts) and recording goes on in the
+            # other one, until told to stop.
             assert trial.phase == "handover", "the recorder did not stop after its child died"
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=60)
+            said = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
-    if trial.target != "recorder" and trial.phase in ("recording", "handover"):
-        assert any(read_manifest(d).status == "incomplete" for d in out.iterdir())
-        if trial.phase == "recording":
-            assert proc.returncode not in (0, None), "a recorder whose child died exits non-zero"
+    incomplete = any(read_manifest(d).status == "incomplete" for d in out.iterdir())
+    if trial.target != "recorder" and trial.phase == "recording":
+        assert incomplete
+        assert proc.returncode not in (0, None), "a recorder whose child died exits non-zero"
+    if trial.target != "recorder" and trial.phase == "handover":
+        assert incomplete or "could not start a new segment" in said, said
     time.sleep(0.5)  # orphaned children notice their owner is gone and finish the file
     _check(trial, capture_home, out, tmp_path)
 
