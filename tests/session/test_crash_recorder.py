@@ -194,7 +194,8 @@ def test_kill_then_recover(trial: Trial, xvfb, demo_game, capture_home, tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
-    incomplete = any(read_manifest(d).status == "incomplete" for d in out.iterdir())
+    incomplete = out.exists() and any(read_manifest(d).status == "incomplete"
+                                      for d in out.iterdir())
     if trial.target != "recorder" and trial.phase == "recording":
         assert incomplete
         assert proc.returncode not in (0, None), "a recorder whose child died exits non-zero"
