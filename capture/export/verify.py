@@ -502,21 +502,30 @@ class _Checker:
                     break
 
     # --- meta/consent.json -------------------------------------------------------------------
-    def check_consent(self) -> None:
-        path = self.root / layout.CONSENT_PATH
+    def _read_declared(self, name: str, schema: str, missing: str) -> Any | None:
+        """A meta JSON file read and validated against its schema; None (with the problem
+        recorded) if it is missing, unreadable or does not match."""
+        path = self.root / name
         if not path.is_file():
-            self.problem(layout.CONSENT_PATH, "is missing: the episodes' consent cannot be "
-                                              "cross-checked (tools that know only LeRobot's "
-                                              "files drop it)")
-            return
-        consent = self.read_json(layout.CONSENT_PATH)
-        if consent is None:
-            return
+            self.problem(name, f"is missing: {missing}")
+            return None
+        document = self.read_json(name)
+        if document is None:
+            return None
         try:
-            formats.validate_json(consent, layout.CONSENT_SCHEMA, path)
+            formats.validate_json(document, schema, path)
         except BadInputError as exc:
             self.problem(path, exc.problem)
+            return None
+        return document
+
+    def check_consent(self) -> None:
+        consent = self._read_declared(
+            layout.CONSENT_PATH, layout.CONSENT_SCHEMA, "the episodes' consent cannot be "
+            "cross-checked (tools that know only LeRobot's files drop it)")
+        if consent is None:
             return
+        path = self.root / layout.CONSENT_PATH
         entries = {e["episode_index"]: e for e in consent["episodes"]}
         if len(entries) != len(consent["episodes"]):
             self.problem(path, "lists an episode more than once")
@@ -573,17 +582,9 @@ class _Checker:
 
     # --- meta/checksums.json -----------------------------------------------------------------
     def check_checksums(self) -> None:
-        path = self.root / layout.CHECKSUMS_PATH
-        if not path.is_file():
-            self.problem(layout.CHECKSUMS_PATH, "is missing: file contents cannot be checked")
-            return
-        checksums = self.read_json(layout.CHECKSUMS_PATH)
+        checksums = self._read_declared(layout.CHECKSUMS_PATH, layout.CHECKSUMS_SCHEMA,
+                                        "file contents cannot be checked")
         if checksums is None:
-            return
-        try:
-            formats.validate_json(checksums, layout.CHECKSUMS_SCHEMA, path)
-        except BadInputError as exc:
-            self.problem(path, exc.problem)
             return
         listed: dict[str, str] = checksums["files"]
         actual = file_digests(self.root)
