@@ -6,12 +6,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +24,15 @@ from capture.video import CaptureTarget, VideoSettings
 from capture.video.builtin import BuiltinVideoBackend
 from capture.xserver import Xvfb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.obs.harness import busy_loops
+
 # Runs the clockface window and the recorder on a private Xvfb at 30 and 60 fps, idle and with two
 # busy loops, decodes every frame, reads the drawn clock and compares it with capture_time_ns.
 # Usage: python bench/capture_timing.py [--seconds 10] [--size 1280x720]
 RESULTS = Path(__file__).resolve().parent / "results" / "capture_timing.json"
 TARGETS_MS = {"p50": 3.0, "p95": 8.0}  # and max <= one frame interval
-BUSY_LOOP = "while True: pass"
 CLOCK_NICE = -10
-
-
-@contextmanager
-def busy_processes(count: int) -> Iterator[None]:
-    """`count` processes spinning on a core each, for the duration of the block."""
-    spinners = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -103,7 +90,7 @@ def run_case(display: str, fps: int, busy: int, seconds: float, size: tuple[int,
     redraw_log = session_dir.with_suffix(".redraws.npy")
     recorder = BuiltinVideoBackend()
     with running_clockface(display, size=size, stats_path=stats_path, redraw_log=redraw_log,
-                           nice=clock_nice) as window_id, busy_processes(busy):
+                           nice=clock_nice) as window_id, busy_loops(busy, max_s=seconds + 60):
         recorder.start(CaptureTarget(display=display, window_id=window_id),
                        video_output(session_dir),
                        VideoSettings(fps=fps))

@@ -21,7 +21,6 @@ from capture_timing import (
     _may_raise_priority,
     _percentiles,
     attribute_errors,
-    busy_processes,
     machine,
 )
 
@@ -44,7 +43,7 @@ from capture.xserver import Xvfb
 # time is established (time_uncertain false), how many are marked uncertain and their max error.
 # Usage: python bench/obs_timing.py [--seconds 10] [--lag-runs 3]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.obs.harness import ObsInstance
+from tests.obs.harness import ObsInstance, busy_loops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "obs_timing.json"
 SIZE = (1280, 720)
@@ -86,7 +85,7 @@ def run_case(obs: ObsInstance, display: str, fps: int, busy: int, seconds: float
     redraw_log = session_dir.with_suffix(".redraws.npy")
     recorder = ObsVideoBackend(ObsSettings(obs.host, obs.port, obs.password))
     with running_clockface(display, size=SIZE, stats_path=stats_path, redraw_log=redraw_log,
-                           nice=clock_nice) as window_id, busy_processes(busy):
+                           nice=clock_nice) as window_id, busy_loops(busy, max_s=seconds + 60):
         recorder.start(CaptureTarget(display=display, window_id=window_id),
                        video_output(session_dir),
                        VideoSettings(fps=fps))

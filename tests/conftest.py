@@ -16,6 +16,8 @@ from capture.demo.game import WINDOW_CLASS
 from capture.inputs import x11window
 from capture.xserver import Xvfb
 
+pytest_plugins = ["pytester", "tests.process_leaks"]
+
 
 @pytest.fixture
 def capture_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -66,12 +66,15 @@ bundles = sa.Table(
     sa.Column("session_id", sa.String(128), nullable=False),
     sa.Column("receipt_id", sa.String(64), nullable=False),
     sa.Column("game", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # uploading|accepted|rejected|withdrawn
+    # uploading | assembling | accepted | rejected | withdrawn
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("manifest_text", sa.Text, nullable=False),
     sa.Column("total_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    # rev 0003: when an instance began assembling it (its claim lapses after CLAIM_LEASE)
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("player_id", "session_id", name="uq_bundles_player_session"),
 )
 

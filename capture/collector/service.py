@@ -34,6 +34,10 @@ from .store import Store
 API = "/v1"
 TUS_VERSION = "1.0.0"
 TUS_CHECKSUMS = ("sha1", "sha256")
+# An instance assembling a bundle holds it this long at most; after that (it died, say) another
+# `complete` takes it over. Assembling re-reads every byte, ~2 min for a 1 GiB bundle here.
+CLAIM_LEASE = timedelta(minutes=15)
+LIVE_STATUSES = ("uploading", "assembling", "accepted")   # count toward quota, reach withdrawals
 T = TypeVar("T")
 
 
@@ -161,7 +165,7 @@ class BundleState(BaseModel):
     session_id: str
     study: str
     game: str
-    status: str  # uploading | accepted | rejected | withdrawn
+    status: str  # uploading | assembling | accepted | rejected | withdrawn
     reason: str | None
     total_bytes: int
     received_bytes: int
@@ -555,17 +559,26 @@ def create_app(settings: Settings) -> FastAPI:
             return _bundle_state(conn, _own_bundle(conn, player, bundle_id))
 
     @app.post(f"{API}/bundles/{{bundle_id}}/complete", response_model=BundleState,
-              tags=["upload"])
-    def complete_bundle(bundle_id: str, player: PlayerAuth) -> BundleState:
+              tags=["upload"], responses={202: {
+                  "model": BundleState,
+                  "description": "Another request is assembling the bundle (status "
+                                 "`assembling`): ask again in a moment."}})
+    def complete_bundle(bundle_id: str, player: PlayerAuth, response: Response) -> BundleState:
         with engine.connect() as conn:
             bundle = _own_bundle(conn, player, bundle_id)
             state = _bundle_state(conn, bundle)
-        if state.status != "uploading":
+        if state.status not in ("uploading", "assembling"):
             return _final(state)
         short = [f for f in state.files if f.offset < f.length]
         if short:
             raise ApiError(409, "incomplete", f"{short[0].name} has {short[0].offset} of "
                                               f"{short[0].length} bytes; upload the rest first")
+        if not _claim(bundle.id):
+            with engine.connect() as conn:
+                state = _bundle_state(conn, _own_bundle(conn, player, bundle_id))
+            if state.status == "assembling":
+                response.status_code = 202
+            return _final(state)
         try:
             with engine.connect() as conn:
                 reason = _consent_problem(conn, player,
@@ -579,6 +592,22 @@ def create_app(settings: Settings) -> FastAPI:
             _finish(bundle, "accepted", None)
         with engine.connect() as conn:
             return _final(_bundle_state(conn, _own_bundle(conn, player, bundle_id)))
+
+    def _claim(bundle_id: str) -> bool:
+        """Take the bundle for assembly: one request at a time, on any instance, holds it (a
+        claim older than CLAIM_LEASE can be taken over)."""
+        now = db.now()
+
+        def work(conn: Connection) -> bool:
+            taken = conn.execute(db.bundles.update().where(
+                db.bundles.c.id == bundle_id,
+                sa.or_(db.bundles.c.status == "uploading",
+                       sa.and_(db.bundles.c.status == "assembling",
+                               db.bundles.c.claimed_at < now - CLAIM_LEASE)))
+                .values(status="assembling", claimed_at=now))
+            return taken.rowcount == 1
+
+        return _retrying(engine, work)
 
     def _assemble(bundle: Any) -> None:
         """Concatenate each file's confirmed chunks into its final object, checking SHA-256."""
@@ -629,7 +658,7 @@ def create_app(settings: Settings) -> FastAPI:
     def _finish(bundle: Any, status: str, reason: str | None) -> None:
         with engine.begin() as conn:
             conn.execute(db.bundles.update().where(db.bundles.c.id == bundle.id,
-                                                   db.bundles.c.status == "uploading")
+                                                   db.bundles.c.status == "assembling")
                          .values(status=status, reason=reason, finished_at=db.now()))
             current = conn.execute(sa.select(db.bundles.c.status)
                                    .where(db.bundles.c.id == bundle.id)).scalar_one()
@@ -700,7 +729,7 @@ def create_app(settings: Settings) -> FastAPI:
         with engine.connect() as conn:
             row, status = _own_upload(conn, player, upload_id)
         if status != "uploading":
-            raise ApiError(409 if status == "accepted" else 410, status,
+            raise ApiError(409 if status in ("accepted", "assembling") else 410, status,
                            f"the bundle is already {status}" +
                            (f": {row.reason}" if row.reason else ""))
         if offset != row.offset:
@@ -777,7 +806,7 @@ def create_app(settings: Settings) -> FastAPI:
                 for bundle in conn.execute(sa.select(db.bundles).where(
                         db.bundles.c.receipt_id == receipt.receipt_id,
                         db.bundles.c.player_id == player.id,
-                        db.bundles.c.status.in_(("uploading", "accepted")))).all():
+                        db.bundles.c.status.in_(LIVE_STATUSES))).all():
                     if game_key(bundle.game) not in keys:
                         continue
                     conn.execute(db.bundles.update().where(db.bundles.c.id == bundle.id)
@@ -998,7 +1027,7 @@ def _size_problem(conn: Connection, player: Any, total: int, limits: Limits) -> 
                 f"{limits.max_bundle_bytes} bytes per bundle")
     used = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(db.bundles.c.total_bytes), 0))
                         .where(db.bundles.c.player_id == player.id,
-                               db.bundles.c.status.in_(("uploading", "accepted")))).scalar_one()
+                               db.bundles.c.status.in_(LIVE_STATUSES))).scalar_one()
     if used + total > limits.quota_bytes:
         return (f"your quota is {limits.quota_bytes} bytes and {used} are used; this bundle of "
                 f"{total} bytes does not fit")

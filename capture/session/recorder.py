@@ -85,11 +85,13 @@ class _EventWriter:
         self.queue.put(event)
 
     def begin_handover(self) -> None:
-        """Hold new events back until finish_handover says at which instant to split them."""
+        """Until finish_handover says at which instant to split them, new events go on into
+        the current journal (so a crash loses none) and are kept to sort out at the split."""
         self.queue.put(_BEGIN_HANDOVER)
 
     def finish_handover(self, journal: JournalWriter, boundary_ns: int) -> None:
-        """Events before boundary_ns go to the current journal, the rest to `journal`."""
+        """Events from boundary_ns on go (again) to `journal`, which is on disk when this
+        returns; the current segment's finalise leaves them out (finalise's frames_before_ns)."""
         done = threading.Event()
         self.queue.put((journal, boundary_ns, done))
         done.wait()
@@ -122,25 +124,27 @@ class _EventWriter:
         self.journal.append(event.to_record())
 
     def _run(self) -> None:
-        held_back: list[InputEvent] | None = None
+        handing_over: list[InputEvent] | None = None
         while (item := self.queue.get()) is not None:
             if item is _BEGIN_HANDOVER:
-                held_back = []
+                handing_over = []
             elif isinstance(item, tuple):
                 journal, boundary_ns, done = item
-                for event in held_back or []:
+                for event in handing_over or []:
                     if event.t_ns < boundary_ns:
-                        self._write(event)
+                        self._track(event)       # already in the current journal
                 self._switch(journal, boundary_ns)
-                for event in held_back or []:
+                for event in handing_over or []:
                     if event.t_ns >= boundary_ns:
                         self._write(event)
-                held_back = None
+                self.journal.flush()
+                handing_over = None
                 done.set()
             else:
                 assert isinstance(item, InputEvent)
-                if held_back is not None:
-                    held_back.append(item)
+                if handing_over is not None:
+                    handing_over.append(item)
+                    self.journal.append(item.to_record())
                 else:
                     self._write(item)
                 if item.kind in ACTIVITY_KINDS and not item.synthetic:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from capture import formats, video
@@ -97,7 +98,9 @@ def finalise(session_dir: Path, *, video_result: video.VideoResult | None = None
              error: str | None = None, frames_before_ns: int | None = None) -> Manifest:
     """Turn the journals into validated tables, hash every file, write the final manifest.
 
-    `frames_before_ns` (a segment hand-over): frames from then on belong to the next segment.
+    `frames_before_ns` (a segment hand-over): frames and input from then on belong to the next
+    segment (the input was journaled in both until the split; the releases of keys held across
+    it, synthetic and at that instant, stay).
     When the video backend reports an error, the timeline keeps only the frames the video file
     really holds, and the session is marked incomplete.
     """
@@ -107,6 +110,7 @@ def finalise(session_dir: Path, *, video_result: video.VideoResult | None = None
     tables = _load_tables(session_dir, salvage=False)
     notes = list(video_result.notes) if video_result else []
     frames, trailing = _cut_at_handover(tables.frames, frames_before_ns)
+    tables.events = _events_before_handover(tables.events, frames_before_ns)
     if trailing:
         notes.append(f"{trailing} frame(s) at the end of the video belong to the next segment "
                      "(recorded during the hand-over) and are not in this timeline")
@@ -202,6 +206,15 @@ def _cut_at_handover(frames: pa.Table, frames_before_ns: int | None) -> tuple[pa
         return frames, 0
     kept = sum(1 for t in frames.column("capture_time_ns").to_pylist() if t < frames_before_ns)
     return frames.slice(0, kept), frames.num_rows - kept
+
+
+def _events_before_handover(events: pa.Table, frames_before_ns: int | None) -> pa.Table:
+    if frames_before_ns is None:
+        return events
+    t_ns, synthetic = events.column("t_ns"), events.column("synthetic")
+    kept = pc.or_(pc.less(t_ns, frames_before_ns),
+                  pc.and_(pc.equal(t_ns, frames_before_ns), synthetic))
+    return events.filter(kept)
 
 
 def _count_decodable_frames(video_file: Path) -> int:

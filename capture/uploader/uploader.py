@@ -22,7 +22,9 @@ from capture.session.reader import open_session
 from . import enrollment, tus
 from .http import CollectorError, Unreachable, call, client
 
-COMPLETE_TIMEOUT = httpx.Timeout(900.0, connect=10.0)
+COMPLETE_WAIT_S = 900.0
+COMPLETE_TIMEOUT = httpx.Timeout(COMPLETE_WAIT_S, connect=10.0)
+ASSEMBLING_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,26 @@ def upload_session(session_dir: Path, *, chunk_size: int = tus.DEFAULT_CHUNK,
                 if item["offset"] < item["length"]:
                     tus.send_file(http, item["upload_url"], session_dir / item["name"],
                                   item["length"], chunk_size=chunk_size, progress=progress)
-            # the collector reads every byte back to check it: give big bundles time
-            verdict = call(http, "POST", f"/v1/bundles/{state['bundle_id']}/complete",
-                           timeout=COMPLETE_TIMEOUT).json()
+            verdict = complete(http, state["bundle_id"])
         except CollectorError as err:
             return _refused(done, err, state["bundle_id"])
     return done(verdict["status"], verdict.get("reason"), verdict["bundle_id"])
+
+
+def complete(http: httpx.Client, bundle_id: str) -> dict[str, Any]:
+    """Ask the collector to check and store the uploaded bundle; its verdict. While another
+    request (an earlier attempt whose answer was lost, say) is assembling it, ask again."""
+    give_up = time.monotonic() + COMPLETE_WAIT_S
+    while True:
+        # the collector reads every byte back to check it: give big bundles time
+        verdict: dict[str, Any] = call(http, "POST", f"/v1/bundles/{bundle_id}/complete",
+                                       timeout=COMPLETE_TIMEOUT).json()
+        if verdict["status"] != "assembling":
+            return verdict
+        if time.monotonic() > give_up:
+            raise Unreachable("the collector has been assembling the bundle for "
+                              f"{COMPLETE_WAIT_S:g} s without an answer")
+        time.sleep(ASSEMBLING_POLL_S)
 
 
 def _refused(done: Callable[..., UploadResult], err: CollectorError,

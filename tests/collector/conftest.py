@@ -3,8 +3,10 @@ processes, players with their own data dirs, and a TCP proxy that can cut or cor
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
 import os
 import secrets
 import shutil
@@ -20,8 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import sqlalchemy as sa
 
+from capture.uploader import enrollment
+from capture.uploader.enrollment import Enrollment
 from tests.factories import build_session, gameplay_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -366,8 +372,83 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
     pytest.fail(f"timed out waiting for {what}")
 
 
-__all__ = ["Collector", "Player", "Proxy", "create_study", "enroll", "free_port", "replace",
-           "run_capture", "wait_for"]
+# --- a study with two enrolled players on a live collector ----------------------------------
+STUDY = {"id": "s1", "name": "Study One", "terms_text": TERMS, "terms_version": "1",
+         "games": ["factorygame"], "scope": ["video", "keyboard", "mouse", "gamepad"],
+         "purposes": ["research"], "licence": "CC-BY-4.0", "controller_name": "Lab",
+         "controller_contact": "lab@example.org"}
+
+
+@dataclass
+class World:
+    live: LiveCollector
+    admin: httpx.Client
+    alice: Enrollment
+    bob: Enrollment
+    homes: dict[str, Path]
+    monkeypatch: pytest.MonkeyPatch
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def player(self, who: Enrollment) -> httpx.Client:
+        http = httpx.Client(base_url=self.live.url,
+                            headers={"Authorization": f"Bearer {who.device_token}"})
+        self.clients.append(http)
+        return http
+
+    def as_player(self, name: str) -> None:
+        self.monkeypatch.setenv("CAPTURE_HOME", str(self.homes[name]))
+
+    def session(self, name: str, who: Enrollment, n: int = 1, **kw: Any) -> Path:
+        script = gameplay_script(receipt_id=who.receipt_id, player=who.pseudonym,
+                                 synthetic=False, seconds=2.0,
+                                 session_id=f"20250301T120000Z-factorygame-{n:06d}", **kw)
+        return build_session(self.homes[name] / "sessions", script)
+
+    def count(self, table: sa.Table) -> int:
+        with self.live.settings.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+    def stored(self) -> list[str]:
+        return sorted(str(p.relative_to(self.live.store_root))
+                      for p in self.live.store_root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def world(live_collector: LiveCollector, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    admin = httpx.Client(base_url=live_collector.url,
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert admin.post("/v1/studies", json=STUDY).status_code == 201
+    homes = {"alice": tmp_path / "alice", "bob": tmp_path / "bob"}
+    enrolled = {}
+    for name, home in homes.items():
+        monkeypatch.setenv("CAPTURE_HOME", str(home))
+        code = admin.post("/v1/studies/s1/invites").json()["code"]
+        study = enrollment.fetch_study(live_collector.url, code)
+        enrolled[name], _ = enrollment.enroll(live_collector.url, code, study, name,
+                                              method="cli-scripted")
+    made = World(live_collector, admin, enrolled["alice"], enrolled["bob"], homes, monkeypatch)
+    yield made
+    for http in [admin, *made.clients]:
+        http.close()
+
+
+def tus_headers(offset: int, data: bytes, checksum: bytes | None = None) -> dict[str, str]:
+    digest = checksum if checksum is not None else hashlib.sha256(data).digest()
+    return {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": str(offset),
+            "Upload-Checksum": "sha256 " + base64.b64encode(digest).decode()}
+
+
+def start_bundle(world: World, session: Path) -> dict[str, Any]:
+    answer = world.player(world.alice).post(
+        "/v1/bundles", json={"manifest_text": (session / "manifest.json").read_text()})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+__all__ = ["Collector", "Player", "Proxy", "World", "create_study", "enroll", "free_port",
+           "replace", "run_capture", "start_bundle", "tus_headers", "wait_for", "world"]
 
 
 # --- an in-process collector (the real app on uvicorn, in a thread) ------------------------------

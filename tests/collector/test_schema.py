@@ -34,11 +34,12 @@ def _upgrade_from_revision_1(url: str) -> None:
             assert "retention_days" not in columns
             assert "purges" not in sa.inspect(conn).get_table_names()
         db.migrate(engine)
-        assert db.current_revision(engine) == "0002"
+        assert db.current_revision(engine) == "0003"
         with engine.connect() as conn:
             row = conn.execute(sa.select(db.studies)).one()
             assert (row.id, row.games, row.retention_days) == ("old", ["g"], 365)
             assert conn.execute(sa.select(sa.func.count()).select_from(db.purges)).scalar() == 0
+            assert "claimed_at" in {c["name"] for c in sa.inspect(conn).get_columns("bundles")}
             # the tables the code declares are exactly what the migrations built
             assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
         db.migrate(engine)  # at the head already: nothing to do, nothing breaks

@@ -3,86 +3,26 @@ reason and nothing stored, size caps, tokens kept out of logs, TLS."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from capture.collector import db
 from capture.collector.openapi import document
 from capture.uploader import enrollment, uploader
-from capture.uploader.enrollment import Enrollment
-from tests.collector.conftest import ADMIN_TOKEN, TERMS, Collector, LiveCollector
-from tests.factories import build_session, gameplay_script
-
-STUDY = {"id": "s1", "name": "Study One", "terms_text": TERMS, "terms_version": "1",
-         "games": ["factorygame"], "scope": ["video", "keyboard", "mouse", "gamepad"],
-         "purposes": ["research"], "licence": "CC-BY-4.0", "controller_name": "Lab",
-         "controller_contact": "lab@example.org"}
-
-
-@dataclass
-class World:
-    live: LiveCollector
-    admin: httpx.Client
-    alice: Enrollment
-    bob: Enrollment
-    homes: dict[str, Path]
-    monkeypatch: pytest.MonkeyPatch
-    clients: list[httpx.Client] = field(default_factory=list)
-
-    def player(self, who: Enrollment) -> httpx.Client:
-        http = httpx.Client(base_url=self.live.url,
-                            headers={"Authorization": f"Bearer {who.device_token}"})
-        self.clients.append(http)
-        return http
-
-    def as_player(self, name: str) -> None:
-        self.monkeypatch.setenv("CAPTURE_HOME", str(self.homes[name]))
-
-    def session(self, name: str, who: Enrollment, n: int = 1, **kw: Any) -> Path:
-        script = gameplay_script(receipt_id=who.receipt_id, player=who.pseudonym,
-                                 synthetic=False, seconds=2.0,
-                                 session_id=f"20250301T120000Z-factorygame-{n:06d}", **kw)
-        return build_session(self.homes[name] / "sessions", script)
-
-    def count(self, table: sa.Table) -> int:
-        with self.live.settings.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-
-    def stored(self) -> list[str]:
-        return sorted(str(p.relative_to(self.live.store_root))
-                      for p in self.live.store_root.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def world(live_collector: LiveCollector, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    admin = httpx.Client(base_url=live_collector.url,
-                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert admin.post("/v1/studies", json=STUDY).status_code == 201
-    homes = {"alice": tmp_path / "alice", "bob": tmp_path / "bob"}
-    enrolled = {}
-    for name, home in homes.items():
-        monkeypatch.setenv("CAPTURE_HOME", str(home))
-        code = admin.post("/v1/studies/s1/invites").json()["code"]
-        study = enrollment.fetch_study(live_collector.url, code)
-        enrolled[name], _ = enrollment.enroll(live_collector.url, code, study, name,
-                                              method="cli-scripted")
-    made = World(live_collector, admin, enrolled["alice"], enrolled["bob"], homes, monkeypatch)
-    yield made
-    for http in [admin, *made.clients]:
-        http.close()
+from tests.collector.conftest import (
+    ADMIN_TOKEN,
+    Collector,
+    World,
+    start_bundle,
+    tus_headers,
+)
 
 
 def _fill(path: str) -> str:
@@ -130,7 +70,7 @@ def test_players_cannot_read_list_or_overwrite_each_other(world: World) -> None:
     assert bob.post(f"/v1/bundles/{mine['bundle_id']}/complete").status_code == 404
     upload_url = mine["files"][0]["upload_url"]
     assert bob.head(upload_url).status_code == 404
-    patch = bob.patch(upload_url, content=b"x", headers=_tus(0, b"x"))
+    patch = bob.patch(upload_url, content=b"x", headers=tus_headers(0, b"x"))
     assert patch.status_code in (404, 409)
     # the same session id under bob's token is bob's own bundle, and alice's receipt is not his
     manifest_text = (alice_session / "manifest.json").read_text()
@@ -149,35 +89,21 @@ def test_players_cannot_read_list_or_overwrite_each_other(world: World) -> None:
     assert alice.get(f"/v1/bundles/{mine['bundle_id']}").json()["status"] == "accepted"
 
 
-def _tus(offset: int, data: bytes, checksum: bytes | None = None) -> dict[str, str]:
-    digest = checksum if checksum is not None else hashlib.sha256(data).digest()
-    return {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": str(offset),
-            "Upload-Checksum": "sha256 " + base64.b64encode(digest).decode()}
-
-
-def _start_bundle(world: World, session: Path) -> dict[str, Any]:
-    answer = world.player(world.alice).post(
-        "/v1/bundles", json={"manifest_text": (session / "manifest.json").read_text()})
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
-
-
 def test_a_chunk_with_a_wrong_checksum_is_refused_and_nothing_moves(world: World) -> None:
     world.as_player("alice")
-    state = _start_bundle(world, world.session("alice", world.alice))
+    state = start_bundle(world, world.session("alice", world.alice))
     alice = world.player(world.alice)
     item = state["files"][0]
     data = b"\0" * min(item["length"], 1000)
     answer = alice.patch(item["upload_url"], content=data,
-                         headers=_tus(0, data, hashlib.sha256(b"other").digest()))
+                         headers=tus_headers(0, data, hashlib.sha256(b"other").digest()))
     assert answer.status_code == 460
     assert "does not match its sha256 checksum" in answer.json()["reason"]
     assert alice.head(item["upload_url"]).headers["Upload-Offset"] == "0"
     assert world.count(db.upload_chunks) == 0
     assert not [k for k in world.stored() if k.startswith("uploads/")]
     missing = alice.patch(item["upload_url"], content=data,
-                          headers={k: v for k, v in _tus(0, data).items()
+                          headers={k: v for k, v in tus_headers(0, data).items()
                                    if k != "Upload-Checksum"})
     assert missing.status_code == 400 and "Upload-Checksum" in missing.json()["reason"]
 
@@ -187,14 +113,14 @@ def test_a_manifest_that_does_not_match_its_files_is_rejected_for_good(world: Wo
     session = world.session("alice", world.alice)
     video = session / "video.mkv"
     original = video.read_bytes()
-    state = _start_bundle(world, session)
+    state = start_bundle(world, session)
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x55
     alice = world.player(world.alice)
     for item in state["files"]:
         data = bytes(damaged) if item["name"] == "video.mkv" else \
             (session / item["name"]).read_bytes()
-        answer = alice.patch(item["upload_url"], content=data, headers=_tus(0, data))
+        answer = alice.patch(item["upload_url"], content=data, headers=tus_headers(0, data))
         assert answer.status_code == 204, answer.text
     verdict = alice.post(f"/v1/bundles/{state['bundle_id']}/complete")
     assert verdict.status_code == 422
@@ -225,10 +151,10 @@ def test_malformed_json_and_oversized_bodies_get_a_reason_and_change_nothing(
 def test_oversized_chunk_and_unsafe_names_are_refused(world: World) -> None:
     world.as_player("alice")
     session = world.session("alice", world.alice)
-    state = _start_bundle(world, session)
+    state = start_bundle(world, session)
     alice = world.player(world.alice)
     big = b"\0" * ((256 << 10) + 1)
-    answer = alice.patch(state["files"][0]["upload_url"], content=big, headers=_tus(0, big))
+    answer = alice.patch(state["files"][0]["upload_url"], content=big, headers=tus_headers(0, big))
     assert answer.status_code == 413
     manifest = json.loads((session / "manifest.json").read_text())
     manifest["session_id"] = "20250301T120000Z-other"

@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,21 +174,20 @@ class ObsInstance:
 
 @contextmanager
 def busy_loops(count: int, max_s: float) -> Iterator[None]:
-    """`count` processes spinning on a core each for the block, killed after `max_s` at the
-    latest (the machine is shared: the load is bounded in time whatever the test does)."""
-    # coreutils' timeout bounds each spinner by itself: the bound holds even if this process is
-    # held up (a suite once stalled here, and timers in this process never ran).
-    spinners = [subprocess.Popen(["timeout", "-s", "KILL", f"{max_s:g}", sys.executable, "-c",
-                                  "while True: pass"])
-                for _ in range(count)]
-    timers = [threading.Timer(max_s, spinner.kill) for spinner in spinners]
-    for timer in timers:
-        timer.start()
+    """`count` processes spinning on a core each for the block, each ending by itself after
+    `max_s` at the latest (the machine is shared: the load is bounded in time whatever the test
+    does, even if this process is held up)."""
+    # Each spinner is the Python process itself, so kill() ends it. (A `timeout` wrapper once
+    # did this: killing the wrapper orphaned the spinner, which then spun for the rest of the
+    # CI run and starved the tests after it.)
+    spin = ("import time\n"
+            f"end = time.monotonic() + {max_s:g}\n"
+            "while time.monotonic() < end: pass")
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
     try:
         yield
     finally:
-        for timer, spinner in zip(timers, spinners, strict=True):
-            timer.cancel()
+        for spinner in spinners:
             spinner.kill()
             spinner.wait()
 
