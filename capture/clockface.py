@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ ROWS = 3
 ORIGIN = (16, 16)          # top-left of the strip inside the window, on the macroblock grid
 VALUE_BITS = 40
 CHECK_BITS = 8
+START_TIMEOUT_S = 30.0     # for the clock window to show up (it prints its id)
 UNIT_NS = 100_000          # the drawn value counts 100 µs steps: 40 bits last 3.5 years of uptime
 WRAP_NS = (1 << VALUE_BITS) * UNIT_NS
 STRIP_SIZE = (COLUMNS * BLOCK, ROWS * BLOCK)
@@ -206,9 +208,11 @@ def running_clockface(display_name: str, size: tuple[int, int] = (640, 360),
         if nice:
             os.setpriority(os.PRIO_PROCESS, process.pid, nice)
         assert process.stdout is not None
-        line = process.stdout.readline()
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+        line = process.stdout.readline() if ready else ""
         if not line.strip():
-            raise RuntimeError(f"the clock window did not start (exit code {process.wait(5)})")
+            raise RuntimeError("the clock window did not start within "
+                               f"{START_TIMEOUT_S:g} s (exit code {process.poll()})")
         yield int(line)
     finally:
         stop_process(process)

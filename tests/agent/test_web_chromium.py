@@ -270,8 +270,7 @@ def test_page_shows_the_collectors_confirmation_of_a_withdrawal(
 
     from capture.uploader import enrollment
     from capture.uploader.uploader import upload_session
-    from tests.collector.conftest import ADMIN_TOKEN
-    from tests.collector.test_security import STUDY
+    from tests.collector.conftest import ADMIN_TOKEN, STUDY
 
     browser.require_chromium()
     with httpx.Client(base_url=live_collector.url,

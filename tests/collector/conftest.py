@@ -447,7 +447,7 @@ def start_bundle(world: World, session: Path) -> dict[str, Any]:
     return dict(answer.json())
 
 
-__all__ = ["Collector", "Player", "Proxy", "World", "create_study", "enroll", "free_port",
+__all__ = ["STUDY", "Collector", "Player", "Proxy", "World", "create_study", "enroll", "free_port",
            "replace", "run_capture", "start_bundle", "tus_headers", "wait_for", "world"]
 
 

@@ -10,8 +10,7 @@ import pytest
 
 from capture.uploader import enrollment
 from capture.uploader.worker import Pacer, UploadSettings, UploadWorker
-from tests.collector.conftest import ADMIN_TOKEN, LiveCollector, wait_for
-from tests.collector.test_security import STUDY
+from tests.collector.conftest import ADMIN_TOKEN, STUDY, LiveCollector, wait_for
 from tests.factories import build_session, gameplay_script
 
 
