@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import jsonschema
@@ -19,6 +24,7 @@ from capture.export.engine import EngineOptions
 from capture.export.lerobot import export_dataset
 from capture.export.verify import verify_dataset
 from capture.formats import schemas_dir
+from tests.collector.conftest import free_port
 from tests.export.conftest import PSEUDONYM_KEY
 from tests.factories import SessionScript, build_session, frame_times, gameplay_script
 
@@ -87,15 +93,57 @@ def s3_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ray_instance(s3_server: str) -> Iterator[None]:
-    """One local Ray instance for this module (start-up takes seconds), shut down after it so
-    its threads do not live on in the test process while later tests fork."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def ray_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real local Ray cluster (`ray start --head`) for this module; yields its address.
+
+    Ray runs in processes of its own, never in the test process: its gRPC threads outlive
+    `ray.shutdown()`, and a later fork in a process holding them can hang it (a CI run did)."""
+    pytest.importorskip("ray")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    ray = str(Path(sys.executable).with_name("ray"))
+    # Ray 2.5x clusters require a token (kept in ~/.ray/auth_token); clients send it in this
+    # mode. Set here, it reaches the cluster, `ray status` and the export's driver process.
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    log_path = tmp_path_factory.mktemp("ray") / "ray-start.log"
+    with log_path.open("wb") as log:   # a pipe nobody reads would fill and stop Ray
+        head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}",
+                                 "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield
+        deadline = time.monotonic() + 90
+        while subprocess.run([ray, "status", f"--address={address}"], capture_output=True,
+                             timeout=60).returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield address
     finally:
-        ray.shutdown()
+        head.terminate()    # `ray start --block` stops the cluster's processes on SIGTERM
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        if saved_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_mode
+
+
+def _export_in_process_of_its_own(inputs: list[Path] | list[str], out: Path | str,
+                                  options: EngineOptions) -> dict[str, Any]:
+    """What _export does, in a child process (see tests/export/engine_driver.py)."""
+    args = {"inputs": [str(i) for i in inputs], "out": str(out),
+            "engine": dataclasses.asdict(options)}
+    done = subprocess.run([sys.executable, "-m", "tests.export.engine_driver", json.dumps(args)],
+                          capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
 
 
 def _bucket(name: str) -> str:
@@ -142,16 +190,19 @@ def _assert_same(a: Path, b: Path) -> None:
 
 @pytest.mark.usefixtures("consent_active")
 def test_worker_processes_and_ray_write_the_same_dataset(
-        tmp_path: Path, sessions: list[Path], ray_instance: None) -> None:
+        tmp_path: Path, sessions: list[Path], ray_cluster: str) -> None:
     made = {}
     for label, options in [("one", EngineOptions(workers=1)),
-                           ("two", EngineOptions(workers=2)),
-                           ("ray", EngineOptions(engine="ray", workers=2))]:
+                           ("two", EngineOptions(workers=2))]:
         out = tmp_path / label / "dataset"
         report = _export(sessions, out, options, size=None)
         assert report.engine == options.engine
         assert [e.copied for e in report.episode_reports].count(True) == 1
         made[label] = out
+    made["ray"] = tmp_path / "ray" / "dataset"
+    summary = _export_in_process_of_its_own(
+        sessions, made["ray"], EngineOptions(engine="ray", workers=2, ray_address=ray_cluster))
+    assert summary["engine"] == "ray" and summary["copied"].count(True) == 1
     check = verify_dataset(made["one"])
     assert check.ok, check.problems
     _assert_same(made["one"], made["two"])
@@ -220,15 +271,19 @@ def _upload(session: Path, url: str) -> str:
 
 @pytest.mark.usefixtures("consent_active")
 def test_sessions_and_dataset_in_object_storage_with_both_engines(
-        tmp_path: Path, sessions: list[Path], s3_server: str, ray_instance: None) -> None:
+        tmp_path: Path, sessions: list[Path], s3_server: str, ray_cluster: str) -> None:
     bucket = _bucket("capture-export-test")
     urls = [_upload(s, f"{bucket}/sessions/{s.name}") for s in sessions]
     local = tmp_path / "local" / "dataset"
     _export(sessions, local, EngineOptions(workers=1))
     for engine_name in ("local", "ray"):
         url = f"{bucket}/{engine_name}/dataset"
-        report = _export(urls, url, EngineOptions(engine=engine_name, workers=2))
-        assert report.sessions == 3
+        if engine_name == "ray":
+            summary = _export_in_process_of_its_own(
+                urls, url, EngineOptions(engine="ray", workers=2, ray_address=ray_cluster))
+            assert summary["sessions"] == 3
+        else:
+            assert _export(urls, url, EngineOptions(workers=2)).sessions == 3
         copy = storage.local_dir(url, tmp_path / engine_name / "dataset")
         _assert_same(local, copy)
         # segments staged in the bucket (Ray) are gone: only the dataset's files are there
