@@ -47,13 +47,15 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
     from capture.export import purge
 
     chosen = [bool(receipts), bool(players), from_collector]
+    listed: list[str] = []   # sessions the collector asked to purge
     if sum(chosen) != 1:
         raise click.UsageError("give exactly one of --receipt, --player or --from-collector")
     if from_collector and revocations is not None:
         plan = purge.purge_from_revocations(dataset, revocations)
     elif from_collector:
-        plan = purge.plan_purge(dataset, sessions=collector_purges(url, dataset),
-                                reason="collector", collector_checked_utc=utc_iso())
+        listed = collector_purges(url, dataset)
+        plan = purge.plan_purge(dataset, sessions=listed, reason="collector",
+                                collector_checked_utc=utc_iso())
     elif receipts:
         plan = purge.plan_purge(dataset, receipts=receipts, reason="receipt")
     else:
@@ -63,28 +65,48 @@ def purge_cmd(dataset: Path, receipts: tuple[str, ...], players: tuple[str, ...]
         removed = purge.cleanup_leftovers(plan.dataset)
         if removed:
             click.echo(f"removed {len(removed)} leftover(s) of an interrupted purge")
+        if listed:   # none of them is in the dataset (any more): tell the collector
+            click.echo(report_purged(url, dataset, listed))
         return
     if not yes and not click.confirm("Rewrite the dataset without them?", default=False):
         click.echo("nothing changed")
         sys.exit(1)
     result = purge.apply_purge(plan, progress=lambda step: click.echo(f"  {step}", err=True))
     click.echo(result.summary())
+    if listed:
+        click.echo(report_purged(url, dataset, listed))
 
 
 def collector_purges(url: str, dataset: Path) -> list[str]:
     """Sessions the collector at `url` lists for purging from this dataset (exports from a
     collector register the dataset under its directory name)."""
-    from capture.collector.server import ADMIN_TOKEN_ENV, stored_admin_token
     from capture.uploader.http import call, client
+
+    with client(url, _admin_token()) as http:
+        rows = call(http, "GET", "/v1/admin/purges").json()
+    name = dataset.resolve().name
+    return list(dict.fromkeys(str(r["session_id"]) for r in rows if r["dataset_name"] == name))
+
+
+def report_purged(url: str, dataset: Path, sessions: list[str]) -> str:
+    """Tell the collector the dataset no longer holds `sessions`; what to say about it."""
+    from capture.uploader.http import call, client
+
+    with client(url, _admin_token()) as http:
+        marked = call(http, "POST", "/v1/admin/purges/done",
+                      json={"dataset_name": dataset.resolve().name,
+                            "session_ids": sessions}).json()["marked"]
+    return f"the collector marked {marked} pending purge(s) of this dataset done"
+
+
+def _admin_token() -> str:
+    from capture.collector.server import ADMIN_TOKEN_ENV, stored_admin_token
 
     token = stored_admin_token()
     if not token:
         raise CaptureError(f"no admin token: set {ADMIN_TOKEN_ENV} (the collector printed it at "
                            "its first start)")
-    with client(url, token) as http:
-        rows = call(http, "GET", "/v1/admin/purges").json()
-    name = dataset.resolve().name
-    return list(dict.fromkeys(str(r["session_id"]) for r in rows if r["dataset_name"] == name))
+    return token
 
 
 @click.command("report")

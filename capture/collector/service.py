@@ -227,6 +227,18 @@ class Purge(BaseModel):
     created_at: str
 
 
+class PurgesDone(BaseModel):
+    """A dataset no longer holds these sessions (`capture dataset purge --from-collector`)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    dataset_name: str
+    session_ids: list[str]
+
+
+class PurgesMarked(BaseModel):
+    marked: int   # pending purges of that dataset now marked done
+
+
 # --- helpers ----------------------------------------------------------------------------------
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -937,6 +949,16 @@ def create_app(settings: Settings) -> FastAPI:
                       session_id=r.session_id, dataset_id=r.dataset_id,
                       dataset_name=r.dataset_name, created_at=_iso(r.created_at) or "")
                 for r in rows]
+
+    @app.post(f"{API}/admin/purges/done", response_model=PurgesMarked, tags=["admin"])
+    def admin_purges_done(body: PurgesDone, _admin: AdminAuth) -> PurgesMarked:
+        """The builder purged these sessions from the dataset: they leave the pending list."""
+        with engine.begin() as conn:
+            marked = conn.execute(db.purges.update().where(
+                db.purges.c.dataset_name == body.dataset_name,
+                db.purges.c.session_id.in_(body.session_ids),
+                db.purges.c.done_at.is_(None)).values(done_at=db.now()))
+        return PurgesMarked(marked=marked.rowcount)
 
     @app.get(f"{API}/admin/registry", tags=["admin"])
     def admin_registry(_admin: AdminAuth) -> dict[str, Any]:

@@ -410,6 +410,9 @@ def test_from_collector_purges_what_the_collector_lists(tmp_path: Path) -> None:
         done = run_capture(builder, "dataset", "purge", str(dataset), "--from-collector",
                            "--url", collector.url, "--yes")
         assert "purged" in done.stdout, done.stdout
+        assert "the collector marked 1 pending purge(s) of this dataset done" in done.stdout
+        listed = run_capture(builder, "collector", "purges", "--url", collector.url, "--json")
+        assert json.loads(listed.stdout) == []
         after = episodes_table(dataset)
         assert set(after["session_id"]) == {sessions[1].name}
         assert purge.read_purge_log(dataset)[0]["reason"] == "collector"
