@@ -1,4 +1,4 @@
-"""Where state lives: the data directory ($CAPTURE_HOME or the platform user data dir)."""
+"""Where state lives (the data directory: $CAPTURE_HOME or the platform user data dir), kept durably."""
 
 from __future__ import annotations
 
@@ -31,3 +31,18 @@ def session_index_path() -> Path:
 
 def keys_dir() -> Path:
     return data_dir() / "keys"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable (no-op where directories cannot be
+    opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from capture import __version__, formats
+from capture import __version__, formats, paths
 from capture.clock import CLOCK_NAME, ClockPair
 from capture.errors import BadInputError
 from capture.video import VideoResult
@@ -421,18 +421,4 @@ def write_manifest(session_dir: Path, manifest: Manifest) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(session_dir)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    paths.fsync_dir(session_dir)

@@ -59,6 +59,22 @@ def _write_state(result: UploadResult) -> None:
     os.replace(tmp, path)
 
 
+def mark_released(session_id: str) -> None:
+    """The player reviewed the session and sent it: kept on disk, so a restart remembers."""
+    path = state_dir() / f"{session_id}.released"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    paths.fsync_dir(path.parent)
+
+
+def is_released(session_id: str) -> bool:
+    return (state_dir() / f"{session_id}.released").exists()
+
+
+def forget_release(session_id: str) -> None:
+    (state_dir() / f"{session_id}.released").unlink(missing_ok=True)
+
+
 def queued_sessions() -> list[Path]:
     """Finalised local sessions recorded under an enrolled consent and not accepted or rejected
     yet: what `capture upload` sends when no session is named."""

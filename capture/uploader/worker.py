@@ -16,7 +16,15 @@ from capture.session.manifest import read_manifest
 from . import enrollment, tus
 from .http import Unreachable
 from .outbox import flush_outbox
-from .uploader import UploadResult, read_state, state_dir, upload_session
+from .uploader import (
+    UploadResult,
+    forget_release,
+    is_released,
+    mark_released,
+    read_state,
+    state_dir,
+    upload_session,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,8 @@ class UploadWorker:
             status, reason = "waiting", None
         due = time.monotonic() + self.settings.delay_minutes * 60
         with self._lock:
+            if is_released(record.session_id):
+                self._released.add(record.session_id)
             self._items[record.session_id] = SessionUpload(
                 record.session_id, str(session_dir), status, 100.0 if status == "accepted"
                 else 0.0, reason, due)
@@ -97,14 +107,17 @@ class UploadWorker:
 
     def release(self, session_id: str) -> None:
         """The player reviewed the session: upload it (with `after_review`)."""
+        mark_released(session_id)
         with self._lock:
             self._released.add(session_id)
         self._wake.set()
 
     def forget(self, session_id: str) -> None:
         """The player deleted the session: drop it from the queue."""
+        forget_release(session_id)
         with self._lock:
             self._items.pop(session_id, None)
+            self._released.discard(session_id)
 
     def states(self) -> list[dict[str, Any]]:
         with self._lock:

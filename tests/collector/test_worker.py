@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from capture.uploader import enrollment
+from capture.uploader.uploader import is_released
 from capture.uploader.worker import Pacer, UploadSettings, UploadWorker
 from tests.collector.conftest import ADMIN_TOKEN, STUDY, LiveCollector, wait_for
 from tests.factories import build_session, gameplay_script
@@ -73,6 +74,27 @@ def test_after_review_waits_for_the_player(live_collector: LiveCollector, tmp_pa
         assert session.exists()  # keep_days None: the local copy stays
     finally:
         worker.stop()
+
+
+def test_a_release_outlives_an_agent_restart(live_collector: LiveCollector, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    session = _enrolled_session(live_collector, tmp_path / "fay", monkeypatch)
+    first = UploadWorker(UploadSettings(after_review=True, delay_minutes=60))
+    first.queue(session)
+    first.start()
+    first.release(session.name)     # released, but not due for an hour: the agent then stops
+    first.stop()
+    assert _accepted_on_collector(live_collector) == 0
+    again = UploadWorker(UploadSettings(after_review=True))
+    again.queue(session)
+    again.start()
+    try:
+        wait_for(lambda: again.states()[0]["status"] == "accepted", 60, "the upload")
+    finally:
+        again.stop()
+    assert is_released(session.name)
+    again.forget(session.name)     # the player deleted the session: its release goes with it
+    assert not is_released(session.name)
 
 
 def test_sessions_without_an_enrolled_consent_are_not_queued(
