@@ -1,4 +1,4 @@
-"""Where state lives (the data directory: $CAPTURE_HOME or the platform user data dir), kept durably."""
+"""Where state lives ($CAPTURE_HOME or the platform user data dir), and keeping it durable."""
 
 from __future__ import annotations
 
