@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from capture.video.obs.backend import (
 )
 from capture.video.obs.client import ObsClient
 from capture.video.obs.config import COLLECTION
+from capture.video.obs.obs_clock_script import ALIVE_SUFFIX, LOG_SUFFIX, RECORDER_GONE_NS
 from capture.video.obs.settings import ObsSettings
 from capture.xserver import Xvfb
 from tests.obs.harness import ObsInstance, free_port, obs_available
@@ -151,6 +154,53 @@ def test_obs_killed_mid_recording_keeps_the_video_and_its_frame_times(
     (session_dir / formats.FRAMES_JOURNAL).unlink()     # as if capture had died too
     assert recover_frames_journal(video_output(session_dir)) == len(records)
     assert list(read_journal(session_dir / formats.FRAMES_JOURNAL)) == records
+
+
+def test_obs_stops_recording_soon_after_its_recorder_is_killed(
+        xvfb: Xvfb, clock_window: int, tmp_path: Path) -> None:
+    # Fail closed: once the recorder is gone, nothing checks focus or consent any more, so OBS
+    # must not go on recording the screen (its clock script watches the recorder's heartbeat).
+    session_dir = tmp_path / "session"
+    with ObsInstance(tmp_path / "obs", xvfb.display, fps=FPS, size=SIZE) as obs:
+        recorder = subprocess.Popen(
+            [sys.executable, "-m", "tests.obs.recorder_driver", obs.host, str(obs.port),
+             obs.password, xvfb.display, str(clock_window), str(session_dir), str(FPS)],
+            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+        try:
+            assert recorder.stdout is not None and recorder.stdout.readline() == "recording\n"
+            time.sleep(1.5)
+            os.kill(recorder.pid, signal.SIGKILL)
+            killed = time.monotonic()
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+            recorder.wait()
+            if recorder.stdout is not None:
+                recorder.stdout.close()
+        with ObsClient(obs.host, obs.port, obs.password, timeout_s=5.0) as client:
+            assert client.record_status().get("outputActive"), "OBS was not recording"
+            while client.record_status().get("outputActive"):
+                assert time.monotonic() - killed < RECORDER_GONE_NS / 1e9 + 10, \
+                    "OBS went on recording after its recorder was killed"
+                time.sleep(0.2)
+        stopped_after = time.monotonic() - killed
+        log = session_dir / (formats.VIDEO + LOG_SUFFIX)
+        deadline = time.monotonic() + 10     # the script closes the log right after the stop
+        while not log.read_text().endswith("\n") or \
+                json.loads(log.read_text().splitlines()[-1])[0] != "end":
+            assert time.monotonic() < deadline, "the clock log was not closed"
+            time.sleep(0.1)
+    assert stopped_after >= RECORDER_GONE_NS / 1e9 - 1
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    watchdog = [item[1] for item in lines if item[0] == "watchdog"]
+    assert len(watchdog) == 1 and lines[-1][0] == "end"
+    assert watchdog[0]["host_ns"] - watchdog[0]["last_alive_ns"] > RECORDER_GONE_NS
+    assert (session_dir / (formats.VIDEO + ALIVE_SUFFIX)).exists()
+    # recovery rebuilds the timeline from what OBS wrote and removes the dead recorder's heartbeat
+    notes = ObsVideoBackend.recover(video_output(session_dir))
+    assert notes and not (session_dir / (formats.VIDEO + ALIVE_SUFFIX)).exists()
+    records = list(read_journal(session_dir / formats.FRAMES_JOURNAL))
+    assert 0 < len(records) == decodable_frames(session_dir / formats.VIDEO)
 
 
 def test_a_start_that_hangs_fails_in_bounded_time_and_leaves_no_recording(

@@ -2,12 +2,14 @@
 
 Phases: start-up, recording, segment hand-over, finalise. After each kill `capture sessions
 recover` must finish every session, each kept frame must be in the video file, input may be
-lost only in the last 250 ms before the kill, every session with frames must export and
-verify, and a second recovery must change nothing.
+lost only in the last 250 ms before the kill (plus however long the machine kept the test itself
+from running then), every session with frames must export and verify, and a second recovery
+must change nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -34,6 +36,7 @@ from capture.session.reader import open_session
 pytestmark = [pytest.mark.x11, pytest.mark.slow]
 
 MAX_INPUT_LOSS_NS = 250_000_000
+INJECT_PERIOD_NS = 10_000_000
 SEGMENT_S = 1.5
 
 
@@ -106,7 +109,7 @@ def _run(trial: Trial, xvfb, demo_game: int, home: Path, out: Path) -> subproces
             while not stop_input.is_set():
                 injector.move_relative(1, 0)
                 trial.sent.append(now_ns())
-                time.sleep(0.01)
+                time.sleep(INJECT_PERIOD_NS / 1e9)
 
     thread = threading.Thread(target=inject, daemon=True)
     thread.start()
@@ -160,10 +163,23 @@ def _check(trial: Trial, home: Path, out: Path, tmp_path: Path) -> int:
     sent = [t for t in trial.sent if t <= trial.kill_ns]
     if sent and trial.phase in ("recording", "handover"):
         assert motions, "no input survived"
-        assert sent[-1] - max(motions) <= MAX_INPUT_LOSS_NS, "more than 250 ms of input lost"
-        early = [t for t in sent if t <= trial.kill_ns - MAX_INPUT_LOSS_NS - 50_000_000]
+        allowed = MAX_INPUT_LOSS_NS + machine_stall_ns(sent, trial.kill_ns)
+        assert sent[-1] - max(motions) <= allowed, \
+            f"{(sent[-1] - max(motions)) / 1e6:.0f} ms of input lost (allowed {allowed / 1e6:.0f})"
+        early = [t for t in sent if t <= trial.kill_ns - allowed - 50_000_000]
         assert len(motions) >= len(early), f"{len(early) - len(motions)} early moves lost"
     return len(dirs)
+
+
+def machine_stall_ns(sent: list[int], kill_ns: int) -> int:
+    """How long the injecting thread (a bystander at the recorder's priority, sending every
+    10 ms) could not run in the last 2 s before the kill: on 2 busy cores (a hand-over starts
+    two processes) the recorder cannot read input then either. The loss allowed grows by it;
+    a recorder that keeps input back by design (it once held a hand-over's input in memory
+    for up to 3 s) is still caught."""
+    recent = [t for t in sent if t >= kill_ns - 2_000_000_000] + [kill_ns]
+    gaps = [b - a for a, b in itertools.pairwise(recent)]
+    return max(0, max(gaps, default=0) - INJECT_PERIOD_NS)
 
 
 TRIALS = [Trial(target, phase, seed)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from capture.clock import now_ns
 from capture.errors import CaptureError
 from capture.video import (
     Capabilities,
@@ -25,7 +26,7 @@ from capture.video import (
     VideoSettings,
 )
 from capture.video.obs.client import ObsClient, ObsError
-from capture.video.obs.obs_clock_script import LOG_SUFFIX
+from capture.video.obs.obs_clock_script import ALIVE_SUFFIX, HEARTBEAT_S, LOG_SUFFIX
 from capture.video.obs.recording import RecordingFile
 from capture.video.obs.settings import ObsSettings, resolve
 from capture.video.obs.timeline import (
@@ -80,6 +81,7 @@ class ObsVideoBackend(VideoBackend):
     @classmethod
     def recover(cls, output: VideoOutput) -> list[str]:
         """OBS sessions get their frame timeline at stop: rebuild it from OBS's clock log."""
+        Path(str(output.video) + ALIVE_SUFFIX).unlink(missing_ok=True)   # a dead recorder's
         if output.timeline.exists():
             return []
         frames = recover_frames_journal(output)
@@ -274,6 +276,7 @@ class ObsVideoBackend(VideoBackend):
             raise CaptureError(self._failed_start_message(output.workdir))
         self._started_ns = arrived
         self._output_path = Path(str(data.get("outputPath") or output.video))
+        self._beat()
         clock_log = Path(str(self._output_path) + LOG_SUFFIX)
         wait_until = time.monotonic() + CLOCK_LOG_TIMEOUT_S
         while (problem := _clock_problem(clock_log)) is not None \
@@ -315,8 +318,9 @@ class ObsVideoBackend(VideoBackend):
         client = self._client
         assert client is not None
         while True:
+            self._beat()
             try:
-                data, arrived = client.wait_event("RecordStateChanged", timeout_s=0.5)
+                data, arrived = client.wait_event("RecordStateChanged", timeout_s=HEARTBEAT_S)
             except ObsError:
                 if not client.alive():
                     break
@@ -364,6 +368,19 @@ class ObsVideoBackend(VideoBackend):
                 else:
                     time.sleep(0.05)          # OBS refuses a pause right after a resume
 
+    def _beat(self) -> None:
+        """Tell OBS's clock script the recorder lives (it stops the recording when this goes
+        stale, see obs_clock_script.py); nothing once the recording is over."""
+        if self._output_path is None or self._result is not None or self._stop_requested:
+            return
+        alive = Path(str(self._output_path) + ALIVE_SUFFIX)
+        tmp = alive.with_name(alive.name + ".tmp")
+        try:
+            tmp.write_text(str(now_ns()), encoding="ascii")
+            os.replace(tmp, alive)
+        except OSError:
+            pass   # a full disk: OBS's own write fails first, and stop() says so
+
     def _wait_state(self, state: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         with self._changed:
@@ -382,6 +399,7 @@ class ObsVideoBackend(VideoBackend):
                              cpu_seconds=max(0.0, cpu_seconds), notes=list(self._notes))
         video = out.video
         output = self._output_path or video
+        Path(str(output) + ALIVE_SUFFIX).unlink(missing_ok=True)
         if output != video and output.exists():
             shutil.move(str(output), str(video))
             result.notes.append(f"moved OBS's recording {output} into the session")
@@ -444,6 +462,10 @@ def session_timeline(video: Path, clock_log: Path,
         log = parse_clock_log(lines, str(clock_log))
     if log.truncated or not log.ended:
         notes.append("OBS's clock log was cut off (OBS did not stop normally)")
+    if log.watchdog is not None:
+        gone_s = (int(log.watchdog["host_ns"]) - int(log.watchdog["last_alive_ns"])) / 1e9
+        notes.append(f"the recorder stopped answering; OBS's clock script stopped the recording "
+                     f"{gone_s:.1f} s after its last sign of life")
     timeline = build_timeline(log, recording.pts, recording.time_base, recording.fingerprints)
     notes += timeline.notes
     if timeline.start_cost is not None:

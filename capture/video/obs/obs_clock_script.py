@@ -23,6 +23,12 @@
 # "recording starting" on (at most BUFFER_NS old) are kept in memory until "recording started"
 # names the file; then they are written. A writer thread flushes at least every FLUSH_S:
 # script_unload does not run on SIGTERM.
+# The recorder that started the recording writes its host time into "<recording path>
+# .capture-alive" every HEARTBEAT_S. Should that time grow older than RECORDER_GONE_NS (the
+# recorder was killed or hangs), the script stops the recording and logs
+#   ["watchdog", {...}]
+# so nothing more is recorded without the recorder's focus and consent checks. A recording with
+# no such file (started by hand in OBS) is not watched.
 # Nothing is written into a log after its recording stopped: on "recording stopped" the writer
 # appends the "end" line and closes the file for good (the backend waits for that before it
 # hashes the session). Should that event never reach the script, the writer closes the log
@@ -50,6 +56,10 @@ BUFFER_NS = 3_000_000_000
 TICKS_KEPT_NS = 1_000_000_000   # render ticks kept from before a recording starts
 FLUSH_S = 0.1
 INACTIVE_CLOSE_S = 1.0   # close the log when the recording output is inactive this long
+ALIVE_SUFFIX = ".capture-alive"
+HEARTBEAT_S = 0.5              # how often the recorder writes its time there
+RECORDER_GONE_NS = 5_000_000_000   # a heartbeat this old: the recorder is gone, stop recording
+ALIVE_CHECK_NS = 500_000_000
 GRID = 8               # fingerprint: GRID x GRID cells of mean luma
 LINES_PER_CELL = 4     # sampled rows per cell
 COLUMN_STEP = 4        # every 4th pixel of a sampled row
@@ -120,6 +130,8 @@ class _Recorder:
         self.hello: dict[str, Any] = {}
         self.output: Any = None             # the recording output of the open log (a reference)
         self.inactive_since: float | None = None
+        self.alive_checked_ns = 0
+        self.watchdog_fired = False
 
     # --- log lines ---------------------------------------------------------------------------
     def add(self, host_ns: int, item: list[Any]) -> None:
@@ -132,6 +144,7 @@ class _Recorder:
 
     def write_pending(self) -> None:
         with self.lock:
+            self.stop_if_recorder_gone()
             self.close_if_inactive()
             if self.path is not None and self.file is None:
                 try:
@@ -162,6 +175,30 @@ class _Recorder:
                 self.path = None
                 self.closing = False
                 self.release_output()
+
+    def stop_if_recorder_gone(self) -> None:
+        """Stop the recording when its recorder's heartbeat went stale (called with the lock
+        held, on the writer thread; OBS queues the stop onto its UI thread)."""
+        if self.file is None or self.path is None or self.closing or self.watchdog_fired \
+                or obs is None:
+            return
+        now = _now()
+        if now - self.alive_checked_ns < ALIVE_CHECK_NS:
+            return
+        self.alive_checked_ns = now
+        try:
+            with open(self.path[:-len(LOG_SUFFIX)] + ALIVE_SUFFIX, encoding="ascii") as beat:
+                last_alive = int(beat.read().strip())
+        except FileNotFoundError:
+            return                  # not started by capture: not watched
+        except (OSError, ValueError):
+            return                  # being replaced right now: next time
+        if now - last_alive > RECORDER_GONE_NS:
+            self.watchdog_fired = True
+            self.lines.append((now, json.dumps(["watchdog", {"host_ns": now,
+                                                             "last_alive_ns": last_alive}])))
+            _log("the capture recorder stopped answering: stopping the recording")
+            obs.obs_frontend_recording_stop()
 
     def close_if_inactive(self) -> None:
         """Ask for the log to be closed if its recording output stopped without our hearing of
@@ -245,6 +282,7 @@ class _Recorder:
                     self.release_output()
                     self.output = obs.obs_frontend_get_recording_output()
                     self.closing = False
+                    self.watchdog_fired = False
                     self.path = path + LOG_SUFFIX
             return
         self.add(host, [kind, info])

@@ -92,6 +92,7 @@ class ClockLog:
     changes: list[StateChange]
     ended: bool
     truncated: bool
+    watchdog: dict[str, Any] | None = None   # the script stopped the recording: recorder gone
 
 
 def parse_clock_log(lines: Iterable[bytes | str], source: str = "clock log") -> ClockLog:
@@ -141,7 +142,8 @@ def parse_clock_log(lines: Iterable[bytes | str], source: str = "clock log") -> 
         frame_host=np.array([f[2] for f in frames], dtype=np.int64),
         frame_repeated=np.array([bool(f[3]) for f in frames], dtype=bool),
         fingerprints=fingerprints, has_fingerprint=has_fingerprint, changes=changes,
-        ended=any(item[0] == "end" for item in items[starts[-1]:]), truncated=truncated)
+        ended=any(item[0] == "end" for item in items[starts[-1]:]), truncated=truncated,
+        watchdog=next((item[1] for item in items[starts[-1]:] if item[0] == "watchdog"), None))
 
 
 def fingerprint_distance(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
