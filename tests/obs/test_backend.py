@@ -155,11 +155,14 @@ def test_under_render_lag_every_frame_is_right_or_marked_uncertain(
     # 60 fps with two busy loops on the 2 cores: OBS lags most render ticks (issue 8).
     fps = 60
     with ObsInstance(tmp_path / "obs60", xvfb.display, fps=fps, size=(1280, 720)) as obs60:
-        recorder = backend_for(obs60)
+        # What is checked is every frame's time, not how fast OBS gets ready under this load:
+        # a CI run once needed more than the 25 s a player gets before capture gives up.
+        recorder = ObsVideoBackend(ObsSettings(obs60.host, obs60.port, obs60.password),
+                                   start_timeout_s=90)
         session_dir = tmp_path / "session"
         redraw_log = tmp_path / "redraws.npy"
         with running_clockface(xvfb.display, size=(1280, 720), redraw_log=redraw_log) as window, \
-                busy_loops(2, max_s=30):
+                busy_loops(2, max_s=120):
             recorder.start(CaptureTarget(display=xvfb.display, window_id=window),
                            video_output(session_dir), VideoSettings(fps=fps))
             time.sleep(4.0)
