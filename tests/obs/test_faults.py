@@ -198,7 +198,8 @@ def test_obs_stops_recording_soon_after_its_recorder_is_killed(
     assert (session_dir / (formats.VIDEO + ALIVE_SUFFIX)).exists()
     # recovery rebuilds the timeline from what OBS wrote and removes the dead recorder's heartbeat
     notes = ObsVideoBackend.recover(video_output(session_dir))
-    assert notes and not (session_dir / (formats.VIDEO + ALIVE_SUFFIX)).exists()
+    assert any("stopped the recording" in note for note in notes), notes
+    assert not (session_dir / (formats.VIDEO + ALIVE_SUFFIX)).exists()
     records = list(read_journal(session_dir / formats.FRAMES_JOURNAL))
     assert 0 < len(records) == decodable_frames(session_dir / formats.VIDEO)
 

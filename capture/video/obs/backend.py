@@ -84,8 +84,8 @@ class ObsVideoBackend(VideoBackend):
         Path(str(output.video) + ALIVE_SUFFIX).unlink(missing_ok=True)   # a dead recorder's
         if output.timeline.exists():
             return []
-        frames = recover_frames_journal(output)
-        return [f"frame timeline rebuilt from OBS's clock log ({frames} frames)"]
+        frames, notes = _rebuild_timeline(output)
+        return [f"frame timeline rebuilt from OBS's clock log ({frames} frames)", *notes]
 
     def __init__(self, settings: ObsSettings | None = None, *, host: str | None = None,
                  port: int | None = None, password: str | None = None,
@@ -477,12 +477,16 @@ def session_timeline(video: Path, clock_log: Path,
 def recover_frames_journal(output: VideoOutput) -> int:
     """Rebuild the frame timeline of an OBS session whose recorder died (for `capture sessions
     recover`); returns the number of frames, 0 if there is no OBS clock log to rebuild from."""
+    return _rebuild_timeline(output)[0]
+
+
+def _rebuild_timeline(output: VideoOutput) -> tuple[int, list[str]]:
     video = output.video
     for clock_log in (output.workdir / CLOCK_LOG, Path(str(video) + LOG_SUFFIX)):
         if clock_log.exists() and video.exists():
-            timeline, _recording, _notes = session_timeline(video, clock_log)
-            return output.timeline.rewrite(timeline.records)
-    return 0
+            timeline, _recording, notes = session_timeline(video, clock_log)
+            return output.timeline.rewrite(timeline.records), notes
+    return 0, []
 
 
 def _abandon_start(client: ObsClient) -> bool:
