@@ -71,13 +71,30 @@ def kill_all(processes: list[psutil.Process]) -> list[str]:
     return described
 
 
+def started_during(before: set[Identity]) -> dict[Identity, psutil.Process]:
+    """Processes of this run that were not running at `before`, except the children (at any
+    depth) of those that were: a wider-scoped fixture's server may start helpers at any time
+    (Ray's head starts its raylet and log monitor after it answers)."""
+    found = {}
+    for key, process in started_by_this_run().items():
+        if key in before:
+            continue
+        try:
+            ancestors = {(p.pid, p.create_time()) for p in process.parents()}
+        except psutil.Error:
+            continue
+        if not ancestors & before:
+            found[key] = process
+    return found
+
+
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     before = set(started_by_this_run())
     yield
     deadline = time.monotonic() + GRACE_S
     while True:
-        left = {key: p for key, p in started_by_this_run().items() if key not in before}
+        left = started_during(before)
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
