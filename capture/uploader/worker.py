@@ -78,7 +78,6 @@ class UploadWorker:
                  say: Callable[[str], None] = lambda _m: None) -> None:
         self.settings, self.say = settings, say
         self._items: dict[str, SessionUpload] = {}
-        self._released: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,8 +96,6 @@ class UploadWorker:
             status, reason = "waiting", None
         due = time.monotonic() + self.settings.delay_minutes * 60
         with self._lock:
-            if is_released(record.session_id):
-                self._released.add(record.session_id)
             self._items[record.session_id] = SessionUpload(
                 record.session_id, str(session_dir), status, 100.0 if status == "accepted"
                 else 0.0, reason, due)
@@ -108,8 +105,6 @@ class UploadWorker:
     def release(self, session_id: str) -> None:
         """The player reviewed the session: upload it (with `after_review`)."""
         mark_released(session_id)
-        with self._lock:
-            self._released.add(session_id)
         self._wake.set()
 
     def forget(self, session_id: str) -> None:
@@ -117,7 +112,6 @@ class UploadWorker:
         forget_release(session_id)
         with self._lock:
             self._items.pop(session_id, None)
-            self._released.discard(session_id)
 
     def states(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -162,7 +156,7 @@ class UploadWorker:
             for item in self._items.values():
                 if item.status not in ("waiting", "queued"):
                     continue
-                if self.settings.after_review and item.session_id not in self._released:
+                if self.settings.after_review and not is_released(item.session_id):
                     continue
                 if item.due_monotonic <= now:
                     return item

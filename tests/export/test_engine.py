@@ -97,40 +97,37 @@ def ray_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """A real local Ray cluster (`ray start --head`) for this module; yields its address.
 
     Ray runs in processes of its own, never in the test process: its gRPC threads outlive
-    `ray.shutdown()`, and a later fork in a process holding them can hang it (a CI run did)."""
+    `ray.shutdown()`, and a later fork in a process holding them can hang it (the likeliest
+    cause of a CI run that stalled)."""
     pytest.importorskip("ray")
     port = free_port()
     address = f"127.0.0.1:{port}"
     ray = str(Path(sys.executable).with_name("ray"))
-    # Ray 2.5x clusters require a token (kept in ~/.ray/auth_token); clients send it in this
-    # mode. Set here, it reaches the cluster, `ray status` and the export's driver process.
-    saved_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
     log_path = tmp_path_factory.mktemp("ray") / "ray-start.log"
-    with log_path.open("wb") as log:   # a pipe nobody reads would fill and stop Ray
-        head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}",
-                                 "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                                 "--include-dashboard=false", "--disable-usage-stats"],
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while subprocess.run([ray, "status", f"--address={address}"], capture_output=True,
-                             timeout=60).returncode != 0:
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Ray did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield address
-    finally:
-        head.terminate()    # `ray start --block` stops the cluster's processes on SIGTERM
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        # Ray 2.5x clusters require a token (kept in ~/.ray/auth_token); clients send it in this
+        # mode. Set here, it reaches the cluster, `ray status` and the export's driver process.
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        with log_path.open("wb") as log:   # a pipe nobody reads would fill and stop Ray
+            head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}",
+                                     "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                                     "--include-dashboard=false", "--disable-usage-stats"],
+                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        if saved_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved_mode
+            deadline = time.monotonic() + 90
+            while subprocess.run([ray, "status", f"--address={address}"], capture_output=True,
+                                 timeout=60).returncode != 0:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Ray did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(1)
+            yield address
+        finally:
+            head.terminate()    # `ray start --block` stops the cluster's processes on SIGTERM
+            try:
+                head.wait(60)
+            except subprocess.TimeoutExpired:
+                head.kill()
+                head.wait()
 
 
 def _export_in_process_of_its_own(inputs: list[Path] | list[str], out: Path | str,

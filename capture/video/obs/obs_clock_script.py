@@ -195,8 +195,7 @@ class _Recorder:
             return                  # being replaced right now: next time
         if now - last_alive > RECORDER_GONE_NS:
             self.watchdog_fired = True
-            self.lines.append((now, json.dumps(["watchdog", {"host_ns": now,
-                                                             "last_alive_ns": last_alive}])))
+            self.add(now, ["watchdog", {"host_ns": now, "last_alive_ns": last_alive}])
             _log("the capture recorder stopped answering: stopping the recording")
             obs.obs_frontend_recording_stop()
 
