@@ -23,7 +23,7 @@ from capture.session.check_words import check_line, check_title
 from capture.session.manifest import read_manifest
 from capture.session.reader import needs_recovery
 from capture.session.recorder import Recording, RecordOptions
-from capture.uploader.uploader import queued_sessions
+from capture.uploader.uploader import is_released, queued_sessions
 from capture.uploader.worker import UploadSettings, UploadWorker
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ class Agent:
         self._reason = "starting"
         self._last_checks: list[dict[str, Any]] | None = None
         self._last_checks_dir: Path | None = None  # the segment they belong to
-        self._released: set[str] = set()  # sessions the player sent on the page
         self._announcing: tuple[str, float, int] | None = None  # game, due, notification id
         self.notifier = notifier if notifier is not None else Notifier(say=say)
         self._consent_dirty = True
@@ -99,8 +98,7 @@ class Agent:
                     "segment": rec["segment"], "since_utc": active.since_utc, **common}
 
     def _upload_states(self) -> list[dict[str, Any]]:
-        return [{**u, "released": u["session_id"] in self._released}
-                for u in self.uploads.states()]
+        return [{**u, "released": is_released(u["session_id"])} for u in self.uploads.states()]
 
     def release_upload(self, session_id: str) -> bool:
         """The player reviewed a queued session and sends it; False if it is not queued."""
@@ -109,7 +107,6 @@ class Agent:
                        if u["status"] in ("waiting", "queued")}
             if session_id not in waiting:
                 return False
-            self._released.add(session_id)
         self.uploads.release(session_id)
         return True
 
@@ -117,7 +114,6 @@ class Agent:
         """A session was deleted on the page: forget its upload and, if shown, its checks."""
         with self._lock:
             self.uploads.forget(session_id)
-            self._released.discard(session_id)
             if self._last_checks_dir is not None and not self._last_checks_dir.exists():
                 self._last_checks, self._last_checks_dir = None, None
 

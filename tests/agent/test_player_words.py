@@ -23,6 +23,7 @@ from capture.session.check_words import CHECK_WORDS, check_line, describe_check,
 from capture.session.checks import active_inputs
 from capture.session.manifest import read_manifest
 from capture.uploader import enrollment
+from capture.uploader.uploader import is_released
 from tests.agent.notifications import notification_service, private_bus
 from tests.factories import build_recording, build_session, factory_video_result, gameplay_script
 
@@ -169,7 +170,7 @@ def test_release_after_review_through_the_page(capture_home: Path, bus: str) -> 
         assert reply.status_code == 200, reply.text
         (card,) = httpx.get(f"{web.url}api/sessions", headers=headers).json()["sessions"]
         assert card["upload"]["released"] is True
-        assert session_id in agent.uploads._released  # the worker may now upload it
+        assert is_released(session_id)  # kept on disk: the worker may now upload it
         # a session that is not waiting to be sent is refused in plain words
         other = build_session(capture_home / "sessions", gameplay_script(
             seconds=1.0, session_id="20250301T120000Z-factorygame-000003"))
